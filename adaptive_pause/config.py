@@ -1,0 +1,220 @@
+"""Configuration: one dataclass per stage, YAML in and out, CLI overrides, validation.
+
+Owns: the fields every stage reads, their one-line help (shown by `--help`),
+their validation (a `ValueError` naming the field and the allowed range), and
+the YAML round trip used to save the resolved config beside every run.
+
+CLI parsing is transformers' `HfArgumentParser` (the convention TRL users know:
+`--learning_rate 1e-3`), with `--config run.yaml` supplying defaults that flags
+then override.
+
+Must not: import torch models, tasks or training code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+import yaml
+
+from .positions import NUMBERINGS
+
+ALL_TASKS = ["addition", "parity", "sum_mod10", "multihop", "threesum", "primes"]
+
+
+def _help(text: str, **kwargs) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+def _check(condition: bool, name: str, message: str) -> None:
+    if not condition:
+        raise ValueError(f"{name}: {message}")
+
+
+@dataclass
+class ModelConfig:
+    """Which LM to start from, and how pauses are numbered."""
+
+    model_name_or_path: Optional[str] = _help(
+        "HF model id or local directory; empty builds the embedded tiny Llama from the fields below", default=None
+    )
+    hidden_size: int = _help("tiny model: hidden size (d_model)", default=128)
+    num_layers: int = _help("tiny model: transformer layers", default=2)
+    num_heads: int = _help("tiny model: attention heads", default=4)
+    intermediate_size: int = _help("tiny model: MLP width", default=512)
+    max_position_embeddings: int = _help("tiny model: longest position id the model is built for", default=4096)
+    position_numbering: str = _help(
+        "how pauses take position ids: 'slotted' (from-scratch default), 'contiguous' (required for a "
+        "pretrained HF base), or 'auto' (slotted for the tiny model, contiguous otherwise)",
+        default="auto",
+    )
+    pause_slots: int = _help("slotted numbering: position slots reserved for pauses before each token", default=16)
+
+    def __post_init__(self):
+        _check(self.position_numbering in NUMBERINGS + ("auto",), "position_numbering",
+               f"must be one of {NUMBERINGS + ('auto',)}, got {self.position_numbering!r}")
+        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings"):
+            _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _check(self.hidden_size % self.num_heads == 0, "hidden_size",
+               f"must be divisible by num_heads={self.num_heads}, got {self.hidden_size}")
+        _check(self.pause_slots >= 0, "pause_slots", f"must be >= 0, got {self.pause_slots}")
+
+    def resolved_numbering(self) -> str:
+        if self.position_numbering != "auto":
+            return self.position_numbering
+        return "slotted" if not self.model_name_or_path else "contiguous"
+
+
+@dataclass
+class TrainConfig:
+    """Fields shared by every training stage."""
+
+    output_dir: str = _help("run directory (created; an existing finished stage is reused)", default="runs/default")
+    tasks: list[str] = _help("task specs, e.g. addition addition:1-4 jsonl:data.jsonl:numeric",
+                             default_factory=lambda: list(ALL_TASKS))
+    seed: int = _help("seed for data, pause placement and initialisation", default=0)
+    max_steps: int = _help("optimizer steps", default=1500)
+    batch_size: int = _help("global batch size (split across processes)", default=128)
+    learning_rate: float = _help("peak AdamW learning rate", default=2e-3)
+    warmup_steps: int = _help("linear warm-up steps before cosine decay", default=100)
+    weight_decay: float = _help("AdamW weight decay", default=0.0)
+    max_grad_norm: float = _help("gradient clipping norm (0 disables)", default=1.0)
+    log_every: int = _help("steps between logged scalars", default=50)
+    progress: bool = _help("show a progress bar", default=True)
+
+    def __post_init__(self):
+        _check(len(self.tasks) > 0, "tasks", "needs at least one task")
+        _check(self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
+               f"must be a positive number, got {self.learning_rate}")
+        _check(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        _check(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
+        _check(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
+
+
+@dataclass
+class PretrainConfig(ModelConfig, TrainConfig):
+    """Pause-pretraining: random <pause> insertion, no loss on pause targets."""
+
+    pause_rate: float = _help("expected pauses inserted per token of the sequence (Goyal et al.: ~0.1); 0 = control",
+                              default=0.1)
+
+    def __post_init__(self):
+        ModelConfig.__post_init__(self)
+        TrainConfig.__post_init__(self)
+        _check(0 <= self.pause_rate <= 10, "pause_rate", f"must be in [0, 10], got {self.pause_rate}")
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    """LoRA pause-finetuning: k pauses before the answer, loss on answer tokens only."""
+
+    base_model: str = _help("a pretrain run directory, an HF model id or a local model directory",
+                            default="runs/default/pretrain")
+    max_pauses: int = _help("K: pauses per example are drawn from [0, K]; 0 trains a no-pause control", default=8)
+    k_weights: Optional[list[float]] = _help(
+        "relative weight of each k in 0..K (K+1 numbers); empty = uniform", default=None
+    )
+    pauses_before_each_answer_token: bool = _help("also put the k pauses before every answer token", default=False)
+    lora_r: int = _help("LoRA rank", default=16)
+    lora_alpha: float = _help("LoRA alpha", default=32.0)
+    lora_dropout: float = _help("LoRA dropout", default=0.0)
+    lora_target_modules: list[str] = _help("modules LoRA adapts ('all-linear' for every linear layer)",
+                                           default_factory=lambda: ["all-linear"])
+    learning_rate: float = _help("peak AdamW learning rate", default=2e-3)
+
+    def __post_init__(self):
+        TrainConfig.__post_init__(self)
+        _check(self.max_pauses >= 0, "max_pauses", f"K must be >= 0, got {self.max_pauses}")
+        if self.k_weights is not None:
+            _check(len(self.k_weights) == self.max_pauses + 1, "k_weights",
+                   f"needs max_pauses + 1 = {self.max_pauses + 1} numbers, got {len(self.k_weights)}")
+            _check(all(w >= 0 and math.isfinite(w) for w in self.k_weights) and sum(self.k_weights) > 0,
+                   "k_weights", "must be non-negative and not all zero")
+        _check(self.lora_r >= 1, "lora_r", f"must be >= 1, got {self.lora_r}")
+        _check(0 <= self.lora_dropout < 1, "lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+
+
+@dataclass
+class EvalPausesConfig:
+    """Exact-match accuracy at fixed numbers of pauses before the answer."""
+
+    run_dir: str = _help("a finetune (or pretrain) run directory")
+    tasks: Optional[list[str]] = _help("task specs to evaluate; empty = the run's own tasks", default=None)
+    ks: list[int] = _help("numbers of pauses to evaluate", default_factory=lambda: [0, 1, 2, 4, 8, 16])
+    num_examples: int = _help("held-out examples per task", default=1000)
+    batch_size: int = _help("examples per forward pass", default=256)
+    seed: int = _help("seed of the held-out examples (training streams use other seeds)", default=1_000_003)
+    output: Optional[str] = _help("JSON output path; empty = RUN_DIR/eval_pauses.json", default=None)
+
+    def __post_init__(self):
+        _check(len(self.ks) > 0 and all(k >= 0 for k in self.ks), "ks", f"must be non-empty and >= 0, got {self.ks}")
+        _check(self.num_examples >= 1, "num_examples", f"must be >= 1, got {self.num_examples}")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+C = TypeVar("C")
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def save_yaml(config, path: str | os.PathLike) -> None:
+    """Write the resolved config atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    os.replace(tmp, path)
+
+
+def from_dict(cls: type[C], data: dict) -> C:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; known fields: {sorted(names)}")
+    return cls(**data)
+
+
+def load_yaml(cls: type[C], path: str | os.PathLike) -> C:
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a YAML mapping of field: value")
+    return from_dict(cls, data)
+
+
+def parse_cli(cls: type[C], argv: list[str] | None = None, positional: tuple[str, ...] = ()) -> C:
+    """Parse `argv` into `cls`: `--config FILE.yaml` gives defaults, `--field value` overrides them.
+
+    Fields named in `positional` may also be given as leading positional
+    arguments (e.g. `eval-pauses RUN_DIR`).
+    """
+    from transformers import HfArgumentParser
+
+    argv = list(argv or [])
+    for name in positional:
+        if argv and not argv[0].startswith("-"):
+            argv = [f"--{name}", argv[0]] + argv[1:]
+    parser = HfArgumentParser(cls)
+    parser.add_argument("--config", default=None, help="YAML file with field: value defaults")
+    pre, _ = parser.parse_known_args(argv) if "--config" in argv else (None, None)
+    if pre is not None and pre.config:
+        data = yaml.safe_load(Path(pre.config).read_text()) or {}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{pre.config}: unknown field(s) {unknown} for {cls.__name__}")
+        parser.set_defaults(**data)
+        for action in parser._actions:  # a YAML value satisfies a required flag
+            if action.dest in data:
+                action.required = False
+    namespace = parser.parse_args(argv)
+    values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)}
+    return cls(**values)

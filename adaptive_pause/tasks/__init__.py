@@ -1,0 +1,37 @@
+"""Synthetic tasks with a per-instance difficulty, scorers, and bring-your-own JSONL tasks.
+
+A task is named by a spec string, usable in YAML and on the command line:
+``addition`` (default difficulty range), ``addition:1-4`` (digits 1 to 4),
+``jsonl:path/to/file.jsonl`` or ``jsonl:path/to/file.jsonl:numeric``.
+"""
+
+from __future__ import annotations
+
+from .base import Example, Task
+from .jsonl import JsonlTask
+from .scoring import SCORERS, get_scorer
+from .synthetic import SYNTHETIC_TASKS
+
+__all__ = ["Example", "Task", "JsonlTask", "SCORERS", "SYNTHETIC_TASKS", "get_scorer", "get_task"]
+
+
+def get_task(spec: str) -> Task:
+    if spec.startswith("jsonl:"):
+        rest = spec[len("jsonl:") :]
+        path, _, scorer = rest.rpartition(":")
+        if path and scorer in SCORERS:
+            return JsonlTask(path, scorer=scorer)
+        return JsonlTask(rest)
+    name, _, rng = spec.partition(":")
+    if name not in SYNTHETIC_TASKS:
+        raise ValueError(
+            f"unknown task {name!r}; choose one of {sorted(SYNTHETIC_TASKS)} or 'jsonl:PATH[:SCORER]'"
+        )
+    if not rng:
+        return SYNTHETIC_TASKS[name]()
+    lo, sep, hi = rng.partition("-")
+    try:
+        lo_i, hi_i = int(lo), int(hi if sep else lo)
+    except ValueError:
+        raise ValueError(f"task spec {spec!r}: expected NAME:LO-HI with integers, e.g. addition:1-4") from None
+    return SYNTHETIC_TASKS[name](lo_i, hi_i)

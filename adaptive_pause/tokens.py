@@ -1,0 +1,86 @@
+"""The `<pause>` token and the embedded character tokenizer.
+
+Owns: adding `<pause>` to any HF tokenizer and resizing a model's embeddings to
+match (idempotently), finding the pause id with a clear error when it is
+missing, and the small character-level `PreTrainedTokenizerFast` used by the
+embedded default model.
+
+Must not: know about tasks, training or decoding.
+"""
+
+from __future__ import annotations
+
+import string
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+PAUSE_TOKEN = "<pause>"
+PAD_TOKEN = "<pad>"
+EOS_TOKEN = "</s>"
+BOS_TOKEN = "<s>"
+UNK_TOKEN = "<unk>"
+
+# Every printable ASCII character except the vertical whitespace ones: enough
+# for the synthetic tasks and for bring-your-own JSONL tasks in plain text.
+CHARACTERS = [c for c in string.printable if c not in "\t\n\r\x0b\x0c"]
+
+
+def build_char_tokenizer() -> PreTrainedTokenizerFast:
+    """A character-level tokenizer (one token per character) with `<pause>`.
+
+    It is a real `PreTrainedTokenizerFast`: `save_pretrained(dir)` then
+    `AutoTokenizer.from_pretrained(dir)` gives it back unchanged.
+    """
+    specials = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN, PAUSE_TOKEN]
+    vocab = {tok: i for i, tok in enumerate(specials + CHARACTERS)}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
+    # Each character is its own piece; special tokens are matched before this
+    # runs, so "<pause>" stays one token.
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token=PAD_TOKEN,
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        unk_token=UNK_TOKEN,
+        additional_special_tokens=[PAUSE_TOKEN],
+        clean_up_tokenization_spaces=False,
+        padding_side="left",
+    )
+    return tokenizer
+
+
+def has_pause_token(tokenizer: PreTrainedTokenizerBase) -> bool:
+    return PAUSE_TOKEN in tokenizer.get_vocab()
+
+
+def pause_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id of `<pause>`; a `ValueError` that says how to fix it if absent."""
+    if not has_pause_token(tokenizer):
+        raise ValueError(
+            f"tokenizer {type(tokenizer).__name__} (vocab size {len(tokenizer)}) has no "
+            f"{PAUSE_TOKEN!r} token; call adaptive_pause.tokens.ensure_pause_token(tokenizer, model) first"
+        )
+    return tokenizer.convert_tokens_to_ids(PAUSE_TOKEN)
+
+
+def ensure_pause_token(tokenizer: PreTrainedTokenizerBase, model=None) -> int:
+    """Add `<pause>` (and a pad token if missing) and resize `model`'s embeddings.
+
+    Idempotent: calling it twice changes nothing the second time. The new
+    embedding rows are initialised by transformers' mean-resizing (the mean of
+    the existing rows), which keeps a pretrained model's outputs sane before
+    the pause row is trained.
+    """
+    if not has_pause_token(tokenizer):
+        tokenizer.add_special_tokens({"additional_special_tokens": [PAUSE_TOKEN]}, replace_extra_special_tokens=False)
+    if tokenizer.pad_token is None:
+        # Pretrained causal LMs often ship without a pad token; EOS is the usual stand-in.
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else PAD_TOKEN
+    if model is not None:
+        vocab_size = model.get_input_embeddings().weight.shape[0]
+        if vocab_size < len(tokenizer):
+            model.resize_token_embeddings(len(tokenizer))
+    return pause_token_id(tokenizer)
