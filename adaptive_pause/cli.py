@@ -1,0 +1,46 @@
+"""`adaptive-pause` subcommands.
+
+Owns: the command table and dispatch. Each subcommand lives in its stage's
+module as `main(argv)`; this file only routes to it (imported lazily so that
+`adaptive-pause --help` is fast).
+
+Must not: implement any stage.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, function, one-line help). Add a stage by adding one line.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "pretrain": ("adaptive_pause.pretrain", "main", "pause-pretraining of a base LM (random <pause> insertion)"),
+    "finetune": ("adaptive_pause.finetune", "main", "LoRA pause-finetuning with k pauses before answers"),
+    "eval-pauses": ("adaptive_pause.evaluation", "main", "exact-match accuracy at fixed k pauses, per difficulty"),
+}
+
+
+def _usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = ["usage: adaptive-pause COMMAND [--config FILE.yaml] [--field value ...]", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += ["", "`adaptive-pause COMMAND --help` lists a command's fields."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"adaptive-pause: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module, function, _ = COMMANDS[name]
+    result = getattr(importlib.import_module(module), function)(rest)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
