@@ -152,6 +152,7 @@ class EvalPausesConfig:
     batch_size: int = _help("examples per forward pass", default=256)
     seed: int = _help("seed of the held-out examples (training streams use other seeds)", default=1_000_003)
     output: Optional[str] = _help("JSON output path; empty = RUN_DIR/eval_pauses.json", default=None)
+    control_dir: Optional[str] = _help("a no-pause control run to evaluate at k=0 beside this run", default=None)
 
     def __post_init__(self):
         _check(len(self.ks) > 0 and all(k >= 0 for k in self.ks), "ks", f"must be non-empty and >= 0, got {self.ks}")

@@ -1,0 +1,138 @@
+"""The supervised training loop shared by pause-pretraining and LoRA pause-finetuning.
+
+Owns: the Accelerate loop (AdamW, warm-up + cosine schedule, gradient
+clipping, NaN guard, tensorboard scalars, progress bar) and the per-step data
+(a seeded mixture of task streams).
+
+Why our own loop rather than TRL's SFTTrainer / transformers' Trainer: every
+batch needs freshly drawn pause counts and explicit `position_ids` from our
+numbering rule, so SFTTrainer's dataset preparation and collation would both
+be bypassed, leaving only the Trainer loop. What we need from that loop is
+exactness across process counts: every process builds the same *global* batch
+(data and pauses are functions of (seed, step)) and keeps its rows; the loss is
+a sum over target tokens divided by the global target count, so a run on 2
+processes follows the same loss curve as 1 process with the same global batch.
+The Trainer averages per-process means instead, which differs whenever
+processes hold different numbers of target tokens.
+
+Must not: know which stage it runs (the stage passes a collate function).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from .checkpoint import write_json_atomic
+from .collators import IGNORE_INDEX, Batch
+from .config import TrainConfig
+from .tasks import Example, Task
+
+
+def examples_for_step(tasks: Sequence[Task], seed: int, step: int, batch_size: int) -> list[Example]:
+    """The global batch of step `step`: tasks mixed uniformly, a pure function of (seed, step)."""
+    rng = random.Random(f"data:{seed}:{step}")
+    return [tasks[rng.randrange(len(tasks))].sample(rng) for _ in range(batch_size)]
+
+
+def pause_generator(seed: int, step: int) -> torch.Generator:
+    """The generator for pause placement at `step`: separate from the data stream."""
+    # Not Python's hash(): it is salted per process, and every process must draw the same pauses.
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 2 + 1)
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def token_loss_sum(model, batch: Batch) -> torch.Tensor:
+    """Sum (not mean) of next-token cross-entropy over the batch's targets."""
+    logits = model(**batch.model_inputs()).logits  # (batch, seq, vocab)
+    logits = logits[:, :-1].float()
+    targets = batch.labels[:, 1:]
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+
+
+def train(
+    model,
+    accelerator: Accelerator,
+    config: TrainConfig,
+    tasks: Sequence[Task],
+    collate: Callable[[list[Example], torch.Generator], Batch],
+    output_dir: Path,
+    stage: str,
+) -> list[dict]:
+    """Run `config.max_steps` optimizer steps on trainable parameters of `model`; return the loss history."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if config.batch_size % world:
+        raise ValueError(f"batch_size={config.batch_size} must be divisible by the number of processes ({world})")
+    per_process = config.batch_size // world
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{stage}: the model has no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    # The schedule is stepped by hand once per optimizer step: Accelerate's wrapped scheduler would
+    # step once per process, which is right for per-process batches but not for our global batch.
+    scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.max_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    history: list[dict] = []
+    bar = tqdm(range(config.max_steps), desc=stage, disable=not (config.progress and accelerator.is_main_process))
+    model.train()
+    for step in bar:
+        batch = collate(examples_for_step(tasks, config.seed, step, config.batch_size), pause_generator(config.seed, step))
+        num_targets = batch.num_targets  # global: every process built the same global batch
+        local = batch.rows(rank * per_process, (rank + 1) * per_process).to(accelerator.device)
+        loss_sum = token_loss_sum(model, local)
+        # DDP averages gradients over processes, hence the factor `world`: the result is the
+        # gradient of (global loss sum / global target count), exactly as on one process.
+        loss = loss_sum * world / max(num_targets, 1)
+        global_loss = accelerator.reduce(loss_sum.detach(), reduction="sum").item() / max(num_targets, 1)
+        if not math.isfinite(global_loss):
+            raise NonFiniteLossError(
+                f"{stage}: loss became {global_loss} at step {step}; stopping without saving "
+                f"(lower learning_rate={config.learning_rate} or check the data)"
+            )
+        accelerator.backward(loss)
+        grad_norm = None
+        if config.max_grad_norm > 0:
+            grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        record = {"step": step + 1, "loss": global_loss, "lr": scheduler.get_last_lr()[0]}
+        history.append(record)
+        if (step + 1) % config.log_every == 0 or step + 1 == config.max_steps:
+            scalars = {"losses/lm_loss": global_loss, "charts/learning_rate": record["lr"]}
+            if grad_norm is not None:
+                scalars["charts/grad_norm"] = float(grad_norm)
+            accelerator.log(scalars, step=step + 1)
+            bar.set_postfix(loss=f"{global_loss:.4f}")
+    if accelerator.is_main_process:
+        write_json_atomic(history, output_dir / "history.json")
+    return history
+
+
+def make_accelerator(output_dir: Path, seed: int) -> Accelerator:
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    accelerator = Accelerator(
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    set_seed(seed)
+    return accelerator
+
+
+def load_history(output_dir: Path) -> list[dict]:
+    return json.loads((Path(output_dir) / "history.json").read_text())
