@@ -9,13 +9,19 @@ episodes, `per_step(...)` spreading it over decision steps) and three shapes:
 * `DiscountedReward`: `score * exp(-rate * u * pauses / max_pauses_total)`:
   each pause multiplies what a correct answer is worth.
 
-`per_step` is one generic rule for every shape, a telescoping sum: the pause
-that brings the count from j-1 to j is charged `reward(score, j) -
-reward(score, j-1)`, and the last valid step receives `reward(score, 0)`. So
-the per-step rewards sum to the episode reward exactly (up to float rounding),
-for any shape, and the meta-reward decomposes into "-u / max_pauses_total at
-each pause, (1 - u) * score at the end". The score itself comes from a task
-scorer (exact match, numeric, partial credit) that the caller runs.
+`per_step` is one generic, causal rule for every shape: the pause that brings
+the count from j-1 to j is charged `step_cost(j) = reward(0, j) - reward(0, j-1)`
+(what the pause costs whatever the outcome), and the last valid step receives
+`final_step = reward(score, k) - reward(0, k) + reward(0, 0)`. The sum
+telescopes to the episode reward exactly (up to float rounding), and each
+step's reward depends only on what is known when it is paid: a pause's cost
+never depends on the final score, so returns-to-go stay an unbiased policy-
+gradient signal, and an online environment can pay the same rewards step by
+step. The meta-reward decomposes into "-u / max_pauses_total at each pause,
+(1 - u) * score at the end"; for the deadline and discounted shapes pauses
+cost 0 at score 0, so the whole reward arrives with the answer. The score
+itself comes from a task scorer (exact match, numeric, partial credit) that
+the caller runs.
 
 Must not: import `adaptive_pause` (this is a small torch-only library the core
 plugs in), or loop over rows in Python.
@@ -61,9 +67,22 @@ class Reward:
         _check_episode(score, pauses, urgency)
         return self._reward(score.float(), pauses.float(), urgency.float())
 
+    def step_cost(self, pauses_after: torch.Tensor, urgency: torch.Tensor) -> torch.Tensor:
+        """Reward paid at the pause that brings the count to `pauses_after` (elementwise; no validation)."""
+        pauses_after = pauses_after.float()
+        zero = torch.zeros_like(pauses_after)
+        return self._reward(zero, pauses_after, urgency.float()) - self._reward(zero, pauses_after - 1, urgency.float())
+
+    def final_step(self, score: torch.Tensor, pauses: torch.Tensor, urgency: torch.Tensor) -> torch.Tensor:
+        """Reward paid with the answer after `pauses` pauses, so that the steps sum to `reward` (no validation)."""
+        score, pauses, urgency = score.float(), pauses.float(), urgency.float()
+        zero = torch.zeros_like(score)
+        return (self._reward(score, pauses, urgency) - self._reward(zero, pauses, urgency)
+                + self._reward(zero, torch.zeros_like(pauses), urgency))
+
     def per_step(self, score: torch.Tensor, paused: torch.Tensor, urgency: torch.Tensor,
                  valid: torch.Tensor | None = None) -> torch.Tensor:
-        """Spread the episode reward over steps: pause costs where paused, the rest at the last valid step.
+        """Spread the episode reward over steps: `step_cost` at each pause, `final_step` at the last valid step.
 
         score: (batch,) float; paused: (batch, steps) bool/long, 1 where the step was a pause;
         urgency: (batch,) float; valid: (batch, steps) bool, the steps the row actually took
@@ -79,22 +98,19 @@ class Reward:
             raise ValueError(f"valid: shape {tuple(valid.shape)} must match paused {tuple(paused.shape)}")
         batch, steps = paused.shape
         pause = paused.bool() & valid.bool()  # (batch, steps)
-        _check_episode(score, pause.sum(1), urgency)
+        pauses = pause.sum(1)  # (batch,)
+        _check_episode(score, pauses, urgency)
 
-        score_f = score.float()[:, None].expand(batch, steps)  # (batch, steps)
-        urgency_f = urgency.float()[:, None].expand(batch, steps)  # (batch, steps)
         after = pause.float().cumsum(1)  # (batch, steps): pauses spent including this step
-        before = after - pause.float()
-        increment = self._reward(score_f, after, urgency_f) - self._reward(score_f, before, urgency_f)
-        rewards = torch.where(pause, increment, torch.zeros_like(increment))  # (batch, steps)
+        costs = self.step_cost(after, urgency.float()[:, None].expand(batch, steps))
+        rewards = torch.where(pause, costs, torch.zeros_like(costs))  # (batch, steps)
 
-        # The zero-pause reward lands on each row's last valid step.
+        # The outcome-dependent part lands on each row's last valid step.
         step_index = torch.arange(steps, device=paused.device).expand(batch, steps)
         last = torch.where(valid.bool(), step_index, torch.full_like(step_index, -1)).max(1).values  # (batch,)
-        has_step = last >= 0
-        base = self._reward(score.float(), torch.zeros_like(score, dtype=torch.float32), urgency.float())  # (batch,)
-        is_last = (step_index == last[:, None]) & has_step[:, None]  # (batch, steps)
-        return rewards + torch.where(is_last, base[:, None].expand(batch, steps), torch.zeros_like(rewards))
+        is_last = (step_index == last[:, None]) & (last >= 0)[:, None]  # (batch, steps)
+        final = self.final_step(score, pauses, urgency)  # (batch,)
+        return rewards + torch.where(is_last, final[:, None].expand(batch, steps), torch.zeros_like(rewards))
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -113,7 +129,7 @@ class MetaReward(Reward):
 class DeadlineReward(Reward):
     """`score * [pauses <= budget(u)]` with `budget(u) = min_budget + (1 - u) * (max_pauses_total - min_budget)`.
 
-    The pause that crosses the budget is charged the whole score in `per_step`.
+    Pauses cost nothing at score 0, so `per_step` pays the whole reward with the answer.
     """
 
     name = "deadline"

@@ -36,9 +36,10 @@ def test_deadline_budget_shrinks_with_urgency():
     pauses = torch.tensor([8, 5, 3])
     urgency = torch.tensor([0.0, 0.5, 1.0])  # budgets 8, 5, 2
     torch.testing.assert_close(reward.reward(score, pauses, urgency), torch.tensor([1.0, 1.0, 0.0]))
-    # the pause that crosses the budget is charged the score
-    steps = reward.per_step(torch.ones(1), torch.tensor([[1, 1, 1, 0]]), torch.tensor([1.0]))
-    torch.testing.assert_close(steps, torch.tensor([[0.0, 0.0, -1.0, 1.0]]))
+    # pauses cost nothing whatever the outcome; the answer step pays score * [within budget]
+    paused = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]])
+    steps = reward.per_step(torch.ones(2), paused, torch.tensor([1.0, 1.0]))
+    torch.testing.assert_close(steps, torch.tensor([[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]]))
 
 
 def test_discounted_closed_form():
@@ -74,6 +75,10 @@ def test_per_step_sums_to_episode_reward(name, kwargs, episode, max_pauses_total
     expected = torch.where(taken > 0, episode_reward, torch.zeros_like(episode_reward))
     torch.testing.assert_close(steps.sum(1), expected, atol=1e-5, rtol=1e-5)
     assert (steps[~valid] == 0).all()
+    # causal: what a pause costs never depends on the (future) score
+    other = reward.per_step(1 - score, paused, urgency, valid)
+    last = valid & ~torch.roll(valid, -1, dims=1) | (valid & (torch.arange(7) == 6))
+    torch.testing.assert_close(steps[~last], other[~last])
 
 
 def test_bad_inputs_name_the_field():
