@@ -1,0 +1,12 @@
+"""Pause controllers behind one interface (`PausePolicy`): the learned head and the baselines.
+
+A small torch-only library: it never imports `adaptive_pause`.
+"""
+
+from .base import EMIT, PAUSE, ControllerInputs, Decision, PausePolicy
+from .baselines import ConfidenceThreshold, FixedPauses, RandomPauses
+from .head import PauseControllerHead
+from .io import POLICY_TYPES, load_policy, save_policy
+
+__all__ = ["EMIT", "PAUSE", "ControllerInputs", "Decision", "PausePolicy", "ConfidenceThreshold", "FixedPauses",
+           "RandomPauses", "PauseControllerHead", "POLICY_TYPES", "load_policy", "save_policy"]

@@ -79,6 +79,20 @@ class PausePolicy(nn.Module):
         dist = self.distribution(inputs)
         return dist.log_prob(actions.float()), dist.entropy(), self.value(inputs).float()
 
+    def plan_pauses(self, inputs: ControllerInputs) -> torch.Tensor | None:  # (batch,) long, or None
+        """Pauses the policy commits to *now*, before seeing their hidden states (None: no plan).
+
+        A deterministic policy that already knows it will pause m more times
+        (e.g. `FixedPauses`) returns m per row; the decode loop may then prefill
+        those m known pauses in one forward pass (`chunk_pauses`). Policies
+        that decide from each new hidden state return None (the default).
+        """
+        return None
+
+    def config(self) -> dict:
+        """JSON-serialisable constructor arguments (saved beside the weights by `policies.save_policy`)."""
+        return {}
+
     def check_feature_dim(self, hidden_size: int) -> None:
         if self.feature_dim is not None and self.feature_dim != hidden_size:
             raise ValueError(

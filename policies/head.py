@@ -1,0 +1,122 @@
+"""The learned pause controller: a small MLP with a pause logit and a value output.
+
+Owns: `PauseControllerHead`, its input features (the LM's last hidden state,
+urgency features, pauses-spent features, optionally the top answer-token
+probability) and its two outputs. One trunk serves both heads, computed once
+per call (`forward`), so `decide`/`evaluate` cost a few small matmuls.
+
+The hidden state is detached unless `joint=True` (joint LoRA + controller
+training), so a PPO update on the controller never reaches into the LM by
+accident.
+
+Must not: import `adaptive_pause`, know about decoding, or save files (that is
+`policies/io.py`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .base import ControllerInputs, Decision, PausePolicy
+
+
+def _layer(linear: nn.Linear, std: float) -> nn.Linear:
+    # CleanRL's orthogonal init: small std on the policy output keeps the initial policy near its bias.
+    nn.init.orthogonal_(linear.weight, std)
+    nn.init.zeros_(linear.bias)
+    return linear
+
+
+class PauseControllerHead(PausePolicy):
+    """MLP over [LayerNorm(hidden) projected, urgency feats, pauses feats(, top_prob)] -> (pause logit, value).
+
+    feature_dim: the LM's hidden size. pause_scale: pauses are fed as
+    count / pause_scale and log1p(count), so counts of the order of
+    `max_pauses` land in a sane range. initial_pause_prob sets the pause
+    logit's bias, i.e. the untrained head's pause probability.
+    """
+
+    trainable = True
+
+    def __init__(self, feature_dim: int, width: int = 64, pause_scale: float = 8.0, use_top_prob: bool = True,
+                 initial_pause_prob: float = 0.5, joint: bool = False):
+        super().__init__()
+        if not (isinstance(feature_dim, int) and feature_dim >= 1):
+            raise ValueError(f"feature_dim: must be an integer >= 1, got {feature_dim!r}")
+        if not (isinstance(width, int) and width >= 1):
+            raise ValueError(f"width: must be an integer >= 1, got {width!r}")
+        if not (math.isfinite(pause_scale) and pause_scale > 0):
+            raise ValueError(f"pause_scale: must be > 0, got {pause_scale}")
+        if not (0.0 < initial_pause_prob < 1.0):
+            raise ValueError(f"initial_pause_prob: must be in (0, 1), got {initial_pause_prob}")
+        self.feature_dim = feature_dim
+        self.width = width
+        self.pause_scale = float(pause_scale)
+        self.use_top_prob = bool(use_top_prob)
+        self.initial_pause_prob = float(initial_pause_prob)
+        self.joint = bool(joint)
+        n_scalar = self.num_scalar_features
+        self.norm = nn.LayerNorm(feature_dim)
+        self.project = _layer(nn.Linear(feature_dim, width), math.sqrt(2))
+        self.trunk = nn.Sequential(_layer(nn.Linear(width + n_scalar, width), math.sqrt(2)), nn.Tanh(),
+                                   _layer(nn.Linear(width, width), math.sqrt(2)), nn.Tanh())
+        self.pause_out = _layer(nn.Linear(width, 1), 0.01)
+        self.value_out = _layer(nn.Linear(width, 1), 1.0)
+        with torch.no_grad():
+            self.pause_out.bias.fill_(math.log(initial_pause_prob / (1 - initial_pause_prob)))
+
+    @property
+    def num_scalar_features(self) -> int:
+        return 6 + int(self.use_top_prob)
+
+    def scalar_features(self, inputs: ControllerInputs) -> torch.Tensor:  # (batch, num_scalar_features)
+        u = inputs.urgency.float()
+        before = inputs.pauses_before_token.float()
+        total = inputs.pauses_total.float()
+        columns = [u, 1 - u, before / self.pause_scale, total / self.pause_scale, torch.log1p(before),
+                   torch.log1p(total)]
+        if self.use_top_prob:
+            if inputs.top_prob is None:
+                raise ValueError("top_prob: this PauseControllerHead was built with use_top_prob=True, got None")
+            columns.append(inputs.top_prob.float())
+        return torch.stack(columns, dim=-1)
+
+    def forward(self, inputs: ControllerInputs) -> tuple[torch.Tensor, torch.Tensor]:  # (batch,), (batch,)
+        features = inputs.features if self.joint else inputs.features.detach()
+        if features.shape[-1] != self.feature_dim:
+            raise ValueError(f"features: expected last dimension {self.feature_dim} (the head's hidden size), "
+                             f"got {features.shape[-1]}")
+        param = self.project.weight
+        h = torch.tanh(self.project(self.norm(features.to(param.dtype))))
+        h = self.trunk(torch.cat([h, self.scalar_features(inputs).to(param.dtype)], dim=-1))
+        return self.pause_out(h).squeeze(-1).float(), self.value_out(h).squeeze(-1).float()
+
+    def action_logits(self, inputs: ControllerInputs) -> torch.Tensor:
+        return self(inputs)[0]
+
+    def value(self, inputs: ControllerInputs) -> torch.Tensor:
+        return self(inputs)[1]
+
+    def decide(self, inputs: ControllerInputs, greedy: bool = False,
+               generator: torch.Generator | None = None) -> Decision:
+        logits, value = self(inputs)
+        if greedy:
+            action = (logits > 0).long()
+        else:
+            uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
+            action = (uniform < torch.sigmoid(logits)).long()
+        log_prob = torch.where(action.bool(), nn.functional.logsigmoid(logits), nn.functional.logsigmoid(-logits))
+        return Decision(action, log_prob, value)
+
+    def evaluate(self, inputs: ControllerInputs, actions: torch.Tensor):
+        logits, value = self(inputs)
+        dist = torch.distributions.Bernoulli(logits=logits)
+        return dist.log_prob(actions.float()), dist.entropy(), value
+
+    def config(self) -> dict:
+        return {"feature_dim": self.feature_dim, "width": self.width, "pause_scale": self.pause_scale,
+                "use_top_prob": self.use_top_prob, "initial_pause_prob": self.initial_pause_prob,
+                "joint": self.joint}

@@ -1,0 +1,77 @@
+"""Saving and loading controllers: `controller.safetensors` + `config.json` in one directory.
+
+Owns: the on-disk format of `run_dir/controller/` and the registry of policy
+types by name, and the hidden-size check at load time (a `ValueError` saying
+both sizes).
+
+Must not: import `adaptive_pause` (so it writes plainly, not through
+`checkpoint.atomic_dir`: it writes to a temporary sibling and renames).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .base import PausePolicy
+from .baselines import ConfidenceThreshold, FixedPauses, RandomPauses
+from .head import PauseControllerHead
+
+POLICY_TYPES: dict[str, type[PausePolicy]] = {
+    "PauseControllerHead": PauseControllerHead,
+    "FixedPauses": FixedPauses,
+    "ConfidenceThreshold": ConfidenceThreshold,
+    "RandomPauses": RandomPauses,
+}
+WEIGHTS_NAME = "controller.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def save_policy(policy: PausePolicy, path: str | os.PathLike) -> None:
+    """Write `path/config.json` ({"type": ..., "config": {...}}) and, if it has any, `path/controller.safetensors`."""
+    name = type(policy).__name__
+    if name not in POLICY_TYPES:
+        raise ValueError(f"policy: {name} is not a registered type; known: {sorted(POLICY_TYPES)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        (tmp / CONFIG_NAME).write_text(json.dumps({"type": name, "config": policy.config()}, indent=2) + "\n")
+        state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
+        if state:
+            save_file(state, str(tmp / WEIGHTS_NAME))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def load_policy(path: str | os.PathLike, hidden_size: int | None = None,
+                map_location: str | torch.device = "cpu") -> PausePolicy:
+    """Load a policy saved by `save_policy`; with `hidden_size`, check it matches the policy's feature size."""
+    path = Path(path)
+    config_file = path / CONFIG_NAME
+    if not config_file.is_file():
+        raise ValueError(f"policy path {path}: no {CONFIG_NAME} (expected a directory written by save_policy)")
+    data = json.loads(config_file.read_text())
+    name = data.get("type")
+    if name not in POLICY_TYPES:
+        raise ValueError(f"{config_file}: unknown policy type {name!r}; known: {sorted(POLICY_TYPES)}")
+    policy = POLICY_TYPES[name](**data.get("config", {}))
+    if hidden_size is not None:
+        policy.check_feature_dim(hidden_size)
+    weights = path / WEIGHTS_NAME
+    expected = policy.state_dict()
+    if expected:
+        if not weights.is_file():
+            raise ValueError(f"policy path {path}: {name} has parameters but {WEIGHTS_NAME} is missing")
+        policy.load_state_dict(load_file(str(weights), device=str(map_location)))
+    return policy
