@@ -219,3 +219,42 @@ def parse_cli(cls: type[C], argv: list[str] | None = None, positional: tuple[str
     namespace = parser.parse_args(argv)
     values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)}
     return cls(**values)
+
+
+# ---------------------------------------------------------------------------
+# Controller PPO (issue 5). Appended; the classes above are the lead's.
+# ---------------------------------------------------------------------------
+
+URGENCY_DISTRIBUTIONS = ("uniform", "discrete", "beta")
+REWARD_NAMES = ("meta", "deadline", "discounted")
+
+
+@dataclass
+class AnalyticEnvConfig:
+    """The analytic pause environment: P(correct | pauses, difficulty) is known, so the optimum is exact.
+
+    An instance has a hidden difficulty level d in 0..levels-1 (uniform). Its answer is correct after k
+    pauses with probability p_floor + (p_ceiling - p_floor) * sigmoid(slope * (k - needed(d))), where
+    needed(d) = needed_per_level * d + needed_offset. The controller sees d through a noisy channel:
+    with probability observation_noise the observed level is d - 1 or d + 1 (half each, clipped).
+    """
+
+    levels: int = _help("difficulty levels", default=7)
+    max_pauses: int = _help("pause cap per episode (at the cap the answer is forced)", default=12)
+    slope: float = _help("how sharply accuracy rises once the needed pauses are reached", default=1.5)
+    needed_per_level: float = _help("pauses an instance needs, per difficulty level", default=1.2)
+    needed_offset: float = _help("pauses the easiest instance needs (may be negative)", default=-0.5)
+    p_floor: float = _help("accuracy far below the needed pauses", default=0.02)
+    p_ceiling: float = _help("accuracy far above the needed pauses", default=0.98)
+    observation_noise: float = _help("probability that the observed difficulty is off by one level", default=0.4)
+
+    def __post_init__(self):
+        _check(self.levels >= 2, "levels", f"must be >= 2, got {self.levels}")
+        _check(self.max_pauses >= 1, "max_pauses", f"must be >= 1, got {self.max_pauses}")
+        for name in ("slope", "needed_per_level", "needed_offset"):
+            _check(math.isfinite(getattr(self, name)), name, f"must be finite, got {getattr(self, name)}")
+        _check(self.slope > 0, "slope", f"must be > 0, got {self.slope}")
+        _check(0 <= self.p_floor < self.p_ceiling <= 1, "p_floor",
+               f"need 0 <= p_floor < p_ceiling <= 1, got p_floor={self.p_floor}, p_ceiling={self.p_ceiling}")
+        _check(0 <= self.observation_noise <= 1, "observation_noise",
+               f"must be in [0, 1], got {self.observation_noise}")
