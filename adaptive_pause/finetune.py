@@ -64,7 +64,8 @@ def run_finetune(config: FinetuneConfig) -> Path:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         with atomic_dir(out / "adapter") as tmp:
-            accelerator.unwrap_model(model).save_pretrained(tmp)
+            # model/ already holds the (resized) base embeddings; the adapter needs only its own weights.
+            accelerator.unwrap_model(model).save_pretrained(tmp, save_embedding_layers=False)
         save_yaml(config, out / "config.yaml")
     accelerator.end_training()
     return out

@@ -110,7 +110,7 @@ def train(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        record = {"step": step + 1, "loss": global_loss, "lr": scheduler.get_last_lr()[0]}
+        record = {"step": step + 1, "loss": global_loss, "lr": scheduler.get_last_lr()[0], "num_processes": world}
         history.append(record)
         if (step + 1) % config.log_every == 0 or step + 1 == config.max_steps:
             scalars = {"losses/lm_loss": global_loss, "charts/learning_rate": record["lr"]}
@@ -123,10 +123,24 @@ def train(
     return history
 
 
+def multi_process_cpu() -> bool:
+    """True when launched as several processes on a machine without CUDA.
+
+    Accelerate only sets up gloo (MULTI_CPU) when asked for the CPU explicitly;
+    otherwise each of `accelerate launch --multi_gpu --num_processes 2` processes
+    on a GPU-less machine would silently train alone.
+    """
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world > 1 and not torch.cuda.is_available()
+
+
 def make_accelerator(output_dir: Path, seed: int) -> Accelerator:
     from accelerate.utils import ProjectConfiguration, set_seed
 
     accelerator = Accelerator(
+        cpu=multi_process_cpu(),
         log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
     )

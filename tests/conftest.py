@@ -1,0 +1,28 @@
+"""Shared fixtures: tiny config-built models and quiet, deterministic torch."""
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+hf_logging.disable_progress_bar()
+
+
+@pytest.fixture
+def tiny_model_config():
+    from adaptive_pause.config import ModelConfig
+
+    return ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, pause_slots=8)
+
+
+@pytest.fixture
+def tiny_lm(tiny_model_config):
+    from adaptive_pause.modeling import load_lm
+
+    torch.manual_seed(0)
+    return load_lm(tiny_model_config, seed=0)

@@ -1,0 +1,78 @@
+import json
+
+import pytest
+
+from adaptive_pause.tasks import SYNTHETIC_TASKS, get_task, get_scorer
+from adaptive_pause.tasks.synthetic import ThreeSum
+
+
+@pytest.mark.parametrize("name", sorted(SYNTHETIC_TASKS))
+def test_tasks_are_deterministic_by_seed_and_labelled(name):
+    task = get_task(name)
+    a, b, c = task.examples(50, seed=3), task.examples(50, seed=3), task.examples(50, seed=4)
+    assert a == b and a != c
+    assert {e.difficulty for e in a} <= set(task.difficulties)
+    assert all(e.prompt and e.answer and e.task == name for e in a)
+    ds = task.to_dataset(5, seed=3)
+    assert ds.column_names == ["prompt", "answer", "difficulty", "task"] and ds[0]["prompt"] == a[0].prompt
+
+
+def test_answers_are_correct():
+    for e in get_task("addition:1-4").examples(200, 0):
+        a, b = e.prompt[:-1].split("+")
+        assert len(a) == len(b) == e.difficulty and int(e.answer) == int(a) + int(b)
+        assert len(e.answer) == e.difficulty + 1
+    for e in get_task("parity").examples(100, 0):
+        assert e.answer == str(e.prompt[3:-1].count("1") % 2)
+    for e in get_task("sum_mod10").examples(100, 0):
+        assert e.answer == str(sum(map(int, e.prompt[3:-1])) % 10)
+    for e in get_task("threesum").examples(200, 0):
+        xs = [tuple(map(int, v)) for v in e.prompt[2:-1].split(",")]
+        assert e.answer == str(int(ThreeSum._has_triple(xs))) and len(xs) == e.difficulty
+    e = next(x for x in get_task("primes").examples(500, 0) if x.prompt == "pr13,3=")
+    assert e.answer == str((1 + 7 + 1 + 9 + 2 + 3) % 7)  # 17, 19, 23
+
+
+def test_multihop_difficulty_is_hops():
+    for e in get_task("multihop:1-3").examples(100, 1):
+        env = dict(s.split("=") for s in e.prompt.split(";")[0].split(","))
+        var, hops = e.prompt[-2], 0
+        while not env[var].isdigit():
+            var, hops = env[var], hops + 1
+        assert env[var] == e.answer
+        assert hops == e.difficulty
+
+
+def test_scorers():
+    assert get_scorer("exact")(" 0579", "0579") == 1.0 and get_scorer("exact")("579", "0579") == 0.0
+    assert get_scorer("numeric")("579", "0579") == 1.0 and get_scorer("numeric")("x", "0579") == 0.0
+    assert get_scorer("partial")("0589", "0579") == 0.75
+    with pytest.raises(ValueError, match="unknown scorer 'fuzzy'"):
+        get_scorer("fuzzy")
+
+
+def test_unknown_task_and_bad_range():
+    with pytest.raises(ValueError, match="unknown task 'addtion'"):
+        get_task("addtion")
+    with pytest.raises(ValueError, match="difficulty range"):
+        get_task("addition:4-2")
+
+
+def test_jsonl_task(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    rows = [{"prompt": "2+2=", "answer": 4, "difficulty": 1}, {"prompt": "10*10=", "answer": "100"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    task = get_task(f"jsonl:{path}:numeric")
+    assert task.scorer == "numeric" and task.difficulties == (0, 1)
+    assert sorted(e.answer for e in task.examples(2, 0)) == ["100", "4"]
+    assert task.score("4.0", "4") == 1.0
+
+
+def test_jsonl_malformed_line_names_its_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "a", "answer": "b"}\n\n{"prompt": "c", "answer": \n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:3: not valid JSON"):
+        get_task(f"jsonl:{path}")
+    path.write_text('{"prompt": "a"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: missing field\(s\) \['answer'\]"):
+        get_task(f"jsonl:{path}")
