@@ -1,0 +1,605 @@
+"""The one batched, KV-cached decode loop: at every step each unfinished row appends `<pause>` or an answer token.
+
+Owns: `DecodeSession`, a steppable state machine over a left-padded batch
+(prefill, then `step(actions)` appends exactly one token per unfinished row,
+or a right-aligned chunk of known pauses with `step_pauses`), and `decode`, the
+policy-driven run of it that `AdaptivePauseModel.generate`, PPO rollouts, the
+gymnasium env and sweeps all use. Per row it keeps urgency (changeable
+mid-run), pauses spent before the current answer token and in total, the
+position-numbering state (`positions.py`: slotted and contiguous run through
+the same loop), and why/when the row finished (EOS, stop string,
+`max_new_tokens`, cancelled). It records what PPO needs in a `DecodeTrace`:
+actions, log-probs, values, controller inputs, forced flags.
+
+Rules it enforces: at `max_pauses` pauses before one answer token, or
+`max_pauses_total` in one answer, the step is a *forced emit* (flagged, not a
+decision); an emit samples or argmaxes the LM's logits with `<pause>` masked
+out; what the LM predicts after a pause is never shown.
+
+Must not: know about tasks, rewards, PPO updates or files; loop over rows in
+Python on the per-step path (masks, not branches).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, fields
+from typing import Callable, Mapping, Sequence, Union
+
+import torch
+from transformers import DynamicCache, StopStringCriteria
+
+from policies.base import ControllerInputs, Decision, PausePolicy
+
+from .positions import PositionState, advance, check_numbering, initial_state, next_position_ids, position_ids
+
+EMIT, PAUSE = 0, 1
+# Finish reasons, stored per row as small ints so the hot path stays on tensors.
+RUNNING, FINISHED_EOS, FINISHED_STOP, FINISHED_LENGTH, CANCELLED = 0, 1, 2, 3, 4
+FINISH_NAMES = {RUNNING: "running", FINISHED_EOS: "eos", FINISHED_STOP: "stop_string",
+                FINISHED_LENGTH: "max_new_tokens", CANCELLED: "cancelled"}
+
+UrgencyLike = Union[float, Sequence[float], torch.Tensor]
+# A per-step urgency schedule: {step: urgency} or a callback (session) -> urgency or None (no change).
+UrgencySchedule = Union[Mapping[int, UrgencyLike], Callable[["DecodeSession"], Union[UrgencyLike, None]]]
+
+
+@dataclass
+class DecodeConfig:
+    """Limits and sampling of one decode run. Validated at construction (ValueError naming the field)."""
+
+    max_new_tokens: int = 32  # answer tokens per row (EOS included); pauses do not count
+    max_pauses: int = 8  # cap on pauses before one answer token; at the cap the step is a forced emit
+    max_pauses_total: int | None = None  # cap on pauses in one answer; None = max_pauses * max_new_tokens
+    do_sample: bool = False  # sample emits (else argmax); <pause> is masked out either way
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    controller_greedy: bool = True  # the controller's own action: argmax (True) or sampled (rollouts)
+    chunk_pauses: bool = False  # prefill pauses a policy plans ahead (`plan_pauses`) in one forward pass
+    stop_strings: tuple[str, ...] = ()
+    record_features: bool = True  # keep controller features per step (what a frozen-LM PPO update re-reads)
+
+    def __post_init__(self):
+        def check(ok: bool, name: str, message: str):
+            if not ok:
+                raise ValueError(f"{name}: {message}")
+
+        check(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1, "max_new_tokens",
+              f"must be an integer >= 1, got {self.max_new_tokens!r}")
+        check(isinstance(self.max_pauses, int) and self.max_pauses >= 0, "max_pauses",
+              f"must be an integer >= 0, got {self.max_pauses!r}")
+        if self.max_pauses_total is not None:
+            check(isinstance(self.max_pauses_total, int) and self.max_pauses_total >= 0, "max_pauses_total",
+                  f"must be an integer >= 0 or None, got {self.max_pauses_total!r}")
+        check(math.isfinite(self.temperature) and self.temperature > 0, "temperature",
+              f"must be > 0, got {self.temperature}")
+        check(isinstance(self.top_k, int) and self.top_k >= 0, "top_k", f"must be an integer >= 0, got {self.top_k}")
+        check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
+        if isinstance(self.stop_strings, str):
+            self.stop_strings = (self.stop_strings,)
+        self.stop_strings = tuple(self.stop_strings)
+        check(all(isinstance(s, str) and s for s in self.stop_strings), "stop_strings",
+              f"must be non-empty strings, got {self.stop_strings!r}")
+
+    @property
+    def pause_budget(self) -> int:
+        """Most pauses one answer can contain."""
+        per_token = self.max_pauses * self.max_new_tokens
+        return per_token if self.max_pauses_total is None else min(per_token, self.max_pauses_total)
+
+
+@dataclass
+class DecodeTrace:
+    """Per-step records, one column per appended token slot. Invalid entries (row inactive, chunk padding) are 0."""
+
+    valid: torch.Tensor  # (batch, steps) bool: the row appended a real token in this column
+    tokens: torch.Tensor  # (batch, steps) long: the token appended (<pause> or answer token)
+    actions: torch.Tensor  # (batch, steps) long: 1 pause, 0 emit
+    log_probs: torch.Tensor  # (batch, steps) float: controller log-prob of the action (0 where forced/planned)
+    values: torch.Tensor  # (batch, steps) float: controller value estimate
+    forced: torch.Tensor  # (batch, steps) bool: emit forced by a cap (not a decision; never train on it)
+    planned: torch.Tensor  # (batch, steps) bool: a pause committed ahead by `plan_pauses` (chunked)
+    urgency: torch.Tensor  # (batch, steps) float: controller input
+    pauses_before_token: torch.Tensor  # (batch, steps) long: controller input
+    pauses_total: torch.Tensor  # (batch, steps) long: controller input
+    top_prob: torch.Tensor  # (batch, steps) float: controller input
+    features: torch.Tensor | None  # (batch, steps, hidden) float, or None when not recorded
+
+    def decisions(self) -> torch.Tensor:  # (batch, steps) bool
+        """Steps that were genuine controller decisions: what PPO trains on."""
+        return self.valid & ~self.forced & ~self.planned
+
+    def controller_inputs(self) -> ControllerInputs:
+        """All steps flattened to (batch * steps,) controller inputs (features required)."""
+        if self.features is None:
+            raise ValueError("features: this trace was recorded with record_features=False")
+        return ControllerInputs(self.features.flatten(0, 1), self.urgency.flatten(), self.pauses_before_token.flatten(),
+                                self.pauses_total.flatten(), self.top_prob.flatten())
+
+
+@dataclass
+class DecodeResult:
+    """What a finished (or stopped) session produced; lists are per row."""
+
+    answer_ids: list[list[int]]  # answer tokens, EOS excluded, pauses excluded
+    pauses_per_token: list[list[int]]  # pauses before each answer token (and before EOS, if emitted)
+    pauses_total: torch.Tensor  # (batch,) long
+    answer_tokens: torch.Tensor  # (batch,) long: tokens emitted (EOS included)
+    steps: torch.Tensor  # (batch,) long: tokens appended after the prompt (pauses + emits)
+    forward_passes: int  # sequential forward passes after prefill (latency in model calls)
+    finish_reasons: list[str]
+    time_s: torch.Tensor  # (batch,) float: wall-clock from start to the row's finish (prefill included)
+    trace: DecodeTrace
+    sequences: torch.Tensor  # (batch, prompt + steps) long: left-padded prompt + appended tokens (pad where invalid)
+
+    @property
+    def cancelled(self) -> list[bool]:
+        return [r == FINISH_NAMES[CANCELLED] for r in self.finish_reasons]
+
+
+def _as_urgency(value: UrgencyLike, batch: int, device, name: str = "urgency") -> torch.Tensor:  # (batch,)
+    if isinstance(value, torch.Tensor):
+        u = value.detach().to(device=device, dtype=torch.float32).flatten()
+        if value.dim() == 0:
+            u = u.expand(batch)
+    elif isinstance(value, (int, float)):
+        u = torch.full((batch,), float(value), device=device)
+    else:
+        values = list(value)
+        if not all(isinstance(v, (int, float)) for v in values):
+            raise ValueError(f"{name}: expected a number or a list of numbers, got {value!r}")
+        u = torch.tensor(values, dtype=torch.float32, device=device)
+    if u.numel() != batch:
+        raise ValueError(f"{name}: got {u.numel()} values for a batch of {batch} prompts")
+    if bool(torch.isnan(u).any()):
+        raise ValueError(f"{name}: must not be NaN, got {u.tolist()}")
+    if bool(((u < 0) | (u > 1)).any()):
+        raise ValueError(f"{name}: must lie in [0, 1], got {u.tolist()}")
+    return u.contiguous()
+
+
+def context_length(model) -> int | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "max_position_embeddings", None)
+
+
+class DecodeSession:
+    """A batch being decoded. Construct (prefills), then call `step` until `done`.
+
+    Between steps the caller may read `controller_inputs()` / `forced()`,
+    `set_urgency`, `cancel` rows, or append a chunk of tokens with
+    `step_pauses`. `decode()` is the policy-driven loop over this; the
+    gymnasium env and PPO rollouts drive it the same way.
+    """
+
+    def __init__(self, model, tokenizer, prompt_ids: Sequence[Sequence[int]], urgency: UrgencyLike,
+                 config: DecodeConfig, pause_id: int, numbering: str, pause_slots: int,
+                 seed: int | None = None):
+        check_numbering(numbering, pause_slots)
+        if len(prompt_ids) == 0:
+            raise ValueError("prompts: need at least one prompt")
+        for i, ids in enumerate(prompt_ids):
+            if len(ids) == 0:
+                raise ValueError(f"prompts[{i}]: empty prompt")
+        if numbering == "slotted" and config.max_pauses > pause_slots:
+            raise ValueError(f"max_pauses: {config.max_pauses} exceeds the model's pause_slots={pause_slots} "
+                             "(slotted numbering reserves that many positions per token)")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.pause_id = int(pause_id)
+        self.numbering = numbering
+        self.pause_slots = pause_slots
+        param = next(model.parameters())
+        self.device = param.device
+        batch = len(prompt_ids)
+        self.batch = batch
+        self.urgency = _as_urgency(urgency, batch, self.device)  # (batch,)
+
+        prompt_len = max(len(ids) for ids in prompt_ids)
+        context = context_length(model)
+        if context is not None:
+            longest = max(len(ids) for ids in prompt_ids)
+            block = pause_slots + 1 if numbering == "slotted" else 1
+            if longest * block > context:
+                raise ValueError(f"prompts: a prompt of {longest} tokens takes {longest * block} positions "
+                                 f"({numbering} numbering), more than the model's context of {context}")
+            needed = (longest + config.max_new_tokens) * block if numbering == "slotted" else \
+                longest + config.max_new_tokens + config.pause_budget
+            if needed > context:
+                raise ValueError(f"max_new_tokens: prompt ({longest} tokens) + {config.max_new_tokens} answer tokens "
+                                 f"+ up to {config.pause_budget} pauses need positions up to {needed}, more than "
+                                 f"the model's context of {context}; lower max_new_tokens or max_pauses")
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.pad_id = int(pad_id)
+        input_ids = torch.full((batch, prompt_len), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((batch, prompt_len), dtype=torch.long)
+        for row, ids in enumerate(prompt_ids):  # building the prompt batch, once: not the per-step path
+            input_ids[row, prompt_len - len(ids):] = torch.as_tensor(list(ids), dtype=torch.long)
+            mask[row, prompt_len - len(ids):] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        self.prompt_len = prompt_len
+        prompt_positions = position_ids(input_ids, mask, self.pause_id, numbering, pause_slots)
+        self.positions: PositionState = initial_state(input_ids, mask, self.pause_id)
+
+        eos = set()
+        if tokenizer.eos_token_id is not None:
+            eos.add(int(tokenizer.eos_token_id))
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        if gen_eos is not None:
+            eos.update([int(gen_eos)] if isinstance(gen_eos, int) else [int(e) for e in gen_eos])
+        eos.discard(self.pause_id)
+        self.eos_ids = torch.tensor(sorted(eos), dtype=torch.long, device=self.device)
+        self.stop_criteria = StopStringCriteria(tokenizer, list(config.stop_strings)) if config.stop_strings else None
+        if self.stop_criteria is not None:
+            width = max(len(s) for s in config.stop_strings) + 1  # every token covers >= 1 character
+            self.answer_tail = torch.full((batch, width), self.pad_id, dtype=torch.long, device=self.device)
+
+        self.generator = None
+        if seed is not None:
+            self.generator = torch.Generator(device=self.device)
+            self.generator.manual_seed(int(seed))
+
+        # Growing buffers (capacity doubles): attention mask over the whole sequence and the trace columns.
+        capacity = prompt_len + config.max_new_tokens + config.pause_budget
+        self._mask = torch.ones((batch, capacity), dtype=torch.long, device=self.device)
+        self._mask[:, :prompt_len] = mask
+        self._ids = torch.full((batch, capacity), self.pad_id, dtype=torch.long, device=self.device)
+        self._ids[:, :prompt_len] = input_ids
+        self.length = prompt_len  # columns used in _mask/_ids
+        self.columns = 0  # trace columns used
+        self._trace = self._empty_trace(config.max_new_tokens + config.pause_budget)
+
+        zeros = torch.zeros(batch, dtype=torch.long, device=self.device)
+        self.active = torch.ones(batch, dtype=torch.bool, device=self.device)  # (batch,)
+        self.finish_reason = zeros.clone()  # (batch,) long, FINISH_* codes
+        self.pauses_before_token = zeros.clone()  # (batch,)
+        self.pauses_total = zeros.clone()  # (batch,)
+        self.answer_tokens = zeros.clone()  # (batch,) tokens emitted so far (EOS included)
+        self.steps_taken = zeros.clone()  # (batch,)
+        self.answer_buffer = torch.full((batch, config.max_new_tokens), self.pad_id, dtype=torch.long,
+                                        device=self.device)  # (batch, max_new_tokens)
+        self.pauses_buffer = torch.zeros((batch, config.max_new_tokens), dtype=torch.long, device=self.device)
+        self.forward_passes = 0
+        self._row_index = torch.arange(batch, device=self.device)
+
+        self.cache = DynamicCache(config=getattr(model, "config", None))
+        self.start_time = time.perf_counter()
+        self.finish_time = torch.zeros(batch, dtype=torch.float64)
+        with torch.no_grad():
+            self._forward(input_ids, mask, prompt_positions)
+
+    # ---- internals -------------------------------------------------------------------------------------------
+    def _empty_trace(self, steps: int) -> DecodeTrace:
+        b, d = self.batch, self.device
+
+        def z(dtype):
+            return torch.zeros((b, steps), dtype=dtype, device=d)
+
+        features = None
+        if self.config.record_features:
+            hidden = getattr(getattr(self.model, "config", None), "hidden_size", None)
+            features = torch.zeros((b, steps, hidden or 1), dtype=torch.float32, device=d)
+        return DecodeTrace(z(torch.bool), z(torch.long), z(torch.long), z(torch.float32), z(torch.float32),
+                           z(torch.bool), z(torch.bool), z(torch.float32), z(torch.long), z(torch.long),
+                           z(torch.float32), features)
+
+    def _grow(self, extra_columns: int) -> None:
+        need_len = self.length + extra_columns
+        if need_len > self._mask.shape[1]:
+            grow = max(need_len, 2 * self._mask.shape[1]) - self._mask.shape[1]
+            self._mask = torch.cat([self._mask, torch.ones((self.batch, grow), dtype=torch.long,
+                                                           device=self.device)], 1)
+            self._ids = torch.cat([self._ids, torch.full((self.batch, grow), self.pad_id, dtype=torch.long,
+                                                         device=self.device)], 1)
+        need_cols = self.columns + extra_columns
+        old = self._trace.valid.shape[1]
+        if need_cols > old:
+            more = self._empty_trace(max(need_cols, 2 * old) - old)
+            values = {}
+            for f in fields(DecodeTrace):
+                a, b = getattr(self._trace, f.name), getattr(more, f.name)
+                values[f.name] = None if a is None else torch.cat([a, b], 1)
+            self._trace = DecodeTrace(**values)
+
+    def _forward(self, input_ids, attention_mask, positions) -> None:
+        """Run the LM on new tokens (batch, n); keep the last position's hidden state and masked logits."""
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                         past_key_values=self.cache, use_cache=True, output_hidden_states=True, logits_to_keep=1)
+        self.hidden = out.hidden_states[-1][:, -1]  # (batch, hidden)
+        logits = out.logits[:, -1].float()  # (batch, vocab)
+        logits[:, self.pause_id] = -math.inf  # an emit never produces <pause>
+        self.logits = logits
+        # top answer-token probability = exp(max - logsumexp): the confidence baselines' input
+        self.top_prob = torch.exp(logits.max(-1).values - torch.logsumexp(logits, -1))  # (batch,)
+
+    def _choose_emits(self) -> torch.Tensor:  # (batch,) long
+        if not self.config.do_sample:
+            return self.logits.argmax(-1)
+        logits = self.logits / self.config.temperature
+        if self.config.top_k > 0:
+            kth = torch.topk(logits, min(self.config.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, -math.inf)
+        if self.config.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+            cumulative = sorted_logits.softmax(-1).cumsum(-1)
+            drop_sorted = cumulative - sorted_logits.softmax(-1) > self.config.top_p  # keep the first token always
+            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+            logits = logits.masked_fill(drop, -math.inf)
+        probs = logits.softmax(-1)
+        return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+
+    def _record(self, column: int, valid, tokens, actions, decision: Decision | None, forced, planned,
+                decided=None) -> None:
+        """Write one trace column; `decided` (default: valid) marks where `decision` was taken."""
+        t = self._trace
+        decided = valid if decided is None else decided
+        t.valid[:, column] = valid
+        t.tokens[:, column] = torch.where(valid, tokens, torch.zeros_like(tokens))
+        t.actions[:, column] = torch.where(valid, actions, torch.zeros_like(actions))
+        if decision is not None:
+            keep = decided & ~forced & ~planned
+            t.log_probs[:, column] = torch.where(keep, decision.log_prob.detach().float(),
+                                                 torch.zeros_like(t.log_probs[:, column]))
+            t.values[:, column] = torch.where(decided, decision.value.detach().float(),
+                                              torch.zeros_like(t.values[:, column]))
+        t.forced[:, column] = forced & valid
+        t.planned[:, column] = planned & valid
+        t.urgency[:, column] = self.urgency
+        t.pauses_before_token[:, column] = self.pauses_before_token
+        t.pauses_total[:, column] = self.pauses_total
+        t.top_prob[:, column] = self.top_prob
+        if t.features is not None:
+            t.features[:, column] = self.hidden.float()
+
+    def _finish(self, rows: torch.Tensor, reason: int) -> torch.Tensor:
+        """Mark `rows` (batch,) bool (only those still active) finished with `reason`."""
+        newly = rows & self.active
+        self.finish_reason = torch.where(newly, torch.full_like(self.finish_reason, reason), self.finish_reason)
+        self.active = self.active & ~newly
+        return newly
+
+    def _stamp_time(self, newly: torch.Tensor) -> None:
+        now = time.perf_counter() - self.start_time
+        self.finish_time = torch.where(newly.cpu(), torch.full_like(self.finish_time, now), self.finish_time)
+
+    # ---- public ----------------------------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return not bool(self.active.any())
+
+    def forced(self) -> torch.Tensor:  # (batch,) bool
+        """Rows whose next step must be an emit (a pause cap is reached)."""
+        total_cap = self.config.pause_budget
+        return self.active & ((self.pauses_before_token >= self.config.max_pauses) | (self.pauses_total >= total_cap))
+
+    def controller_inputs(self) -> ControllerInputs:
+        """What the controller sees before the next step, for every row (inactive rows included; ignore them)."""
+        return ControllerInputs(self.hidden, self.urgency, self.pauses_before_token, self.pauses_total, self.top_prob)
+
+    def set_urgency(self, urgency: UrgencyLike, rows: torch.Tensor | Sequence[int] | None = None) -> None:
+        """Change urgency from the next step on: for all rows, or only `rows` (indices or a (batch,) bool mask)."""
+        if rows is None:
+            self.urgency = _as_urgency(urgency, self.batch, self.device)
+            return
+        mask = self._row_mask(rows, "rows")
+        count = int(mask.sum())
+        if isinstance(urgency, (int, float)) or (isinstance(urgency, torch.Tensor) and urgency.dim() == 0):
+            new = _as_urgency(urgency, self.batch, self.device)
+        else:
+            values = _as_urgency(urgency, count, self.device)
+            new = self.urgency.clone()
+            new[mask] = values
+        self.urgency = torch.where(mask, new, self.urgency)
+
+    def cancel(self, rows: torch.Tensor | Sequence[int]) -> None:
+        """Stop `rows` now ("forget that"): they append nothing more and finish as 'cancelled'."""
+        newly = self._finish(self._row_mask(rows, "rows"), CANCELLED)
+        self._stamp_time(newly)
+
+    def _row_mask(self, rows, name: str) -> torch.Tensor:  # (batch,) bool
+        if isinstance(rows, torch.Tensor) and rows.dtype == torch.bool:
+            if rows.shape != (self.batch,):
+                raise ValueError(f"{name}: a bool mask must have shape ({self.batch},), got {tuple(rows.shape)}")
+            return rows.to(self.device)
+        index = torch.as_tensor(rows, dtype=torch.long).flatten()
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.batch):
+            raise ValueError(f"{name}: row indices must lie in [0, {self.batch}), got {index.tolist()}")
+        mask = torch.zeros(self.batch, dtype=torch.bool)
+        mask[index] = True
+        return mask.to(self.device)
+
+    @torch.no_grad()
+    def step(self, actions: torch.Tensor, decision: Decision | None = None) -> torch.Tensor:
+        """Append one token to every active row: `<pause>` where actions == 1 (unless forced), else an answer token.
+
+        actions: (batch,) long (inactive rows ignored). `decision` (optional) is
+        recorded (log-probs, values). Returns the (batch,) bool mask of rows
+        that were active for this step.
+        """
+        if self.done:
+            raise ValueError("step: every row has finished; check `done` before stepping")
+        actions = actions.to(self.device).long()
+        active = self.active
+        forced = self.forced()
+        is_pause = (actions == PAUSE) & active & ~forced
+        emit = active & ~is_pause
+        tokens = torch.where(is_pause, torch.full_like(actions, self.pause_id), self._choose_emits())
+        tokens = torch.where(active, tokens, torch.full_like(tokens, self.pad_id))
+
+        self._grow(1)
+        self._record(self.columns, active, tokens, is_pause.long(), decision, forced, torch.zeros_like(forced))
+        self.columns += 1
+
+        pos = next_position_ids(self.positions, is_pause, self.numbering, self.pause_slots)
+        self.positions = advance(self.positions, is_pause, active)
+        self._mask[:, self.length] = active.long()
+        self._ids[:, self.length] = tokens
+        self.length += 1
+        self._after_append(tokens, is_pause, emit, active)
+        if not self.done:
+            self._forward(tokens[:, None], self._mask[:, :self.length], pos[:, None])
+            self.forward_passes += 1
+        return active
+
+    @torch.no_grad()
+    def step_pauses(self, pauses: torch.Tensor, decision: Decision | None = None) -> torch.Tensor:
+        """One forward pass appending `pauses[r]` known pauses to each active row, or an emit where it is 0.
+
+        pauses: (batch,) long >= 0. This is the chunked-pause step: pauses are
+        known inputs, so m of them cost one sequential forward pass instead of
+        m. Rows are right-aligned in a chunk of width max(pauses, 1); shorter
+        rows are left-filled with masked padding, so their positions and
+        context are exactly those of appending one by one. Pauses beyond a cap
+        are dropped (a row with no room left emits, flagged forced). The
+        decision, if given, is recorded at each row's first slot; the further
+        pauses of a chunk are flagged `planned`. Returns the active mask.
+        """
+        if self.done:
+            raise ValueError("step_pauses: every row has finished; check `done` before stepping")
+        active = self.active
+        forced = self.forced()
+        room = torch.minimum(self.config.max_pauses - self.pauses_before_token,
+                             self.config.pause_budget - self.pauses_total).clamp(min=0)
+        pauses = torch.minimum(pauses.to(self.device).long().clamp(min=0), room) * active.long()  # (batch,)
+        emit = active & (pauses == 0)  # (batch,): these rows emit one token, in the chunk's last slot
+        counts = torch.where(emit, torch.ones_like(pauses), pauses)  # (batch,) tokens each row appends
+        width = max(int(counts.max()), 1)
+        emit_tokens = self._choose_emits()  # (batch,): from the current logits, which emit rows still have
+        self._grow(width)
+        chunk_ids = torch.full((self.batch, width), self.pad_id, dtype=torch.long, device=self.device)
+        chunk_mask = torch.zeros((self.batch, width), dtype=torch.long, device=self.device)
+        chunk_pos = torch.zeros((self.batch, width), dtype=torch.long, device=self.device)
+        first = width - counts  # (batch,): each row's first slot
+        for j in range(width):  # over chunk slots, never over rows
+            valid = active & (j >= first)
+            slot_emit = emit & (j == width - 1)
+            slot_pause = valid & ~slot_emit
+            tokens = torch.where(slot_pause, torch.full_like(emit_tokens, self.pause_id), emit_tokens)
+            tokens = torch.where(valid, tokens, torch.full_like(tokens, self.pad_id))
+            self._record(self.columns, valid, tokens, slot_pause.long(), decision, forced & slot_emit,
+                         slot_pause & (j > first), decided=valid & (j == first))
+            self.columns += 1
+            chunk_pos[:, j] = next_position_ids(self.positions, slot_pause, self.numbering, self.pause_slots)
+            self.positions = advance(self.positions, slot_pause, valid)
+            chunk_ids[:, j] = tokens
+            chunk_mask[:, j] = valid.long()
+            self._after_append(tokens, slot_pause, slot_emit, valid)
+        self._mask[:, self.length:self.length + width] = chunk_mask
+        self._ids[:, self.length:self.length + width] = chunk_ids
+        self.length += width
+        if not self.done:
+            self._forward(chunk_ids, self._mask[:, :self.length], chunk_pos)
+            self.forward_passes += 1
+        return active
+
+    def _after_append(self, tokens, is_pause, emit, valid) -> None:
+        """Bookkeeping after one token slot: counters, answer buffers, finishing rows."""
+        emit = emit & valid
+        is_pause = is_pause & valid
+        self.steps_taken += valid.long()
+        self.pauses_total += is_pause.long()
+        index = self.answer_tokens.clamp(max=self.config.max_new_tokens - 1)
+        write = emit & (self.answer_tokens < self.config.max_new_tokens)
+        self.answer_buffer[self._row_index, index] = torch.where(write, tokens, self.answer_buffer[self._row_index, index])
+        self.pauses_buffer[self._row_index, index] = torch.where(write, self.pauses_before_token,
+                                                                 self.pauses_buffer[self._row_index, index])
+        self.pauses_before_token = torch.where(emit, torch.zeros_like(self.pauses_before_token),
+                                               self.pauses_before_token + is_pause.long())
+        self.answer_tokens += emit.long()
+        finished = self._finish(emit & torch.isin(tokens, self.eos_ids), FINISHED_EOS)
+        if self.stop_criteria is not None:
+            self.answer_tail = torch.where(emit[:, None], torch.cat([self.answer_tail[:, 1:], tokens[:, None]], 1),
+                                           self.answer_tail)
+            hit = self.stop_criteria(self.answer_tail, None).to(self.device)
+            finished |= self._finish(emit & hit, FINISHED_STOP)
+        finished |= self._finish(emit & (self.answer_tokens >= self.config.max_new_tokens), FINISHED_LENGTH)
+        if bool(finished.any()):
+            self._stamp_time(finished)
+
+    def result(self) -> DecodeResult:
+        """Collect per-row outputs (call when `done`, or any time for a partial view)."""
+        lengths = self.answer_tokens.clamp(max=self.config.max_new_tokens).cpu()
+        answers = self.answer_buffer.cpu()
+        pauses = self.pauses_buffer.cpu()
+        reasons = self.finish_reason.cpu()
+        eos = set(self.eos_ids.tolist())
+        answer_ids, pauses_per_token = [], []
+        for row in range(self.batch):  # once per run, to build Python lists: not the per-step path
+            ids = answers[row, : lengths[row]].tolist()
+            per_token = pauses[row, : lengths[row]].tolist()
+            if int(reasons[row]) == FINISHED_EOS and ids and ids[-1] in eos:
+                ids = ids[:-1]
+            answer_ids.append(ids)
+            pauses_per_token.append(per_token)
+        still = self.active.cpu()
+        times = torch.where(still, torch.full_like(self.finish_time, time.perf_counter() - self.start_time),
+                            self.finish_time)
+        trace = DecodeTrace(**{f.name: (None if getattr(self._trace, f.name) is None
+                                        else getattr(self._trace, f.name)[:, : self.columns])
+                               for f in fields(DecodeTrace)})
+        return DecodeResult(
+            answer_ids=answer_ids, pauses_per_token=pauses_per_token, pauses_total=self.pauses_total.cpu(),
+            answer_tokens=self.answer_tokens.cpu(), steps=self.steps_taken.cpu(), forward_passes=self.forward_passes,
+            finish_reasons=[FINISH_NAMES[int(r)] for r in reasons], time_s=times.float(), trace=trace,
+            sequences=self._ids[:, : self.length].clone(),
+        )
+
+
+def _schedule_value(schedule: UrgencySchedule | None, session: DecodeSession, step: int):
+    if schedule is None:
+        return None
+    if callable(schedule):
+        return schedule(session)
+    return schedule.get(step)
+
+
+@torch.no_grad()
+def run_policy(session: DecodeSession, policy: PausePolicy, urgency_schedule: UrgencySchedule | None = None,
+               generator: torch.Generator | None = None,
+               on_step: Callable[[DecodeSession], None] | None = None) -> DecodeResult:
+    """Drive `session` with `policy` until every row finishes. The only policy-driven loop."""
+    step = 0
+    cfg = session.config
+    while not session.done:
+        new_urgency = _schedule_value(urgency_schedule, session, step)
+        if new_urgency is not None:
+            session.set_urgency(new_urgency)
+        if session.done:  # a callback may cancel every row
+            break
+        inputs = session.controller_inputs()
+        decision = policy.decide(inputs, greedy=cfg.controller_greedy, generator=generator)
+        plan = policy.plan_pauses(inputs) if cfg.chunk_pauses else None
+        if plan is not None and int((plan.to(session.device) * session.active).max()) >= 2:
+            # Rows with a plan prefill it in one pass; the others take their one-token decision alongside.
+            plan = plan.to(session.device).long()
+            session.step_pauses(torch.where(plan >= 1, plan, decision.action.long()), decision)
+        else:
+            session.step(decision.action, decision)
+        if on_step is not None:
+            on_step(session)
+        step += 1
+    return session.result()
+
+
+def decode(model, tokenizer, prompt_ids: Sequence[Sequence[int]], policy: PausePolicy, urgency: UrgencyLike,
+           config: DecodeConfig, pause_id: int, numbering: str, pause_slots: int, seed: int | None = None,
+           urgency_schedule: UrgencySchedule | None = None,
+           on_step: Callable[[DecodeSession], None] | None = None) -> DecodeResult:
+    """Prefill `prompt_ids` (token id lists, left-padded here) and run `policy` to the end.
+
+    `urgency`: a number or one per prompt, in [0, 1]. `urgency_schedule`:
+    {step: urgency} or a callback (session) -> urgency | None, applied before
+    each step. `on_step(session)` runs after each step (e.g. to `cancel` rows).
+    """
+    hidden = getattr(getattr(model, "config", None), "hidden_size", None)
+    if hidden is not None:
+        policy.check_feature_dim(hidden)
+    session = DecodeSession(model, tokenizer, prompt_ids, urgency, config, pause_id, numbering, pause_slots, seed)
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=session.device)
+        generator.manual_seed(int(seed) + 1)
+    return run_policy(session, policy, urgency_schedule, generator, on_step)
