@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pretrain": ("adaptive_pause.pretrain", "main", "pause-pretraining of a base LM (random <pause> insertion)"),
     "finetune": ("adaptive_pause.finetune", "main", "LoRA pause-finetuning with k pauses before answers"),
     "eval-pauses": ("adaptive_pause.evaluation", "main", "exact-match accuracy at fixed k pauses, per difficulty"),
+    "train-controller": ("adaptive_pause.ppo", "main", "PPO for the pause controller (--env analytic: exact test bench)"),
+    "generate": ("adaptive_pause.modeling", "main", "answer prompts under an urgency with a run's LM and controller"),
 }
 
 

@@ -133,6 +133,7 @@ class DecodeResult:
     time_s: torch.Tensor  # (batch,) float: wall-clock from start to the row's finish (prefill included)
     trace: DecodeTrace
     sequences: torch.Tensor  # (batch, prompt + steps) long: left-padded prompt + appended tokens (pad where invalid)
+    attention_mask: torch.Tensor  # (batch, prompt + steps) long: 1 where `sequences` holds a real token
 
     @property
     def cancelled(self) -> list[bool]:
@@ -496,11 +497,14 @@ class DecodeSession:
         return active
 
     def _after_append(self, tokens, is_pause, emit, valid) -> None:
-        """Bookkeeping after one token slot: counters, answer buffers, finishing rows."""
+        """Bookkeeping after one token slot: counters, answer buffers, finishing rows.
+
+        Counters are replaced, never updated in place, so `ControllerInputs` handed out earlier stay valid.
+        """
         emit = emit & valid
         is_pause = is_pause & valid
-        self.steps_taken += valid.long()
-        self.pauses_total += is_pause.long()
+        self.steps_taken = self.steps_taken + valid.long()
+        self.pauses_total = self.pauses_total + is_pause.long()
         index = self.answer_tokens.clamp(max=self.config.max_new_tokens - 1)
         write = emit & (self.answer_tokens < self.config.max_new_tokens)
         self.answer_buffer[self._row_index, index] = torch.where(write, tokens, self.answer_buffer[self._row_index, index])
@@ -508,7 +512,7 @@ class DecodeSession:
                                                                  self.pauses_buffer[self._row_index, index])
         self.pauses_before_token = torch.where(emit, torch.zeros_like(self.pauses_before_token),
                                                self.pauses_before_token + is_pause.long())
-        self.answer_tokens += emit.long()
+        self.answer_tokens = self.answer_tokens + emit.long()
         finished = self._finish(emit & torch.isin(tokens, self.eos_ids), FINISHED_EOS)
         if self.stop_criteria is not None:
             self.answer_tail = torch.where(emit[:, None], torch.cat([self.answer_tail[:, 1:], tokens[:, None]], 1),
@@ -544,7 +548,7 @@ class DecodeSession:
             answer_ids=answer_ids, pauses_per_token=pauses_per_token, pauses_total=self.pauses_total.cpu(),
             answer_tokens=self.answer_tokens.cpu(), steps=self.steps_taken.cpu(), forward_passes=self.forward_passes,
             finish_reasons=[FINISH_NAMES[int(r)] for r in reasons], time_s=times.float(), trace=trace,
-            sequences=self._ids[:, : self.length].clone(),
+            sequences=self._ids[:, : self.length].clone(), attention_mask=self._mask[:, : self.length].clone(),
         )
 
 

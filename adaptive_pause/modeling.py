@@ -1,11 +1,16 @@
-"""The language model side: building or loading the base LM with `<pause>`, and its pause settings.
+"""The language model side: building or loading the base LM with `<pause>`, its pause settings, and
+`AdaptivePauseModel` (LM + optional LoRA adapter + controller) with its `generate` API.
 
 Owns: the embedded tiny Llama (built from a config, no download), loading any
 HF id or local directory, making sure `<pause>` exists, and the model-level
 pause settings (position numbering, pause slots) that are saved inside the
 model's own `config.json` so every later stage honours them identically.
+`AdaptivePauseModel` owns the run-directory round trip of model/, adapter/ and
+controller/ (with the agreement check), prompt encoding, input validation for
+`generate`, and the `adaptive-pause generate` command.
 
-Must not: contain a decode loop (that is `decoding.py`) or training code.
+Must not: contain a decode loop (that is `decoding.py`; `generate` is a
+policy-driven run of it) or training code.
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from .checkpoint import atomic_dir
+from policies import PausePolicy, load_policy, save_policy
+
+from .checkpoint import atomic_dir, check_agreement
 from .config import ModelConfig
+from .decoding import DecodeConfig, DecodeResult, DecodeSession, UrgencyLike, UrgencySchedule, decode
 from .positions import check_numbering
 from .tokens import build_char_tokenizer, ensure_pause_token, pause_token_id
 
@@ -114,3 +123,251 @@ def save_lm(model, tokenizer, path: str | os.PathLike) -> None:
     with atomic_dir(path) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+
+
+# ---- AdaptivePauseModel -------------------------------------------------------------------------------------------
+
+ADAPTER_DIR = "adapter"
+CONTROLLER_DIR = "controller"
+MODEL_DIR = "model"
+
+
+@dataclass
+class GenerateOutput:
+    """What `AdaptivePauseModel.generate` returns; lists are per prompt."""
+
+    texts: list[str]  # decoded answers (pauses and EOS removed)
+    answer_ids: list[list[int]]  # answer token ids (EOS excluded)
+    pauses: list[int]  # pauses spent on each answer
+    pauses_per_token: list[list[int]]  # pauses before each answer token (and before EOS when emitted)
+    steps: list[int]  # tokens appended after the prompt (pauses + answer tokens)
+    forward_passes: int  # sequential forward passes after prefill (latency in model calls)
+    finish_reasons: list[str]  # eos | stop_string | max_new_tokens | cancelled
+    time_s: list[float]  # wall-clock per row, prefill included
+    result: DecodeResult  # the full record (trace of actions, log-probs, values, controller inputs)
+
+
+def _base_model(lm):
+    return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+
+
+def _base_state_dict(lm) -> dict:
+    """The base LM's weights without peft's adapter tensors (LoRA, trainable-token deltas)."""
+    state = {}
+    for key, value in _base_model(lm).state_dict().items():
+        if "lora_" in key or "token_adapter" in key:
+            continue
+        state[key.replace(".base_layer", "")] = value
+    return state
+
+
+class AdaptivePauseModel:
+    """An LM (optionally with a peft adapter) plus a pause controller, behind one `generate` call.
+
+    lm: a HF causal LM or a peft model around one, with pause settings in its
+    config (`load_lm` / `set_pause_settings`); tokenizer: with `<pause>`;
+    policy: any `PausePolicy` (None: pass one to `generate`).
+    """
+
+    def __init__(self, lm, tokenizer, policy: PausePolicy | None = None):
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.settings = pause_settings(lm, tokenizer)
+        if policy is not None:
+            policy.check_feature_dim(self.hidden_size)
+        self.policy = policy
+
+    @property
+    def hidden_size(self) -> int:
+        return int(_base_model(self.lm).config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.lm.parameters()).device
+
+    def to(self, device) -> "AdaptivePauseModel":
+        self.lm.to(device)
+        if self.policy is not None:
+            self.policy.to(device)
+        return self
+
+    # ---- run directory round trip --------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, run_dir: str | os.PathLike, merge_adapter: bool = False,
+                        device: str | torch.device | None = None) -> "AdaptivePauseModel":
+        """Load run_dir/model (or an HF model dir), run_dir/adapter if present, run_dir/controller if present.
+
+        merge_adapter folds LoRA into the weights (faster decoding; the result is a plain HF model).
+        """
+        run_dir = Path(run_dir)
+        lm, tokenizer = load_saved_lm(run_dir)
+        settings = pause_settings(lm, tokenizer)
+        hidden = int(lm.config.hidden_size)
+        if (run_dir / ADAPTER_DIR).is_dir():
+            from peft import PeftModel
+
+            lm = PeftModel.from_pretrained(lm, str(run_dir / ADAPTER_DIR))
+            if merge_adapter:
+                lm = lm.merge_and_unload()
+        policy = None
+        if (run_dir / CONTROLLER_DIR).is_dir():
+            policy = load_policy(run_dir / CONTROLLER_DIR, hidden_size=hidden)
+        facts = {"tokenizer": {"pause_id": settings.pause_id},
+                 "model": {"hidden_size": hidden, "embedding_rows": int(lm.get_input_embeddings().weight.shape[0])}}
+        if policy is not None and policy.feature_dim is not None:
+            facts["controller"] = {"hidden_size": int(policy.feature_dim)}
+        check_agreement(facts)
+        lm.eval()
+        model = cls(lm, tokenizer, policy)
+        return model.to(device) if device is not None else model
+
+    def save_pretrained(self, run_dir: str | os.PathLike) -> None:
+        """Write run_dir/model (base LM + tokenizer), run_dir/adapter (if peft), run_dir/controller (if a policy)."""
+        run_dir = Path(run_dir)
+        is_peft = hasattr(self.lm, "get_base_model")
+        with atomic_dir(run_dir / MODEL_DIR) as tmp:
+            base = _base_model(self.lm)
+            if is_peft:
+                base.save_pretrained(tmp, state_dict=_base_state_dict(self.lm), safe_serialization=True)
+            else:
+                base.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+        if is_peft:
+            with atomic_dir(run_dir / ADAPTER_DIR) as tmp:
+                self.lm.save_pretrained(tmp, save_embedding_layers=False)
+        if self.policy is not None:
+            save_policy(self.policy, run_dir / CONTROLLER_DIR)
+
+    # ---- generation ----------------------------------------------------------------------------------------------
+    def encode(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Prompt texts -> token ids, exactly as the collators encode prompts (special tokens added)."""
+        if isinstance(prompts, str):
+            raise ValueError("prompts: expected a list of strings, got a single string (wrap it in a list)")
+        if len(prompts) == 0:
+            raise ValueError("prompts: need at least one prompt")
+        ids = []
+        for i, prompt in enumerate(prompts):
+            if not isinstance(prompt, str):
+                raise ValueError(f"prompts[{i}]: expected a string, got {type(prompt).__name__}")
+            if not prompt:
+                raise ValueError(f"prompts[{i}]: empty prompt")
+            ids.append(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        return ids
+
+    def _policy(self, policy: PausePolicy | None) -> PausePolicy:
+        policy = self.policy if policy is None else policy
+        if policy is None:
+            raise ValueError("policy: this model has no saved controller; pass policy=... "
+                             "(e.g. policies.FixedPauses(k) or a PauseControllerHead)")
+        if not isinstance(policy, PausePolicy):
+            raise ValueError(f"policy: expected a policies.PausePolicy, got {type(policy).__name__}")
+        policy.check_feature_dim(self.hidden_size)
+        return policy
+
+    def session(self, prompts: Sequence[str], urgency: UrgencyLike, config: DecodeConfig,
+                seed: int | None = None) -> DecodeSession:
+        """A prefilled `DecodeSession` over `prompts`: what the env and PPO rollouts step themselves."""
+        return DecodeSession(self.lm, self.tokenizer, self.encode(prompts), urgency, config, self.settings.pause_id,
+                             self.settings.numbering, self.settings.pause_slots, seed)
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], urgency: UrgencyLike = 0.3, policy: PausePolicy | None = None,
+                 max_new_tokens: int = 32, max_pauses: int = 8, max_pauses_total: int | None = None,
+                 do_sample: bool = False, seed: int | None = None, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, stop_strings: Sequence[str] = (), chunk_pauses: bool = False,
+                 controller_greedy: bool = True, urgency_schedule: UrgencySchedule | None = None,
+                 on_step: Callable[[DecodeSession], None] | None = None,
+                 record_features: bool = False) -> GenerateOutput:
+        """Answer `prompts` under `urgency` (one number or one per prompt, in [0, 1]).
+
+        The controller (`policy`, else the saved one) decides pause/emit before
+        each answer token; at `max_pauses` pauses before a token (or
+        `max_pauses_total` in an answer) the emit is forced. `urgency_schedule`
+        ({step: urgency} or callback(session) -> urgency | None) changes urgency
+        mid-generation; `on_step(session)` may `session.cancel(rows)`.
+        """
+        policy = self._policy(policy)
+        prompt_ids = self.encode(prompts)
+        config = DecodeConfig(max_new_tokens=max_new_tokens, max_pauses=max_pauses,
+                              max_pauses_total=max_pauses_total, do_sample=do_sample, temperature=temperature,
+                              top_k=top_k, top_p=top_p, controller_greedy=controller_greedy,
+                              chunk_pauses=chunk_pauses, stop_strings=tuple(stop_strings),
+                              record_features=record_features)
+        was_training = self.lm.training
+        self.lm.eval()
+        try:
+            result = decode(self.lm, self.tokenizer, prompt_ids, policy, urgency, config, self.settings.pause_id,
+                            self.settings.numbering, self.settings.pause_slots, seed=seed,
+                            urgency_schedule=urgency_schedule, on_step=on_step)
+        finally:
+            self.lm.train(was_training)
+        texts = self.tokenizer.batch_decode(result.answer_ids, skip_special_tokens=True)
+        return GenerateOutput(texts=texts, answer_ids=result.answer_ids, pauses=result.pauses_total.tolist(),
+                              pauses_per_token=result.pauses_per_token, steps=result.steps.tolist(),
+                              forward_passes=result.forward_passes, finish_reasons=result.finish_reasons,
+                              time_s=result.time_s.tolist(), result=result)
+
+
+def parse_policy(spec: str) -> PausePolicy | None:
+    """CLI policy spec: 'saved' (None: the run's controller), 'fixed:K', 'fixed-each:K', 'confidence:HIGH[:LOW]',
+    'random:P'."""
+    from policies import ConfidenceThreshold, FixedPauses, RandomPauses
+
+    name, _, arg = spec.partition(":")
+    try:
+        if name == "saved" and not arg:
+            return None
+        if name == "fixed":
+            return FixedPauses(int(arg))
+        if name == "fixed-each":
+            return FixedPauses(int(arg), every_token=True)
+        if name == "confidence":
+            high, _, low = arg.partition(":")
+            return ConfidenceThreshold(float(high), float(low) if low else 0.0)
+        if name == "random":
+            return RandomPauses(float(arg))
+    except ValueError as err:
+        raise ValueError(f"--policy {spec!r}: {err}") from None
+    raise ValueError(f"--policy {spec!r}: expected saved, fixed:K, fixed-each:K, confidence:HIGH[:LOW] or random:P")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`adaptive-pause generate RUN_DIR --urgency 0.2 "prompt" ...`: print each answer with its pause count."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="adaptive-pause generate",
+                                     description="Answer prompts with a run's LM and pause controller.")
+    parser.add_argument("run_dir", help="run directory (model/, optional adapter/ and controller/)")
+    parser.add_argument("prompts", nargs="+", help="prompt texts")
+    parser.add_argument("--urgency", type=float, nargs="+", default=[0.3],
+                        help="one urgency in [0, 1] for all prompts, or one per prompt")
+    parser.add_argument("--policy", default="saved",
+                        help="saved (the run's controller), fixed:K, fixed-each:K, confidence:HIGH[:LOW], random:P")
+    parser.add_argument("--max_new_tokens", type=int, default=32, help="answer tokens per prompt (EOS included)")
+    parser.add_argument("--max_pauses", type=int, default=8, help="cap on pauses before one answer token")
+    parser.add_argument("--max_pauses_total", type=int, default=None, help="cap on pauses in one answer")
+    parser.add_argument("--do_sample", action="store_true", help="sample answer tokens (default: greedy)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    parser.add_argument("--seed", type=int, default=None, help="seed for sampled tokens and controller actions")
+    parser.add_argument("--stop_strings", nargs="*", default=[], help="stop a row when its answer ends with one")
+    parser.add_argument("--chunk_pauses", action="store_true", help="prefill planned pauses in one forward pass")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per prompt instead of text")
+    args = parser.parse_args(argv)
+    urgency = args.urgency[0] if len(args.urgency) == 1 else args.urgency
+    model = AdaptivePauseModel.from_pretrained(args.run_dir, device=args.device)
+    out = model.generate(args.prompts, urgency=urgency, policy=parse_policy(args.policy),
+                         max_new_tokens=args.max_new_tokens, max_pauses=args.max_pauses,
+                         max_pauses_total=args.max_pauses_total, do_sample=args.do_sample,
+                         temperature=args.temperature, seed=args.seed, stop_strings=args.stop_strings,
+                         chunk_pauses=args.chunk_pauses)
+    for i, prompt in enumerate(args.prompts):
+        if args.json:
+            print(json.dumps({"prompt": prompt, "answer": out.texts[i], "pauses": out.pauses[i],
+                              "pauses_per_token": out.pauses_per_token[i], "steps": out.steps[i],
+                              "finish_reason": out.finish_reasons[i]}))
+        else:
+            print(f"{prompt}{out.texts[i]}\t[pauses={out.pauses[i]} per_token={out.pauses_per_token[i]} "
+                  f"finish={out.finish_reasons[i]}]")
+    return 0
