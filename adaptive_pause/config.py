@@ -225,7 +225,7 @@ def parse_cli(cls: type[C], argv: list[str] | None = None, positional: tuple[str
 # Controller PPO (issue 5). Appended; the classes above are the lead's.
 # ---------------------------------------------------------------------------
 
-URGENCY_DISTRIBUTIONS = ("uniform", "discrete", "beta")
+URGENCY_DISTRIBUTIONS = ("uniform", "discrete")
 REWARD_NAMES = ("meta", "deadline", "discounted")
 
 
@@ -258,3 +258,84 @@ class AnalyticEnvConfig:
                f"need 0 <= p_floor < p_ceiling <= 1, got p_floor={self.p_floor}, p_ceiling={self.p_ceiling}")
         _check(0 <= self.observation_noise <= 1, "observation_noise",
                f"must be in [0, 1], got {self.observation_noise}")
+
+
+@dataclass
+class PPOConfig(AnalyticEnvConfig):
+    """Controller PPO (CleanRL-style): rollouts of whole episodes, GAE over decision steps, clipped updates.
+
+    The analytic-environment fields (levels ... observation_noise) are inherited from AnalyticEnvConfig
+    and read only when env = analytic; max_pauses is the pause cap either way.
+    """
+
+    output_dir: str = _help("run directory: config.yaml, controller/, state/, logs/", default="runs/controller")
+    env: str = _help("rollout source: 'analytic' (the exact test bench)", default="analytic")
+    seed: int = _help("seed for the head's initialisation, rollouts and minibatch order", default=0)
+    iterations: int = _help("PPO iterations (one rollout batch + its update epochs each)", default=300)
+    episodes_per_iteration: int = _help("episodes per rollout batch, over all processes", default=1024)
+    update_epochs: int = _help("passes over each rollout batch", default=4)
+    num_minibatches: int = _help("minibatches per epoch on each process", default=4)
+    learning_rate: float = _help("Adam learning rate", default=3e-3)
+    anneal_lr: bool = _help("decay the learning rate linearly to 0 over `iterations`", default=True)
+    gamma: float = _help("discount between consecutive decision steps", default=1.0)
+    gae_lambda: float = _help("GAE lambda", default=0.95)
+    clip_coef: float = _help("PPO ratio clip", default=0.2)
+    clip_vloss: bool = _help("clip the value loss around the rollout's values (CleanRL)", default=True)
+    norm_adv: bool = _help("normalise advantages per minibatch", default=True)
+    ent_coef: float = _help("entropy bonus coefficient", default=0.003)
+    vf_coef: float = _help("value loss coefficient", default=0.5)
+    max_grad_norm: float = _help("gradient clipping norm (0 disables)", default=0.5)
+    target_kl: float = _help("stop the epochs of an update once approx KL exceeds this (0 disables)", default=0.03)
+    urgency_distribution: str = _help("per-episode urgency: 'uniform' on [urgency_low, urgency_high] or "
+                                      "'discrete' over urgency_values", default="uniform")
+    urgency_low: float = _help("uniform urgency: lower end", default=0.0)
+    urgency_high: float = _help("uniform urgency: upper end", default=1.0)
+    urgency_values: list[float] = _help("discrete urgency: the values, drawn uniformly",
+                                        default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    reward: str = _help("episode reward: 'meta', 'deadline' or 'discounted' (rewards/)", default="meta")
+    deadline_min_budget: float = _help("deadline reward: pause budget at u = 1", default=0.0)
+    discount_rate: float = _help("discounted reward: log-discount over max_pauses pauses at u = 1",
+                                 default=math.log(10.0))
+    head_width: int = _help("controller head: MLP width", default=64)
+    initial_pause_prob: float = _help("controller head: pause probability before training", default=0.5)
+    eval_urgencies: list[float] = _help("urgencies of the exact evaluation (analytic env)",
+                                        default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    eval_every: int = _help("iterations between evaluations (also at the end)", default=25)
+    checkpoint_every: int = _help("iterations between checkpoints (also at the end)", default=50)
+    resume: bool = _help("continue from output_dir/state (exactly: weights, optimizer, RNG, iteration)",
+                         default=False)
+    progress: bool = _help("show a progress bar", default=True)
+    torch_threads: int = _help("CPU threads per process for torch (0 = torch's default); the head's small matmuls "
+                               "run fastest on one, and extra threads only contend on a shared machine", default=1)
+
+    def __post_init__(self):
+        AnalyticEnvConfig.__post_init__(self)
+        _check(self.torch_threads >= 0, "torch_threads", f"must be >= 0, got {self.torch_threads}")
+        _check(self.env in ("analytic",), "env", f"must be 'analytic', got {self.env!r}")
+        for name in ("iterations", "episodes_per_iteration", "update_epochs", "num_minibatches", "head_width",
+                     "eval_every", "checkpoint_every"):
+            _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _check(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
+               f"must be a positive number, got {self.learning_rate}")
+        _check(0 <= self.gamma <= 1, "gamma", f"must be in [0, 1], got {self.gamma}")
+        _check(0 <= self.gae_lambda <= 1, "gae_lambda", f"must be in [0, 1], got {self.gae_lambda}")
+        _check(self.clip_coef > 0, "clip_coef", f"must be > 0, got {self.clip_coef}")
+        for name in ("ent_coef", "vf_coef", "max_grad_norm", "target_kl", "deadline_min_budget", "discount_rate"):
+            value = getattr(self, name)
+            _check(math.isfinite(value) and value >= 0, name, f"must be a finite number >= 0, got {value}")
+        _check(self.urgency_distribution in URGENCY_DISTRIBUTIONS, "urgency_distribution",
+               f"must be one of {URGENCY_DISTRIBUTIONS}, got {self.urgency_distribution!r}")
+        _check(0 <= self.urgency_low <= self.urgency_high <= 1, "urgency_low",
+               f"need 0 <= urgency_low <= urgency_high <= 1, got {self.urgency_low}, {self.urgency_high}")
+        _check(len(self.urgency_values) > 0 and all(0 <= u <= 1 for u in self.urgency_values), "urgency_values",
+               f"must be non-empty and in [0, 1], got {self.urgency_values}")
+        _check(len(self.eval_urgencies) > 0 and all(0 <= u <= 1 for u in self.eval_urgencies), "eval_urgencies",
+               f"must be non-empty and in [0, 1], got {self.eval_urgencies}")
+        _check(self.reward in REWARD_NAMES, "reward", f"must be one of {REWARD_NAMES}, got {self.reward!r}")
+        _check(self.deadline_min_budget <= self.max_pauses, "deadline_min_budget",
+               f"must be <= max_pauses={self.max_pauses}, got {self.deadline_min_budget}")
+        _check(0 < self.initial_pause_prob < 1, "initial_pause_prob",
+               f"must be in (0, 1), got {self.initial_pause_prob}")
+
+    def analytic_env(self) -> AnalyticEnvConfig:
+        return AnalyticEnvConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(AnalyticEnvConfig)})

@@ -1,0 +1,699 @@
+"""PPO for the pause controller: rollout storage, GAE over decision steps, the clipped update, the run loop.
+
+Owns: `Rollout` (a batch of complete episodes as named tensors), `decision_gae`
+(GAE on the decision-step clock, forced steps excluded), `ppo_loss` (clipped
+surrogate, clipped value loss, entropy bonus), `ppo_update` (minibatch epochs
+with advantage normalisation, gradient clipping and approx-KL early stop), the
+training loop `train` under Accelerate (rollouts and updates split across
+processes, metrics gathered), checkpoints (`run_dir/{config.yaml, controller/,
+state/, logs/}`, safetensors + JSON only, written atomically; `--resume`
+continues exactly) and `adaptive-pause train-controller`.
+
+Must not: implement a decode loop or a controller (the head is
+`policies.PauseControllerHead`; LM rollouts come from `decoding.py`), or define
+rewards (`rewards/`).
+
+The algorithm reads top to bottom as in CleanRL's ppo.py, with one difference
+of shape: storage is episode-major, (episodes, steps), because an LM rollout
+is a batch of prompts decoded to completion, not a fixed-length stream of an
+auto-resetting vector env. Every step of a row is either a *decision* (the
+controller chose pause or emit: trained on) or not (a forced emit at the pause
+cap, or padding after the row finished). GAE runs on the decision clock: the
+reward of a forced step is credited to the decision step before it, and
+"next value" means the value at the row's next decision step (0 after its
+last: episodes always end, by answering or by hitting max_new_tokens, which
+scores the answer as it stands).
+
+## Rollout sources (how the LM plugs in)
+
+A rollout source is any object with
+    feature_dim: int                      # what the controller reads (LM hidden size, or analytic features)
+    max_pauses_total: int                 # the reward's pause normaliser
+    collect(policy, urgency, generator) -> Rollout
+`collect` runs `policy` (sampling, `policy.decide(inputs, greedy=False,
+generator=generator)`) on len(urgency) fresh episodes, urgency (episodes,)
+drawn here per episode, and returns the trace. `AnalyticSource` is the
+analytic one. An LM source is a small adapter over the decode loop's recorded
+trace (one row per prompt, one column per decode step, right-padded):
+
+    Rollout field          <- decode-loop trace
+    features               <- controller inputs' hidden states      (rows, steps, hidden)
+    pauses_before_token    <- pauses spent before the step's token   (rows, steps)
+    pauses_total           <- pauses spent on the answer so far      (rows, steps)
+    top_prob               <- max answer-token prob, or None         (rows, steps)
+    urgency                <- per-row urgency passed to the loop     (rows,)
+    actions                <- 1 where the step appended <pause>      (rows, steps)
+    log_probs, values      <- the controller's Decision at the step  (rows, steps)
+    valid                  <- the row was unfinished at the step     (rows, steps)
+    forced                 <- the step was a forced emit (cap)       (rows, steps)
+    score                  <- task scorer on the decoded answer      (rows,)
+    pauses                 <- total pauses of the row                (rows,)
+    difficulty             <- the task instance's difficulty label   (rows,) (metrics only)
+
+Rewards are not part of the trace: `Rollout.step_rewards(reward)` derives them
+with `rewards.Reward.per_step` (pause cost at each pause, the rest with the
+last step). With a frozen LM the update re-runs only the head on the stored
+features; a joint LoRA update (answer tokens as actions too, KL to the
+adapter-off model) needs the LM in the loss and is not in this module yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from policies import ControllerInputs, PauseControllerHead, PausePolicy, save_policy
+from rewards import Reward, make_reward
+
+from .analytic_env import AnalyticBatchEnv, AnalyticModel, policy_pause_probs
+from .checkpoint import atomic_dir, write_json_atomic
+from .config import PPOConfig, load_yaml, parse_cli, save_yaml
+
+
+# ---------------------------------------------------------------------------
+# Storage
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Rollout:
+    """A batch of complete episodes, right-padded to the longest (see the module docstring for the LM mapping)."""
+
+    features: torch.Tensor  # (episodes, steps, feature_dim) float: what the controller read
+    pauses_before_token: torch.Tensor  # (episodes, steps) long
+    pauses_total: torch.Tensor  # (episodes, steps) long
+    top_prob: torch.Tensor | None  # (episodes, steps) float, or None when the source has none
+    urgency: torch.Tensor  # (episodes,) float in [0, 1]
+    actions: torch.Tensor  # (episodes, steps) long: 1 = pause, 0 = emit (forced steps: 0)
+    log_probs: torch.Tensor  # (episodes, steps) float: log-prob of the action when it was taken
+    values: torch.Tensor  # (episodes, steps) float: value estimate when the action was taken
+    valid: torch.Tensor  # (episodes, steps) bool: the row took this step
+    forced: torch.Tensor  # (episodes, steps) bool: a forced emit (pause cap): not a decision
+    score: torch.Tensor  # (episodes,) float in [0, 1]: the final answer's score
+    pauses: torch.Tensor  # (episodes,) long: pauses in the episode
+    difficulty: torch.Tensor | None = None  # (episodes,) long: instance difficulty, for metrics only
+
+    @property
+    def decision(self) -> torch.Tensor:  # (episodes, steps) bool: the steps PPO trains on
+        return self.valid & ~self.forced
+
+    def step_rewards(self, reward: Reward) -> torch.Tensor:  # (episodes, steps)
+        paused = (self.actions == 1) & self.decision
+        return reward.per_step(self.score, paused, self.urgency, self.valid)
+
+    def episode_rewards(self, reward: Reward) -> torch.Tensor:  # (episodes,)
+        return reward.reward(self.score, self.pauses, self.urgency)
+
+    def inputs(self, mask: torch.Tensor) -> ControllerInputs:
+        """Controller inputs at the steps selected by mask (episodes, steps) bool, flattened to (samples, ...)."""
+        urgency = self.urgency[:, None].expand_as(self.valid)
+        return ControllerInputs(
+            self.features[mask], urgency[mask], self.pauses_before_token[mask], self.pauses_total[mask],
+            None if self.top_prob is None else self.top_prob[mask],
+        )
+
+    def validate(self) -> None:
+        """Check shapes and invariants of a trace from an outside source (cheap; raises ValueError)."""
+        episodes, steps = self.actions.shape
+        per_step = ("pauses_before_token", "pauses_total", "log_probs", "values", "valid", "forced")
+        for name in per_step + (("top_prob",) if self.top_prob is not None else ()):
+            if tuple(getattr(self, name).shape) != (episodes, steps):
+                raise ValueError(f"{name}: expected shape {(episodes, steps)}, got {tuple(getattr(self, name).shape)}")
+        if self.features.shape[:2] != (episodes, steps):
+            raise ValueError(f"features: expected shape ({episodes}, {steps}, dim), got {tuple(self.features.shape)}")
+        for name in ("urgency", "score", "pauses"):
+            if tuple(getattr(self, name).shape) != (episodes,):
+                raise ValueError(f"{name}: expected shape ({episodes},), got {tuple(getattr(self, name).shape)}")
+        if (self.forced & ~self.valid).any():
+            raise ValueError("forced: a forced step must be a valid step")
+        counted = ((self.actions == 1) & self.decision).sum(1)
+        if not torch.equal(counted.to(self.pauses.device), self.pauses.long()):
+            raise ValueError("pauses: must equal the number of decision steps whose action is 1 (pause)")
+
+
+class RolloutSource(Protocol):
+    feature_dim: int
+    max_pauses_total: int
+
+    def collect(self, policy: PausePolicy, urgency: torch.Tensor, generator: torch.Generator) -> Rollout: ...
+
+
+class AnalyticSource:
+    """Rollouts of the analytic environment (adaptive_pause/analytic_env.py), batched over episodes."""
+
+    def __init__(self, model: AnalyticModel, reward: Reward):
+        self.model = model
+        self.env = AnalyticBatchEnv(model, reward)
+        self.feature_dim = model.feature_dim
+        self.max_pauses_total = model.max_pauses
+
+    @torch.no_grad()
+    def collect(self, policy: PausePolicy, urgency: torch.Tensor, generator: torch.Generator) -> Rollout:
+        env, device = self.env, _device_of(policy)
+        episodes, steps = urgency.shape[0], self.model.max_pauses + 1  # at most cap pauses, then the answer
+        features = torch.zeros(episodes, steps, self.feature_dim)
+        before = torch.zeros(episodes, steps, dtype=torch.long)
+        actions = torch.zeros(episodes, steps, dtype=torch.long)
+        log_probs, values = torch.zeros(episodes, steps), torch.zeros(episodes, steps)
+        valid = torch.zeros(episodes, steps, dtype=torch.bool)
+        forced = torch.zeros(episodes, steps, dtype=torch.bool)
+
+        inputs = env.reset(urgency.cpu(), generator)
+        taken = 0
+        for t in range(steps):
+            decision = policy.decide(_to(inputs, device), generator=generator if device.type == "cpu" else None)
+            is_forced = env.forced_next & ~env.done
+            action = torch.where(is_forced, 0, decision.action.cpu())
+            features[:, t], before[:, t] = inputs.features, inputs.pauses_before_token
+            actions[:, t], log_probs[:, t], values[:, t] = action, decision.log_prob.cpu(), decision.value.cpu()
+            result = env.step(action)
+            valid[:, t], forced[:, t] = result.active, is_forced
+            taken = t + 1
+            if env.done.all():
+                break
+            inputs = env.observe()
+        keep = slice(0, taken)
+        return Rollout(
+            features=features[:, keep], pauses_before_token=before[:, keep], pauses_total=before[:, keep].clone(),
+            top_prob=None, urgency=env.urgency.clone(), actions=actions[:, keep], log_probs=log_probs[:, keep],
+            values=values[:, keep], valid=valid[:, keep], forced=forced[:, keep], score=env.score.clone(),
+            pauses=env.pauses.clone(), difficulty=env.difficulty.clone(),
+        )
+
+
+def _device_of(policy: nn.Module) -> torch.device:
+    param = next(iter(policy.parameters()), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _to(inputs: ControllerInputs, device: torch.device) -> ControllerInputs:
+    return ControllerInputs(
+        inputs.features.to(device), inputs.urgency.to(device), inputs.pauses_before_token.to(device),
+        inputs.pauses_total.to(device), None if inputs.top_prob is None else inputs.top_prob.to(device),
+    )
+
+
+def sample_urgency(config: PPOConfig, n: int, generator: torch.Generator) -> torch.Tensor:  # (n,)
+    if config.urgency_distribution == "uniform":
+        return config.urgency_low + (config.urgency_high - config.urgency_low) * torch.rand(n, generator=generator)
+    values = torch.tensor(config.urgency_values, dtype=torch.float32)
+    return values[torch.randint(len(values), (n,), generator=generator)]
+
+
+# ---------------------------------------------------------------------------
+# GAE and the PPO loss
+# ---------------------------------------------------------------------------
+
+
+def decision_gae(rewards: torch.Tensor, values: torch.Tensor, decision: torch.Tensor, gamma: float,
+                 gae_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE over each row's decision steps; all inputs and both outputs are (episodes, steps).
+
+    Non-decision steps (forced emits, padding) carry no value and no advantage: their rewards are
+    added to the nearest decision step before them. A reward before a row's first decision step
+    is dropped (no action of the controller caused it). Returns (advantages, returns), zero at
+    non-decision steps; returns = advantages + values at decision steps.
+    """
+    episodes, steps = rewards.shape
+    advantages = torch.zeros_like(rewards)
+    gae = torch.zeros(episodes, dtype=rewards.dtype, device=rewards.device)  # (episodes,)
+    next_value = torch.zeros_like(gae)  # value at the row's next decision step (0 past the last)
+    pending = torch.zeros_like(gae)  # rewards of non-decision steps since that decision step
+    for t in reversed(range(steps)):
+        is_decision = decision[:, t]
+        delta = rewards[:, t] + pending + gamma * next_value - values[:, t]
+        step_gae = delta + gamma * gae_lambda * gae
+        advantages[:, t] = torch.where(is_decision, step_gae, torch.zeros_like(step_gae))
+        gae = torch.where(is_decision, step_gae, gae)
+        next_value = torch.where(is_decision, values[:, t], next_value)
+        pending = torch.where(is_decision, torch.zeros_like(pending), pending + rewards[:, t])
+    returns = torch.where(decision, advantages + values, torch.zeros_like(values))
+    return advantages, returns
+
+
+@dataclass
+class Batch:
+    """Flattened decision samples of one process's rollout: what the update epochs iterate over."""
+
+    inputs: ControllerInputs  # each field (samples, ...)
+    actions: torch.Tensor  # (samples,) long
+    log_probs: torch.Tensor  # (samples,) float: at collection
+    values: torch.Tensor  # (samples,) float: at collection
+    advantages: torch.Tensor  # (samples,) float
+    returns: torch.Tensor  # (samples,) float
+
+    def __len__(self) -> int:
+        return self.actions.shape[0]
+
+    def index(self, idx: torch.Tensor) -> "Batch":
+        return Batch(self.inputs.index(idx), self.actions[idx], self.log_probs[idx], self.values[idx],
+                     self.advantages[idx], self.returns[idx])
+
+
+def make_batch(rollout: Rollout, reward: Reward, gamma: float, gae_lambda: float) -> Batch:
+    decision = rollout.decision
+    advantages, returns = decision_gae(rollout.step_rewards(reward), rollout.values, decision, gamma, gae_lambda)
+    return Batch(rollout.inputs(decision), rollout.actions[decision], rollout.log_probs[decision],
+                 rollout.values[decision], advantages[decision], returns[decision])
+
+
+def ppo_loss(new_log_prob: torch.Tensor, entropy: torch.Tensor, new_value: torch.Tensor, batch: Batch,
+             config: PPOConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """CleanRL's loss on one minibatch (all (samples,)): returns (loss, detached stats)."""
+    log_ratio = new_log_prob - batch.log_probs
+    ratio = log_ratio.exp()
+    with torch.no_grad():
+        old_approx_kl = (-log_ratio).mean()
+        approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's low-variance estimator, always >= 0
+        clipfrac = ((ratio - 1.0).abs() > config.clip_coef).float().mean()
+
+    advantages = batch.advantages
+    if config.norm_adv and advantages.numel() > 1:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    pg_loss = torch.max(-advantages * ratio,
+                        -advantages * torch.clamp(ratio, 1 - config.clip_coef, 1 + config.clip_coef)).mean()
+
+    if config.clip_vloss:
+        v_unclipped = (new_value - batch.returns) ** 2
+        v_clipped = batch.values + torch.clamp(new_value - batch.values, -config.clip_coef, config.clip_coef)
+        v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - batch.returns) ** 2).mean()
+    else:
+        v_loss = 0.5 * ((new_value - batch.returns) ** 2).mean()
+    entropy_loss = entropy.mean()
+    loss = pg_loss - config.ent_coef * entropy_loss + config.vf_coef * v_loss
+    stats = {"pg_loss": pg_loss.detach(), "v_loss": v_loss.detach(), "entropy": entropy_loss.detach(),
+             "old_approx_kl": old_approx_kl, "approx_kl": approx_kl, "clipfrac": clipfrac}
+    return loss, stats
+
+
+class PolicyEvaluation(nn.Module):
+    """`policy.evaluate` as a module forward, so DDP/FSDP wrappers see the call (and sync gradients)."""
+
+    def __init__(self, policy: PausePolicy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, inputs: ControllerInputs, actions: torch.Tensor):
+        return self.policy.evaluate(inputs, actions)
+
+
+class NonFiniteLoss(RuntimeError):
+    """A PPO loss was NaN/inf: training stops; the last checkpoint on disk is left as it was."""
+
+
+def ppo_update(evaluator: nn.Module, optimizer, batch: Batch, config: PPOConfig, generator: torch.Generator,
+               accelerator, where: str) -> dict[str, float]:
+    """Minibatch epochs over `batch` (this process's samples); returns stats averaged over processes.
+
+    Every process runs the same number of minibatches (num_minibatches per epoch, whatever its
+    sample count), so DDP's gradient all-reduce always pairs up; the KL early stop is decided on
+    the mean over processes, so all stop together.
+    """
+    device = accelerator.device
+    samples = len(batch)
+    sums: dict[str, torch.Tensor] = {}
+    minibatches = 0
+    epochs_run = 0
+    for epoch in range(config.update_epochs):
+        order = torch.randperm(samples, generator=generator)
+        epoch_kl = torch.zeros((), device=device)
+        for chunk in torch.tensor_split(order, config.num_minibatches):
+            mb = batch.index(chunk)
+            inputs = _to(mb.inputs, device)
+            mb = Batch(inputs, mb.actions.to(device), mb.log_probs.to(device), mb.values.to(device),
+                       mb.advantages.to(device), mb.returns.to(device))
+            new_log_prob, entropy, new_value = evaluator(inputs, mb.actions)
+            loss, stats = ppo_loss(new_log_prob, entropy, new_value, mb, config)
+            bad = accelerator.reduce(torch.tensor(float(not torch.isfinite(loss)), device=device), "sum")
+            if bad > 0:
+                values = ", ".join(f"{k}={float(v):.4g}" for k, v in stats.items())
+                raise NonFiniteLoss(f"non-finite PPO loss at {where}, epoch {epoch}, minibatch {minibatches} "
+                                    f"({values})")
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if config.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(evaluator.parameters(), config.max_grad_norm)
+            optimizer.step()
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0) + v
+            epoch_kl = epoch_kl + stats["approx_kl"]
+            minibatches += 1
+        epochs_run += 1
+        mean_kl = accelerator.reduce(epoch_kl / config.num_minibatches, "mean")
+        if config.target_kl > 0 and mean_kl > config.target_kl:
+            break
+    means = {k: accelerator.reduce(v / minibatches, "mean").item() for k, v in sums.items()}
+    means["update_epochs"] = float(epochs_run)
+    return means
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
+    var = returns.var()
+    return float("nan") if var == 0 or returns.numel() < 2 else float(1 - (returns - values).var() / var)
+
+
+# ---------------------------------------------------------------------------
+# Metrics and evaluation
+# ---------------------------------------------------------------------------
+
+URGENCY_BUCKETS = 5  # rollout metrics per urgency bucket [0, 0.2), ..., [0.8, 1]
+
+
+def rollout_sums(rollout: Rollout, reward: Reward, batch: Batch) -> torch.Tensor:
+    """Per-process sums for gathered metrics; layout: see `rollout_metrics`. (1 + 4 + 3 * buckets,)"""
+    episode_reward = rollout.episode_rewards(reward)
+    bucket = (rollout.urgency * URGENCY_BUCKETS).long().clamp(max=URGENCY_BUCKETS - 1)
+    one_hot = nn.functional.one_hot(bucket, URGENCY_BUCKETS).float()  # (episodes, buckets)
+    pauses = rollout.pauses.float()
+    head = torch.stack([
+        torch.tensor(float(rollout.urgency.numel())), episode_reward.sum(), rollout.score.float().sum(),
+        pauses.sum(), torch.tensor(float(len(batch))),
+    ])
+    return torch.cat([head, one_hot.sum(0), (one_hot * pauses[:, None]).sum(0),
+                      (one_hot * episode_reward[:, None]).sum(0)])
+
+
+def rollout_metrics(sums: torch.Tensor) -> dict[str, float]:
+    episodes = sums[0].item()
+    metrics = {"rollout/meta_reward": sums[1].item() / episodes, "rollout/accuracy": sums[2].item() / episodes,
+               "rollout/pauses": sums[3].item() / episodes, "rollout/decisions": sums[4].item() / episodes}
+    counts, pauses, rewards = sums[5:].view(3, URGENCY_BUCKETS)
+    for b in range(URGENCY_BUCKETS):
+        if counts[b] > 0:
+            name = f"u{b / URGENCY_BUCKETS:.1f}-{(b + 1) / URGENCY_BUCKETS:.1f}"
+            metrics[f"rollout/pauses_{name}"] = (pauses[b] / counts[b]).item()
+            metrics[f"rollout/meta_reward_{name}"] = (rewards[b] / counts[b]).item()
+    return metrics
+
+
+def evaluate_analytic(policy: PausePolicy, model: AnalyticModel, reward: Reward,
+                      urgencies: list[float]) -> list[dict[str, float]]:
+    """Exact evaluation per urgency: achieved (greedy and sampled) vs optimal expected reward.
+
+    fraction_of_optimum = (achieved - worst) / (optimal - worst), with `worst` the expected
+    reward of the worst stopping rule (per observed level, the worst k). It equals the plain
+    ratio achieved / optimal when the worst controller scores 0, and stays defined where the
+    optimum is 0 (u = 1 with the meta-reward, where "answer at once" scores 0). `ratio` is the
+    plain achieved / optimal (greedy), reported where optimal > 0.
+    """
+    rows = []
+    was_training = policy.training
+    policy.eval()
+    for u in urgencies:
+        best_k, optimal = model.optimum(u, reward)
+        values = model.answer_values(u, reward)
+        worst = float((model.p_observed * values.min(1).values).sum())
+        greedy_probs = policy_pause_probs(policy, model, u, greedy=True)
+        sampled_probs = policy_pause_probs(policy, model, u, greedy=False)
+        greedy = model.expected_reward(greedy_probs, u, reward)
+        sampled = model.expected_reward(sampled_probs, u, reward)
+        span = optimal - worst
+        rows.append({
+            "urgency": u, "optimal": optimal, "worst": worst, "greedy": greedy, "sampled": sampled,
+            "fraction_of_optimum": (greedy - worst) / span if span > 0 else 1.0,
+            "fraction_sampled": (sampled - worst) / span if span > 0 else 1.0,
+            "ratio": greedy / optimal if optimal > 1e-9 else float("nan"),
+            "optimal_pauses": [int(k) for k in best_k],
+            "greedy_pauses": [round(float(k), 2) for k in model.expected_pauses(greedy_probs)],
+        })
+    policy.train(was_training)
+    return rows
+
+
+def format_analytic(rows: list[dict]) -> str:
+    lines = ["| u | optimal | greedy | sampled | fraction (greedy) | fraction (sampled) | ratio | optimal k by "
+             "observed level | greedy k |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        ratio = "n/a" if math.isnan(r["ratio"]) else f"{r['ratio']:.4f}"
+        lines.append(f"| {r['urgency']:.2f} | {r['optimal']:.4f} | {r['greedy']:.4f} | {r['sampled']:.4f} | "
+                     f"{r['fraction_of_optimum']:.4f} | {r['fraction_sampled']:.4f} | {ratio} | "
+                     f"{r['optimal_pauses']} | {[round(k) for k in r['greedy_pauses']]} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints: safetensors + JSON only
+# ---------------------------------------------------------------------------
+
+STATE_FILES = ("trainer.json", "policy.safetensors", "optimizer.safetensors", "optimizer.json")
+
+
+def _optimizer_state(evaluator: nn.Module, optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    inner = getattr(optimizer, "optimizer", optimizer)
+    state = get_optimizer_state_dict(evaluator, inner,
+                                     options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if "param_groups" not in state:  # with cpu_offload the full state lands on rank 0 only; others get {}
+        return {}, {}
+    tensors, meta = {}, {"param_groups": state["param_groups"], "state": {}}
+    for name, slots in state["state"].items():
+        meta["state"][name] = {}
+        for slot, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"{name}::{slot}"] = value.detach().cpu().contiguous()
+                meta["state"][name][slot] = "tensor"
+            else:
+                meta["state"][name][slot] = value
+    return tensors, meta
+
+
+def _load_optimizer_state(evaluator: nn.Module, optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    state = {name: {slot: tensors[f"{name}::{slot}"] if value == "tensor" else value
+                    for slot, value in slots.items()} for name, slots in meta["state"].items()}
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
+    inner = getattr(optimizer, "optimizer", optimizer)
+    set_optimizer_state_dict(evaluator, inner, {"state": state, "param_groups": groups},
+                             options=StateDictOptions(full_state_dict=True))
+
+
+def save_checkpoint(run_dir: Path, config: PPOConfig, policy: PausePolicy, evaluator: nn.Module, optimizer,
+                    generators: dict[str, torch.Generator], trainer: dict, accelerator) -> None:
+    """Write run_dir/{controller/, state/} atomically; every process's RNG goes to state/rng_<rank>.safetensors."""
+    from safetensors.torch import load_file, save_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    policy_state = get_model_state_dict(evaluator, options=full)  # collective under FSDP: every rank calls it
+    optimizer_tensors, optimizer_meta = _optimizer_state(evaluator, optimizer)
+    rng = {name: g.get_state() for name, g in generators.items()}
+    rng["torch_global"] = torch.get_rng_state()
+    if torch.cuda.is_available():  # policy sampling on a GPU draws from the device's generator
+        rng["cuda"] = torch.cuda.get_rng_state()
+    staging = run_dir / ".rng-staging"
+    if accelerator.is_main_process:
+        staging.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    save_file(rng, str(staging / f"rng_{accelerator.process_index}.safetensors"))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        with atomic_dir(run_dir / "controller") as tmp:
+            save_policy(policy, tmp)
+        with atomic_dir(run_dir / "state") as tmp:
+            save_file({k.removeprefix("policy."): v.contiguous() for k, v in policy_state.items()},
+                      str(tmp / "policy.safetensors"))
+            save_file(optimizer_tensors, str(tmp / "optimizer.safetensors"))
+            (tmp / "optimizer.json").write_text(json.dumps(optimizer_meta, indent=2) + "\n")
+            for rank in range(accelerator.num_processes):
+                name = f"rng_{rank}.safetensors"
+                save_file(load_file(str(staging / name)), str(tmp / name))
+            (tmp / "trainer.json").write_text(json.dumps(trainer, indent=2) + "\n")
+        for path in staging.iterdir():
+            path.unlink()
+        staging.rmdir()
+    accelerator.wait_for_everyone()
+
+
+def load_checkpoint(run_dir: Path, policy: PausePolicy, evaluator: nn.Module, optimizer,
+                    generators: dict[str, torch.Generator], accelerator) -> dict:
+    """Restore weights, optimizer, this process's RNG; return trainer.json (iteration, counters)."""
+    from safetensors.torch import load_file
+
+    state = run_dir / "state"
+    missing = [name for name in STATE_FILES if not (state / name).is_file()]
+    if missing:
+        raise ValueError(f"resume: {state} is missing {missing}; nothing to resume from")
+    trainer = json.loads((state / "trainer.json").read_text())
+    if trainer["num_processes"] != accelerator.num_processes:
+        raise ValueError(f"resume: the checkpoint was written by {trainer['num_processes']} processes, this run has "
+                         f"{accelerator.num_processes}; an exact resume needs the same number")
+    policy.load_state_dict(load_file(str(state / "policy.safetensors")))
+    _load_optimizer_state(evaluator, optimizer, load_file(str(state / "optimizer.safetensors")),
+                          json.loads((state / "optimizer.json").read_text()))
+    rng = load_file(str(state / f"rng_{accelerator.process_index}.safetensors"))
+    for name, generator in generators.items():
+        generator.set_state(rng[name])
+    torch.set_rng_state(rng["torch_global"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
+    return trainer
+
+
+# The fields that may change between a run and its resumption; any other difference is refused.
+RESUMABLE_CHANGES = {"iterations", "resume", "progress", "eval_every", "checkpoint_every", "torch_threads"}
+
+
+def _check_resumable(saved: PPOConfig, config: PPOConfig) -> None:
+    diffs = [f"{f.name}: saved={getattr(saved, f.name)!r}, now={getattr(config, f.name)!r}"
+             for f in dataclasses.fields(PPOConfig)
+             if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(config, f.name)]
+    if diffs:
+        raise ValueError("resume: the config differs from the run's config.yaml: " + "; ".join(diffs))
+
+
+# ---------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------
+
+
+def build_reward(config: PPOConfig) -> Reward:
+    kwargs = {"deadline": {"min_budget": config.deadline_min_budget},
+              "discounted": {"rate": config.discount_rate}}.get(config.reward, {})
+    return make_reward(config.reward, config.max_pauses, **kwargs)
+
+
+def build_policy(config: PPOConfig, feature_dim: int) -> PauseControllerHead:
+    return PauseControllerHead(feature_dim, width=config.head_width, pause_scale=float(config.max_pauses),
+                               use_top_prob=False, initial_pause_prob=config.initial_pause_prob)
+
+
+def train(config: PPOConfig) -> dict:
+    """Run PPO as configured; returns the final evaluation (analytic) and counters. Raises NonFiniteLoss."""
+    from accelerate import Accelerator
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm.auto import tqdm
+
+    if config.torch_threads > 0:
+        torch.set_num_threads(config.torch_threads)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    run_dir = Path(config.output_dir)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if config.episodes_per_iteration % world:
+        raise ValueError(f"episodes_per_iteration: {config.episodes_per_iteration} does not split evenly over "
+                         f"{world} processes")
+    if not config.resume and (run_dir / "state").exists():
+        raise ValueError(f"output_dir: {run_dir} already holds a run (state/); pass --resume true to continue it, "
+                         "or choose another output_dir")
+    if config.resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise ValueError(f"resume: {run_dir / 'config.yaml'} not found; nothing to resume from")
+        _check_resumable(load_yaml(PPOConfig, run_dir / "config.yaml"), config)
+
+    reward = build_reward(config)
+    model = AnalyticModel(config.analytic_env())
+    source: RolloutSource = AnalyticSource(model, reward)
+
+    torch.manual_seed(config.seed)  # the same initial head on every process
+    policy = build_policy(config, source.feature_dim)
+    evaluator = PolicyEvaluation(policy)
+    optimizer = torch.optim.Adam(evaluator.parameters(), lr=config.learning_rate, eps=1e-5)
+    evaluator, optimizer = accelerator.prepare(evaluator, optimizer)
+    policy = accelerator.unwrap_model(evaluator).policy
+    generators = {"rollout": torch.Generator().manual_seed(config.seed * 1000 + 2 * rank + 1),
+                  "update": torch.Generator().manual_seed(config.seed * 1000 + 2 * rank + 2)}
+
+    trainer = {"iteration": 0, "episodes": 0, "decisions": 0, "elapsed_s": 0.0, "num_processes": world,
+               "last_good_iteration": 0}
+    if config.resume:
+        trainer = load_checkpoint(run_dir, policy, evaluator, optimizer, generators, accelerator)
+    if accelerator.is_main_process:
+        save_yaml(config, run_dir / "config.yaml")
+    writer = SummaryWriter(str(run_dir / "logs"), purge_step=trainer["iteration"] + 1) \
+        if accelerator.is_main_process else None
+    local_episodes = config.episodes_per_iteration // world
+
+    start_iteration = trainer["iteration"]
+    start_time = time.perf_counter() - trainer["elapsed_s"]
+    bar = tqdm(total=config.iterations, initial=start_iteration, desc="ppo", dynamic_ncols=True,
+               disable=not (config.progress and accelerator.is_main_process))
+    evaluation: list[dict] = []
+    try:
+        for iteration in range(start_iteration + 1, config.iterations + 1):
+            iteration_start = time.perf_counter()
+            lr = config.learning_rate * (1 - (iteration - 1) / config.iterations) if config.anneal_lr \
+                else config.learning_rate
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            urgency = sample_urgency(config, local_episodes, generators["rollout"])  # (local_episodes,)
+            rollout = source.collect(policy, urgency, generators["rollout"])
+            batch = make_batch(rollout, reward, config.gamma, config.gae_lambda)
+            sums = accelerator.reduce(rollout_sums(rollout, reward, batch).to(accelerator.device), "sum").cpu()
+            ev = explained_variance(batch.values, batch.returns)
+            stats = ppo_update(evaluator, optimizer, batch, config, generators["update"], accelerator,
+                               where=f"iteration {iteration}")
+
+            metrics = rollout_metrics(sums)
+            metrics.update({f"losses/{k}": v for k, v in stats.items() if k != "update_epochs"})
+            metrics["losses/explained_variance"] = ev
+            trainer["iteration"] = iteration
+            trainer["episodes"] += int(sums[0].item())
+            trainer["decisions"] += int(sums[4].item())
+            trainer["elapsed_s"] = time.perf_counter() - start_time
+            metrics.update({"charts/learning_rate": lr, "charts/update_epochs": stats["update_epochs"],
+                            "charts/episodes": trainer["episodes"],
+                            "charts/episodes_per_s": sums[0].item() / (time.perf_counter() - iteration_start)})
+            if iteration % config.eval_every == 0 or iteration == config.iterations:
+                if accelerator.is_main_process:
+                    evaluation = evaluate_analytic(policy, model, reward, config.eval_urgencies)
+                    for row in evaluation:
+                        metrics[f"eval/fraction_of_optimum_u{row['urgency']:.2f}"] = row["fraction_of_optimum"]
+                        metrics[f"eval/meta_reward_u{row['urgency']:.2f}"] = row["greedy"]
+                    metrics["eval/min_fraction_of_optimum"] = min(r["fraction_of_optimum"] for r in evaluation)
+            if writer is not None:
+                for key, value in metrics.items():
+                    writer.add_scalar(key, value, iteration)
+            bar.set_postfix(reward=f"{metrics['rollout/meta_reward']:.3f}", pauses=f"{metrics['rollout/pauses']:.2f}",
+                            kl=f"{metrics['losses/approx_kl']:.4f}")
+            bar.update(1)
+            if iteration % config.checkpoint_every == 0 or iteration == config.iterations:
+                trainer["last_good_iteration"] = iteration
+                save_checkpoint(run_dir, config, policy, evaluator, optimizer, generators, dict(trainer),
+                                accelerator)
+    except NonFiniteLoss as error:
+        last = trainer["last_good_iteration"]
+        kept = f"{run_dir / 'state'} (iteration {last})" if last else "none (no checkpoint was written yet)"
+        raise NonFiniteLoss(f"{error}; training stopped; the last good checkpoint is {kept}, left intact") from None
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    accelerator.wait_for_everyone()
+    result = {"trainer": trainer, "evaluation": evaluation, "num_processes": world}
+    if accelerator.is_main_process:
+        write_json_atomic(result, run_dir / "result.json")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_cli(PPOConfig, argv)
+    try:
+        result = train(config)
+    except NonFiniteLoss as error:
+        print(f"train-controller: {error}", file=sys.stderr)
+        return 1
+    from accelerate import PartialState
+
+    if PartialState().is_main_process and result["evaluation"]:
+        rows = result["evaluation"]
+        print(format_analytic(rows))
+        minutes = result["trainer"]["elapsed_s"] / 60
+        print(f"trained {result['trainer']['iteration']} iterations, {result['trainer']['episodes']} episodes, "
+              f"{minutes:.2f} min on {result['num_processes']} process(es)")
+        print(f"analytic: min_fraction_of_optimum={min(r['fraction_of_optimum'] for r in rows):.4f}")
+    return 0
+
+
+__all__ = ["Rollout", "RolloutSource", "AnalyticSource", "Batch", "decision_gae", "make_batch", "ppo_loss",
+           "ppo_update", "PolicyEvaluation", "NonFiniteLoss", "train", "main"]
