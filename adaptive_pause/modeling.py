@@ -155,9 +155,9 @@ def _base_state_dict(lm) -> dict:
     """The base LM's weights without peft's adapter tensors (LoRA, trainable-token deltas)."""
     state = {}
     for key, value in _base_model(lm).state_dict().items():
-        if "lora_" in key or "token_adapter" in key:
+        if "lora_" in key or "trainable_tokens_" in key:
             continue
-        state[key.replace(".base_layer", "")] = value
+        state[key.replace(".token_adapter.base_layer", "").replace(".base_layer", "")] = value
     return state
 
 
