@@ -36,6 +36,18 @@ def _check(condition: bool, name: str, message: str) -> None:
         raise ValueError(f"{name}: {message}")
 
 
+PAUSE_PLACEMENTS = ("random", "answer")
+
+
+def _check_k_weights(k_weights: Optional[list[float]], max_pauses: int) -> None:
+    if k_weights is None:
+        return
+    _check(len(k_weights) == max_pauses + 1, "k_weights",
+           f"needs max_pauses + 1 = {max_pauses + 1} numbers, got {len(k_weights)}")
+    _check(all(w >= 0 and math.isfinite(w) for w in k_weights) and sum(k_weights) > 0,
+           "k_weights", "must be non-negative and not all zero")
+
+
 @dataclass
 class ModelConfig:
     """Which LM to start from, and how pauses are numbered."""
@@ -104,11 +116,31 @@ class PretrainConfig(ModelConfig, TrainConfig):
 
     pause_rate: float = _help("expected pauses inserted per token of the sequence (Goyal et al.: ~0.1); 0 = control",
                               default=0.1)
+    pause_placement: str = _help(
+        "'random': pause_rate pauses per token anywhere, loss on every real token (Goyal et al.); 'answer': "
+        "k pauses before the answer, k ~ k_weights over [0, max_pauses], loss on answer tokens only "
+        "(the finetuning layout, from scratch; max_pauses 0 = control)",
+        default="random",
+    )
+    max_pauses: int = _help("pause_placement 'answer': K, the most pauses before the answer", default=16)
+    k_weights: Optional[list[float]] = _help(
+        "pause_placement 'answer': relative weight of each k in 0..K (K+1 numbers); empty = uniform", default=None
+    )
+    pauses_before_each_answer_token: bool = _help(
+        "pause_placement 'answer': also put the k pauses before every answer token", default=False
+    )
 
     def __post_init__(self):
         ModelConfig.__post_init__(self)
         TrainConfig.__post_init__(self)
         _check(0 <= self.pause_rate <= 10, "pause_rate", f"must be in [0, 10], got {self.pause_rate}")
+        _check(self.pause_placement in PAUSE_PLACEMENTS, "pause_placement",
+               f"must be one of {PAUSE_PLACEMENTS}, got {self.pause_placement!r}")
+        _check(self.max_pauses >= 0, "max_pauses", f"K must be >= 0, got {self.max_pauses}")
+        if self.pause_placement == "answer" and self.resolved_numbering() == "slotted":
+            _check(self.max_pauses <= self.pause_slots, "max_pauses",
+                   f"must be <= pause_slots={self.pause_slots} with slotted numbering, got {self.max_pauses}")
+        _check_k_weights(self.k_weights, self.max_pauses)
 
 
 @dataclass
@@ -132,11 +164,7 @@ class FinetuneConfig(TrainConfig):
     def __post_init__(self):
         TrainConfig.__post_init__(self)
         _check(self.max_pauses >= 0, "max_pauses", f"K must be >= 0, got {self.max_pauses}")
-        if self.k_weights is not None:
-            _check(len(self.k_weights) == self.max_pauses + 1, "k_weights",
-                   f"needs max_pauses + 1 = {self.max_pauses + 1} numbers, got {len(self.k_weights)}")
-            _check(all(w >= 0 and math.isfinite(w) for w in self.k_weights) and sum(self.k_weights) > 0,
-                   "k_weights", "must be non-negative and not all zero")
+        _check_k_weights(self.k_weights, self.max_pauses)
         _check(self.lora_r >= 1, "lora_r", f"must be >= 1, got {self.lora_r}")
         _check(0 <= self.lora_dropout < 1, "lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
 

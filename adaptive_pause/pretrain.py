@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .collators import PretrainCollator
+from .collators import FinetuneCollator, PretrainCollator
 from .config import PretrainConfig, parse_cli, save_yaml, to_dict
 from .modeling import load_lm, pause_settings, save_lm
 from .tasks import get_task
@@ -25,19 +25,29 @@ def tracker_config(config) -> dict:
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in to_dict(config).items()}
 
 
+def pretrain_collator(config: PretrainConfig, tokenizer, settings, max_length: int):
+    """Random insertion anywhere (Goyal et al.), or k pauses before the answer (`pause_placement: answer`)."""
+    if config.pause_placement == "answer":
+        return FinetuneCollator(tokenizer, settings.pause_id, settings.numbering, settings.pause_slots,
+                                config.max_pauses, config.k_weights, config.pauses_before_each_answer_token,
+                                max_length=max_length)
+    return PretrainCollator(tokenizer, settings.pause_id, settings.numbering, settings.pause_slots,
+                            config.pause_rate, max_length=max_length)
+
+
 def run_pretrain(config: PretrainConfig) -> Path:
     out = Path(config.output_dir)
     tasks = [get_task(spec) for spec in config.tasks]
     accelerator = make_accelerator(out, config.seed)
     model, tokenizer = load_lm(config, seed=config.seed)
     settings = pause_settings(model, tokenizer)
-    collate = PretrainCollator(tokenizer, settings.pause_id, settings.numbering, settings.pause_slots,
-                               config.pause_rate, max_length=model.config.max_position_embeddings)
+    collate = pretrain_collator(config, tokenizer, settings, max_length=model.config.max_position_embeddings)
     accelerator.init_trackers("pretrain", config=tracker_config(config))
     if accelerator.is_main_process:
         n_params = sum(p.numel() for p in model.parameters())
         print(f"pretrain: {n_params / 1e6:.2f}M parameters, numbering={settings.numbering}, "
-              f"pause_rate={config.pause_rate}, tasks={config.tasks}")
+              f"pause_placement={config.pause_placement}, pause_rate={config.pause_rate}, "
+              f"max_pauses={config.max_pauses}, tasks={config.tasks}")
     train(model, accelerator, config, tasks, collate, out, "pretrain")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
