@@ -297,7 +297,15 @@ class PPOConfig(AnalyticEnvConfig):
     """
 
     output_dir: str = _help("run directory: config.yaml, controller/, state/, logs/", default="runs/controller")
-    env: str = _help("rollout source: 'analytic' (the exact test bench)", default="analytic")
+    env: str = _help("rollout source: 'analytic' (the exact test bench) or 'lm' (the decode loop on tasks)",
+                     default="analytic")
+    model_run_dir: Optional[str] = _help("env lm: a run directory with model/ (and adapter/), e.g. a finetune run",
+                                         default=None)
+    tasks: list[str] = _help("env lm: task specs to draw episodes from, e.g. addition:1-4",
+                             default_factory=lambda: ["addition"])
+    max_new_tokens: int = _help("env lm: answer tokens per episode (EOS included)", default=8)
+    max_pauses_total: int = _help("env lm: pause cap per answer, also the reward's normaliser (0 = max_pauses * "
+                                  "max_new_tokens)", default=0)
     seed: int = _help("seed for the head's initialisation, rollouts and minibatch order", default=0)
     iterations: int = _help("PPO iterations (one rollout batch + its update epochs each)", default=300)
     episodes_per_iteration: int = _help("episodes per rollout batch, over all processes", default=1024)
@@ -339,7 +347,11 @@ class PPOConfig(AnalyticEnvConfig):
     def __post_init__(self):
         AnalyticEnvConfig.__post_init__(self)
         _check(self.torch_threads >= 0, "torch_threads", f"must be >= 0, got {self.torch_threads}")
-        _check(self.env in ("analytic",), "env", f"must be 'analytic', got {self.env!r}")
+        _check(self.env in ("analytic", "lm"), "env", f"must be 'analytic' or 'lm', got {self.env!r}")
+        _check(self.env != "lm" or bool(self.model_run_dir), "model_run_dir", "env lm needs a run directory")
+        _check(len(self.tasks) > 0, "tasks", "needs at least one task")
+        _check(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+        _check(self.max_pauses_total >= 0, "max_pauses_total", f"must be >= 0, got {self.max_pauses_total}")
         for name in ("iterations", "episodes_per_iteration", "update_epochs", "num_minibatches", "head_width",
                      "eval_every", "checkpoint_every"):
             _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
@@ -364,6 +376,12 @@ class PPOConfig(AnalyticEnvConfig):
                f"must be <= max_pauses={self.max_pauses}, got {self.deadline_min_budget}")
         _check(0 < self.initial_pause_prob < 1, "initial_pause_prob",
                f"must be in (0, 1), got {self.initial_pause_prob}")
+
+    def reward_pause_normaliser(self) -> int:
+        """The pause count the reward divides by: the episode's pause cap."""
+        if self.env == "analytic":
+            return self.max_pauses
+        return self.max_pauses_total or self.max_pauses * self.max_new_tokens
 
     def analytic_env(self) -> AnalyticEnvConfig:
         return AnalyticEnvConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(AnalyticEnvConfig)})

@@ -45,16 +45,18 @@ trace (one row per prompt, one column per decode step, right-padded):
     actions                <- 1 where the step appended <pause>      (rows, steps)
     log_probs, values      <- the controller's Decision at the step  (rows, steps)
     valid                  <- the row was unfinished at the step     (rows, steps)
-    forced                 <- the step was a forced emit (cap)       (rows, steps)
+    forced                 <- forced emit (cap) or planned pause     (rows, steps)
     score                  <- task scorer on the decoded answer      (rows,)
     pauses                 <- total pauses of the row                (rows,)
     difficulty             <- the task instance's difficulty label   (rows,) (metrics only)
 
 Rewards are not part of the trace: `Rollout.step_rewards(reward)` derives them
 with `rewards.Reward.per_step` (pause cost at each pause, the rest with the
-last step). With a frozen LM the update re-runs only the head on the stored
-features; a joint LoRA update (answer tokens as actions too, KL to the
-adapter-off model) needs the LM in the loss and is not in this module yet.
+last step). `LMSource` is that adapter over `decoding.decode` (controller
+sampled, answers greedy, features recorded). With a frozen LM the update
+re-runs only the head on the stored features; a joint LoRA update (answer
+tokens as actions too, KL to the adapter-off model) needs the LM in the loss
+and is not in this module yet.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ class Rollout:
     log_probs: torch.Tensor  # (episodes, steps) float: log-prob of the action when it was taken
     values: torch.Tensor  # (episodes, steps) float: value estimate when the action was taken
     valid: torch.Tensor  # (episodes, steps) bool: the row took this step
-    forced: torch.Tensor  # (episodes, steps) bool: a forced emit (pause cap): not a decision
+    forced: torch.Tensor  # (episodes, steps) bool: not a decision (a forced emit at a cap, or a planned pause)
     score: torch.Tensor  # (episodes,) float in [0, 1]: the final answer's score
     pauses: torch.Tensor  # (episodes,) long: pauses in the episode
     difficulty: torch.Tensor | None = None  # (episodes,) long: instance difficulty, for metrics only
@@ -107,7 +109,7 @@ class Rollout:
         return self.valid & ~self.forced
 
     def step_rewards(self, reward: Reward) -> torch.Tensor:  # (episodes, steps)
-        paused = (self.actions == 1) & self.decision
+        paused = (self.actions == 1) & self.valid  # every pause costs, decided or planned
         return reward.per_step(self.score, paused, self.urgency, self.valid)
 
     def episode_rewards(self, reward: Reward) -> torch.Tensor:  # (episodes,)
@@ -135,9 +137,9 @@ class Rollout:
                 raise ValueError(f"{name}: expected shape ({episodes},), got {tuple(getattr(self, name).shape)}")
         if (self.forced & ~self.valid).any():
             raise ValueError("forced: a forced step must be a valid step")
-        counted = ((self.actions == 1) & self.decision).sum(1)
+        counted = ((self.actions == 1) & self.valid).sum(1)
         if not torch.equal(counted.to(self.pauses.device), self.pauses.long()):
-            raise ValueError("pauses: must equal the number of decision steps whose action is 1 (pause)")
+            raise ValueError("pauses: must equal the number of valid steps whose action is 1 (pause)")
 
 
 class RolloutSource(Protocol):
@@ -187,6 +189,56 @@ class AnalyticSource:
             top_prob=None, urgency=env.urgency.clone(), actions=actions[:, keep], log_probs=log_probs[:, keep],
             values=values[:, keep], valid=valid[:, keep], forced=forced[:, keep], score=env.score.clone(),
             pauses=env.pauses.clone(), difficulty=env.difficulty.clone(),
+        )
+
+
+class LMSource:
+    """Rollouts of the decode loop on task prompts: the adapter from `DecodeTrace` to `Rollout`.
+
+    The LM is frozen (eval mode, no gradients); the controller's action is sampled, answer tokens are
+    greedy. Prompts are drawn from `tasks` with a seed taken from the rollout generator, so rollouts
+    replay exactly on resume.
+    """
+
+    def __init__(self, model, tasks: list, config: PPOConfig):
+        from .decoding import DecodeConfig
+
+        self.model = model
+        self.tasks = tasks
+        model.lm.requires_grad_(False)
+        model.lm.eval()
+        self.decode_config = DecodeConfig(
+            max_new_tokens=config.max_new_tokens, max_pauses=config.max_pauses,
+            max_pauses_total=config.max_pauses_total or None, do_sample=False, controller_greedy=False,
+            record_features=True,
+        )
+        self.feature_dim = model.hidden_size
+        self.max_pauses_total = self.decode_config.pause_budget
+
+    @torch.no_grad()
+    def collect(self, policy: PausePolicy, urgency: torch.Tensor, generator: torch.Generator) -> Rollout:
+        import random
+
+        from .decoding import decode
+
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        rng = random.Random(seed)
+        chosen = [self.tasks[rng.randrange(len(self.tasks))] for _ in range(urgency.shape[0])]
+        examples = [task.sample(rng) for task in chosen]
+        settings, device = self.model.settings, self.model.device
+        result = decode(self.model.lm, self.model.tokenizer, self.model.encode([e.prompt for e in examples]), policy,
+                        urgency.to(device), self.decode_config, settings.pause_id, settings.numbering,
+                        settings.pause_slots, seed=seed)
+        texts = self.model.tokenizer.batch_decode(result.answer_ids, skip_special_tokens=True)
+        score = torch.tensor([task.score(text, e.answer) for task, text, e in zip(chosen, texts, examples)],
+                             device=device)
+        trace = result.trace
+        return Rollout(
+            features=trace.features, pauses_before_token=trace.pauses_before_token, pauses_total=trace.pauses_total,
+            top_prob=trace.top_prob, urgency=urgency.to(device).float(), actions=trace.actions,
+            log_probs=trace.log_probs, values=trace.values, valid=trace.valid, forced=trace.forced | trace.planned,
+            score=score.float(), pauses=result.pauses_total.long(),
+            difficulty=torch.tensor([e.difficulty for e in examples], device=device),
         )
 
 
@@ -369,14 +421,14 @@ URGENCY_BUCKETS = 5  # rollout metrics per urgency bucket [0, 0.2), ..., [0.8, 1
 
 
 def rollout_sums(rollout: Rollout, reward: Reward, batch: Batch) -> torch.Tensor:
-    """Per-process sums for gathered metrics; layout: see `rollout_metrics`. (1 + 4 + 3 * buckets,)"""
-    episode_reward = rollout.episode_rewards(reward)
-    bucket = (rollout.urgency * URGENCY_BUCKETS).long().clamp(max=URGENCY_BUCKETS - 1)
+    """Per-process sums for gathered metrics; layout: see `rollout_metrics`. (5 + 3 * buckets,)"""
+    urgency, score, pauses = rollout.urgency.cpu(), rollout.score.float().cpu(), rollout.pauses.float().cpu()
+    episode_reward = reward.reward(score, pauses, urgency)  # (episodes,)
+    bucket = (urgency * URGENCY_BUCKETS).long().clamp(max=URGENCY_BUCKETS - 1)
     one_hot = nn.functional.one_hot(bucket, URGENCY_BUCKETS).float()  # (episodes, buckets)
-    pauses = rollout.pauses.float()
     head = torch.stack([
-        torch.tensor(float(rollout.urgency.numel())), episode_reward.sum(), rollout.score.float().sum(),
-        pauses.sum(), torch.tensor(float(len(batch))),
+        torch.tensor(float(urgency.numel())), episode_reward.sum(), score.sum(), pauses.sum(),
+        torch.tensor(float(len(batch))),
     ])
     return torch.cat([head, one_hot.sum(0), (one_hot * pauses[:, None]).sum(0),
                       (one_hot * episode_reward[:, None]).sum(0)])
@@ -560,12 +612,29 @@ def _check_resumable(saved: PPOConfig, config: PPOConfig) -> None:
 def build_reward(config: PPOConfig) -> Reward:
     kwargs = {"deadline": {"min_budget": config.deadline_min_budget},
               "discounted": {"rate": config.discount_rate}}.get(config.reward, {})
-    return make_reward(config.reward, config.max_pauses, **kwargs)
+    return make_reward(config.reward, config.reward_pause_normaliser(), **kwargs)
 
 
 def build_policy(config: PPOConfig, feature_dim: int) -> PauseControllerHead:
-    return PauseControllerHead(feature_dim, width=config.head_width, pause_scale=float(config.max_pauses),
-                               use_top_prob=False, initial_pause_prob=config.initial_pause_prob)
+    """The learned head; on the LM it also reads the top answer-token probability (the decode loop records it)."""
+    return PauseControllerHead(feature_dim, width=config.head_width, pause_scale=float(max(config.max_pauses, 1)),
+                               use_top_prob=config.env == "lm", initial_pause_prob=config.initial_pause_prob)
+
+
+def build_source(config: PPOConfig, reward: Reward, device: torch.device):
+    """(rollout source, analytic model or None) for `config.env`."""
+    if config.env == "analytic":
+        model = AnalyticModel(config.analytic_env())
+        return AnalyticSource(model, reward), model
+    from .modeling import AdaptivePauseModel
+    from .tasks import get_task
+
+    lm = AdaptivePauseModel.from_pretrained(config.model_run_dir, device=device)
+    source = LMSource(lm, [get_task(spec) for spec in config.tasks], config)
+    if source.max_pauses_total != reward.max_pauses_total:
+        raise ValueError(f"max_pauses_total: the decode loop's pause budget {source.max_pauses_total} differs from "
+                         f"the reward's normaliser {reward.max_pauses_total}")
+    return source, None
 
 
 def train(config: PPOConfig) -> dict:
@@ -591,8 +660,7 @@ def train(config: PPOConfig) -> dict:
         _check_resumable(load_yaml(PPOConfig, run_dir / "config.yaml"), config)
 
     reward = build_reward(config)
-    model = AnalyticModel(config.analytic_env())
-    source: RolloutSource = AnalyticSource(model, reward)
+    source, model = build_source(config, reward, accelerator.device)
 
     torch.manual_seed(config.seed)  # the same initial head on every process
     policy = build_policy(config, source.feature_dim)
@@ -645,7 +713,7 @@ def train(config: PPOConfig) -> dict:
                             "charts/episodes": trainer["episodes"],
                             "charts/episodes_per_s": sums[0].item() / (time.perf_counter() - iteration_start)})
             if iteration % config.eval_every == 0 or iteration == config.iterations:
-                if accelerator.is_main_process:
+                if accelerator.is_main_process and model is not None:
                     evaluation = evaluate_analytic(policy, model, reward, config.eval_urgencies)
                     for row in evaluation:
                         metrics[f"eval/fraction_of_optimum_u{row['urgency']:.2f}"] = row["fraction_of_optimum"]
@@ -669,9 +737,16 @@ def train(config: PPOConfig) -> dict:
         bar.close()
         if writer is not None:
             writer.close()
-    accelerator.wait_for_everyone()
-    result = {"trainer": trainer, "evaluation": evaluation, "num_processes": world}
+    # DDP keeps the replicas identical; check it rather than trust it (cheap: one gather of a small head).
+    flat = torch.cat([p.detach().flatten() for p in policy.parameters()])[None]  # (1, parameters)
+    replicas = accelerator.gather(flat)  # (processes, parameters)
+    in_sync = bool((replicas == replicas[:1]).all())
+    result = {"trainer": trainer, "evaluation": evaluation, "num_processes": world, "replicas_in_sync": in_sync}
     if accelerator.is_main_process:
+        if isinstance(source, LMSource):  # make run_dir a loadable AdaptivePauseModel: model/, adapter/, controller/
+            from .modeling import AdaptivePauseModel
+
+            AdaptivePauseModel(source.model.lm, source.model.tokenizer, policy).save_pretrained(run_dir)
         write_json_atomic(result, run_dir / "result.json")
     return result
 
@@ -695,5 +770,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Rollout", "RolloutSource", "AnalyticSource", "Batch", "decision_gae", "make_batch", "ppo_loss",
+__all__ = ["Rollout", "RolloutSource", "AnalyticSource", "LMSource", "Batch", "decision_gae", "make_batch", "ppo_loss",
            "ppo_update", "PolicyEvaluation", "NonFiniteLoss", "train", "main"]

@@ -157,6 +157,7 @@ def test_train_controller_under_accelerate_launch_with_two_processes(tmp_path):
     assert done.stdout.count("analytic: min_fraction_of_optimum=") == 1  # printed by the main process only
     trainer = json.loads((run_dir / "state" / "trainer.json").read_text())
     assert trainer["num_processes"] == 2 and trainer["iteration"] == 3 and trainer["episodes"] == 3 * 64
+    assert json.loads((run_dir / "result.json").read_text())["replicas_in_sync"]
     assert (run_dir / "state" / "rng_0.safetensors").is_file() and (run_dir / "state" / "rng_1.safetensors").is_file()
     # the two processes drew different episodes
     rng0 = load_file(str(run_dir / "state" / "rng_0.safetensors"))["rollout"]
@@ -176,3 +177,50 @@ def test_analytic_criterion_default_run(tmp_path):
     assert float(line.split("=")[1]) >= 0.97
     result = json.loads((tmp_path / "analytic" / "result.json").read_text())
     assert result["trainer"]["elapsed_s"] <= 300
+
+
+@pytest.fixture
+def tiny_run_dir(tmp_path, tiny_lm):
+    from adaptive_pause.modeling import AdaptivePauseModel
+
+    lm, tokenizer = tiny_lm
+    AdaptivePauseModel(lm, tokenizer).save_pretrained(tmp_path / "tiny")
+    return tmp_path / "tiny"
+
+
+def test_lm_source_trace_replays_on_the_head_alone(tiny_run_dir, tmp_path):
+    """The decode loop's trace maps onto Rollout; re-running only the head on stored features gives the same
+    log-probs and values (what a frozen-LM update relies on)."""
+    config = PPOConfig(env="lm", model_run_dir=str(tiny_run_dir), tasks=["addition:1-2"], max_pauses=3,
+                       max_new_tokens=4, initial_pause_prob=0.6, output_dir=str(tmp_path / "unused"))
+    reward = ppo.build_reward(config)
+    source, model = ppo.build_source(config, reward, torch.device("cpu"))
+    assert model is None and source.max_pauses_total == reward.max_pauses_total == 12
+    torch.manual_seed(0)
+    policy = ppo.build_policy(config, source.feature_dim)
+    rollout = source.collect(policy, torch.linspace(0, 1, 12), torch.Generator().manual_seed(0))
+    rollout.validate()
+    assert rollout.features.shape[-1] == source.feature_dim and rollout.top_prob is not None
+    assert (rollout.actions[rollout.valid] == 1).any() and rollout.forced.any()
+    batch = ppo.make_batch(rollout, reward, 1.0, 0.95)
+    log_prob, _, value = policy.evaluate(batch.inputs, batch.actions)
+    torch.testing.assert_close(log_prob, batch.log_probs)
+    torch.testing.assert_close(value, batch.values)
+    torch.testing.assert_close(rollout.step_rewards(reward).sum(1), rollout.episode_rewards(reward))
+
+
+def test_train_controller_on_the_lm_writes_a_loadable_run(tiny_run_dir, tmp_path):
+    from adaptive_pause.modeling import AdaptivePauseModel
+
+    run_dir = tmp_path / "lm_run"
+    argv = ["--env", "lm", "--model_run_dir", str(tiny_run_dir), "--tasks", "addition:1-2", "--output_dir",
+            str(run_dir), "--iterations", "2", "--episodes_per_iteration", "16", "--max_pauses", "3",
+            "--max_new_tokens", "4", "--progress", "false"]
+    assert ppo.main(argv) == 0
+    torch.manual_seed(0)
+    initial = ppo.build_policy(PPOConfig(env="lm", model_run_dir="x", max_pauses=3, max_new_tokens=4), 32)
+    trained = load_file(str(run_dir / "state" / "policy.safetensors"))
+    assert any(not torch.equal(trained[k], v) for k, v in initial.state_dict().items())
+    loaded = AdaptivePauseModel.from_pretrained(run_dir)
+    out = loaded.generate(["12+34="], urgency=0.2, max_new_tokens=4, max_pauses=3)
+    assert len(out.texts) == 1
