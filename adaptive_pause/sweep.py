@@ -1,0 +1,280 @@
+"""Urgency sweeps: accuracy versus delay for the learned controller and the baselines.
+
+Owns: `adaptive-pause sweep RUN_DIR`: for every policy (the run's learned
+controller, fixed k, confidence threshold, random) and every urgency, run the
+held-out examples of each task through the one decode loop
+(`AdaptivePauseModel.generate`), score the answers with the task's scorer and
+report accuracy, mean / p50 / p95 pauses, meta-reward and milliseconds per
+answer, overall and per difficulty bucket; write `sweep.csv`, `sweep.json`,
+`pareto.png` and `by_difficulty.png`.
+
+Policies whose decisions do not read urgency (fixed k, random) are decoded
+once and their meta-reward is computed at every urgency; urgency-aware ones
+(learned, confidence) are decoded once per urgency.
+
+Must not: train anything or implement decoding.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import write_json_atomic
+from .config import _check, _help, parse_cli
+from .modeling import AdaptivePauseModel
+from .tasks import get_task
+
+ALL = "all"
+
+
+@dataclass
+class SweepConfig:
+    """Urgency sweep of a run's controller against baselines."""
+
+    run_dir: str = _help("run directory with model/, adapter/ and controller/")
+    urgencies: list[float] = _help("urgencies to sweep", default_factory=lambda: [i / 10 for i in range(11)])
+    tasks: Optional[list[str]] = _help("task specs; empty = the run's own tasks", default=None)
+    num_examples: int = _help("held-out examples per task", default=300)
+    fixed_ks: list[int] = _help("fixed-k baselines (pauses before the answer)",
+                                default_factory=lambda: [0, 1, 2, 4, 8, 16])
+    confidence_high: float = _help("confidence baseline: threshold at u=0 (falls linearly to 0 at u=1); "
+                                   "negative disables it", default=0.95)
+    random_ps: list[float] = _help("random baselines: pause probability per step", default_factory=lambda: [0.5])
+    learned: bool = _help("sweep the run's learned controller (needs RUN_DIR/controller)", default=True)
+    max_pauses: int = _help("cap on pauses before one answer token", default=16)
+    max_pauses_total: Optional[int] = _help("cap on pauses per answer (also the meta-reward's normaliser); "
+                                            "empty = max_pauses", default=None)
+    batch_size: int = _help("prompts per decode call", default=256)
+    seed: int = _help("seed of the held-out examples", default=1_000_003)
+    output_dir: Optional[str] = _help("where tables and plots go; empty = RUN_DIR/sweep", default=None)
+    progress: bool = _help("show a progress bar", default=True)
+
+    def __post_init__(self):
+        _check(len(self.urgencies) > 0, "urgencies", "needs at least one urgency")
+        for u in self.urgencies:
+            _check(isinstance(u, (int, float)) and math.isfinite(u) and 0 <= u <= 1, "urgencies",
+                   f"every urgency must be a number in [0, 1], got {u!r}")
+        _check(all(k >= 0 for k in self.fixed_ks), "fixed_ks", f"must be >= 0, got {self.fixed_ks}")
+        _check(all(0 <= p <= 1 for p in self.random_ps), "random_ps", f"must be in [0, 1], got {self.random_ps}")
+        _check(self.num_examples >= 1, "num_examples", f"must be >= 1, got {self.num_examples}")
+        _check(self.max_pauses >= 0, "max_pauses", f"must be >= 0, got {self.max_pauses}")
+        _check(self.max_pauses_total is None or self.max_pauses_total >= 1, "max_pauses_total",
+               f"must be >= 1, got {self.max_pauses_total}")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+
+    @property
+    def pause_budget(self) -> int:
+        return self.max_pauses_total if self.max_pauses_total is not None else max(self.max_pauses, 1)
+
+
+def _policies(config: SweepConfig, model: AdaptivePauseModel):
+    """(name, param, policy, reads_urgency) for every policy in the sweep."""
+    from policies import ConfidenceThreshold, FixedPauses, RandomPauses
+
+    out = []
+    if config.learned:
+        if model.policy is None:
+            raise ValueError(
+                f"{config.run_dir} has no controller/ to sweep; train one with `adaptive-pause train-controller`, "
+                "or pass --learned false to sweep only the baselines"
+            )
+        out.append(("learned", "", model.policy, True))
+    for k in config.fixed_ks:
+        if k > config.max_pauses:
+            raise ValueError(f"fixed_ks: k={k} exceeds max_pauses={config.max_pauses}")
+        out.append(("fixed", str(k), FixedPauses(k), False))
+    if config.confidence_high >= 0:
+        out.append(("confidence", f"{config.confidence_high:g}", ConfidenceThreshold(config.confidence_high, 0.0), True))
+    for p in config.random_ps:
+        out.append(("random", f"{p:g}", RandomPauses(p), False))
+    return out
+
+
+def _summarise(scores: torch.Tensor, pauses: torch.Tensor, ms: torch.Tensor, u: float, budget: int) -> dict:
+    pauses_f = pauses.float()
+    meta = (1 - u) * scores - u * pauses_f / budget
+    return {
+        "n": int(scores.numel()),
+        "accuracy": scores.mean().item(),
+        "mean_pauses": pauses_f.mean().item(),
+        "p50_pauses": pauses_f.quantile(0.5).item(),
+        "p95_pauses": pauses_f.quantile(0.95).item(),
+        "meta_reward": meta.mean().item(),
+        "ms_per_answer": ms.mean().item(),
+    }
+
+
+@torch.no_grad()
+def run_sweep(config: SweepConfig) -> list[dict]:
+    model = AdaptivePauseModel.from_pretrained(config.run_dir)
+    run_config = {}
+    if (Path(config.run_dir) / "config.yaml").is_file():
+        import yaml
+
+        run_config = yaml.safe_load((Path(config.run_dir) / "config.yaml").read_text()) or {}
+    specs = config.tasks or run_config.get("tasks")
+    if not specs:
+        raise ValueError(f"{config.run_dir}: no tasks given and none recorded in config.yaml; pass --tasks")
+    tasks = [get_task(s) for s in specs]
+    policies = _policies(config, model)
+    if model.settings.numbering == "slotted" and config.max_pauses > model.settings.pause_slots:
+        raise ValueError(f"max_pauses={config.max_pauses} exceeds the model's pause_slots={model.settings.pause_slots}")
+    jobs = sum(len(config.urgencies) if aware else 1 for *_, aware in policies) * len(tasks)
+    bar = tqdm(total=jobs, desc="sweep", disable=not config.progress)
+    rows = []
+    for spec, task in zip(specs, tasks):
+        examples = task.examples(config.num_examples, config.seed)
+        prompts = [e.prompt for e in examples]
+        difficulty = torch.tensor([e.difficulty for e in examples])
+        max_new = max(len(model.tokenizer(e.answer, add_special_tokens=False)["input_ids"]) for e in examples) + 1
+        for name, param, policy, aware in policies:
+            for u_decode in (config.urgencies if aware else [0.0]):
+                scores, pauses, ms = [], [], []
+                for start in range(0, len(prompts), config.batch_size):
+                    chunk = slice(start, start + config.batch_size)
+                    started = time.perf_counter()
+                    out = model.generate(prompts[chunk], urgency=float(u_decode), policy=policy,
+                                         max_new_tokens=max_new, max_pauses=config.max_pauses,
+                                         max_pauses_total=config.pause_budget, seed=config.seed)
+                    scores += [task.score(text, e.answer) for text, e in zip(out.texts, examples[chunk])]
+                    pauses += out.pauses
+                    # wall-clock of the batched call shared by its answers: throughput-based ms per answer
+                    ms += [(time.perf_counter() - started) * 1000 / len(out.texts)] * len(out.texts)
+                scores_t, pauses_t, ms_t = torch.tensor(scores, dtype=torch.float), torch.tensor(pauses), torch.tensor(ms)
+                for u in (config.urgencies if not aware else [u_decode]):
+                    for bucket in [ALL] + sorted(set(difficulty.tolist())):
+                        mask = torch.ones_like(difficulty, dtype=torch.bool) if bucket == ALL else difficulty == bucket
+                        row = {"policy": name, "param": param, "urgency": float(u), "task": spec,
+                               "difficulty": bucket}
+                        row.update(_summarise(scores_t[mask], pauses_t[mask], ms_t[mask], float(u), config.pause_budget))
+                        rows.append(row)
+                bar.update(1)
+    bar.close()
+    return rows
+
+
+def spearman_urgency_pauses(rows: list[dict], task: str | None = None) -> float:
+    """Spearman correlation of urgency and mean pauses of the learned controller (overall rows)."""
+    from scipy.stats import spearmanr
+
+    sel = [r for r in rows if r["policy"] == "learned" and r["difficulty"] == ALL and (task is None or r["task"] == task)]
+    if len({r["mean_pauses"] for r in sel}) < 2:
+        return float("nan")
+    return float(spearmanr([r["urgency"] for r in sel], [r["mean_pauses"] for r in sel]).statistic)
+
+
+def format_table(rows: list[dict]) -> str:
+    """The overall (all-difficulty) rows, one line per policy and urgency."""
+    head = ["task", "policy", "param", "u", "accuracy", "mean_pauses", "p50", "p95", "meta_reward", "ms/answer"]
+    body = []
+    for r in rows:
+        if r["difficulty"] != ALL:
+            continue
+        if r["policy"] in ("fixed", "random") and r["urgency"] not in (0.0, 0.5, 1.0):
+            continue  # their decisions ignore urgency; a few urgencies show the meta-reward trade-off
+        body.append([r["task"], r["policy"], r["param"], f"{r['urgency']:.2f}", f"{r['accuracy']:.3f}",
+                     f"{r['mean_pauses']:.2f}", f"{r['p50_pauses']:.0f}", f"{r['p95_pauses']:.0f}",
+                     f"{r['meta_reward']:+.3f}", f"{r['ms_per_answer']:.1f}"])
+    widths = [max(len(x[i]) for x in body + [head]) for i in range(len(head))]
+    fmt = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+    return "\n".join([fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [fmt(b) for b in body])
+
+
+def plot(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
+    """pareto.png (accuracy vs mean pauses) and by_difficulty.png (pauses vs difficulty at several urgencies)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in rows})
+    overall = [r for r in rows if r["difficulty"] == ALL]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 5), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, task in zip(axes[0], tasks):
+        mine = [r for r in overall if r["task"] == task]
+        fixed = sorted({(int(r["param"]), r["mean_pauses"], r["accuracy"]) for r in mine if r["policy"] == "fixed"})
+        if fixed:
+            ax.plot([f[1] for f in fixed], [f[2] for f in fixed], "s--", color="grey", label="fixed k pauses")
+            for k, x, y in fixed:
+                ax.annotate(f"k={k}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8, color="grey")
+        conf = sorted([r for r in mine if r["policy"] == "confidence"], key=lambda r: r["urgency"])
+        if conf:
+            ax.plot([r["mean_pauses"] for r in conf], [r["accuracy"] for r in conf], "^:", color="tab:orange",
+                    label="confidence threshold (u = 0 to 1)")
+        rand = sorted({(r["param"], r["mean_pauses"], r["accuracy"]) for r in mine if r["policy"] == "random"})
+        if rand:
+            ax.scatter([r[1] for r in rand], [r[2] for r in rand], marker="x", color="tab:red", label="random pauses")
+        learned = sorted([r for r in mine if r["policy"] == "learned"], key=lambda r: r["urgency"])
+        if learned:
+            ax.plot([r["mean_pauses"] for r in learned], [r["accuracy"] for r in learned], "-", color="black",
+                    lw=0.8, alpha=0.5)
+            points = ax.scatter([r["mean_pauses"] for r in learned], [r["accuracy"] for r in learned],
+                                c=[r["urgency"] for r in learned], cmap=cmap, vmin=0, vmax=1, s=60,
+                                edgecolors="black", zorder=3, label="learned controller")
+            fig.colorbar(points, ax=ax, label="urgency u (0 = accuracy only, 1 = speed only)")
+        ax.set_xlabel("mean pauses per answer (delay)")
+        ax.set_ylabel("accuracy (task score)")
+        ax.set_title(f"accuracy vs delay: {task}")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    pareto = out_dir / "pareto.png"
+    fig.savefig(pareto, dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.5), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        learned = [r for r in rows if r["task"] == task and r["policy"] == "learned" and r["difficulty"] != ALL]
+        source = learned if learned else [r for r in rows if r["task"] == task and r["policy"] == "confidence"
+                                          and r["difficulty"] != ALL]
+        label = "learned controller" if learned else "confidence threshold"
+        urgencies = sorted({r["urgency"] for r in source})
+        shown = [u for u in urgencies if any(abs(u - x) < 1e-9 for x in (0.0, 0.25, 0.5, 0.75, 1.0))] or urgencies
+        for u in shown:
+            pts = sorted((r["difficulty"], r["mean_pauses"]) for r in source if r["urgency"] == u)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=cmap(u), label=f"u = {u:.2f}")
+        ax.set_xlabel("difficulty")
+        ax.set_ylabel("mean pauses per answer")
+        ax.set_title(f"{label}: pauses by difficulty ({task})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    by_difficulty = out_dir / "by_difficulty.png"
+    fig.savefig(by_difficulty, dpi=120)
+    plt.close(fig)
+    return pareto, by_difficulty
+
+
+def write_outputs(rows: list[dict], config: SweepConfig) -> dict:
+    out_dir = Path(config.output_dir) if config.output_dir else Path(config.run_dir) / "sweep"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "sweep.csv.tmp").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out_dir / "sweep.csv.tmp").replace(out_dir / "sweep.csv")
+    spearman = spearman_urgency_pauses(rows)
+    write_json_atomic({"run_dir": config.run_dir, "spearman_urgency_pauses": spearman, "rows": rows},
+                      out_dir / "sweep.json")
+    pareto, by_difficulty = plot(rows, out_dir)
+    return {"dir": out_dir, "pareto": pareto, "by_difficulty": by_difficulty, "spearman": spearman}
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_cli(SweepConfig, argv, positional=("run_dir",))
+    rows = run_sweep(config)
+    outputs = write_outputs(rows, config)
+    print(format_table(rows))
+    print(f"plots: {outputs['pareto']} {outputs['by_difficulty']}")
+    print(f"sweep: spearman_urgency_pauses={outputs['spearman']:.3f} csv={outputs['dir'] / 'sweep.csv'}")
+    return 0

@@ -1,0 +1,69 @@
+"""The urgency sweep on a tiny run: tables, plots, and clear errors."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from adaptive_pause.config import FinetuneConfig, PretrainConfig
+from adaptive_pause.finetune import run_finetune
+from adaptive_pause.pretrain import run_pretrain
+from adaptive_pause.sweep import SweepConfig, format_table, run_sweep, write_outputs
+from policies import PauseControllerHead, save_policy
+
+TINY = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, pause_slots=8)
+FAST = dict(max_steps=4, batch_size=16, warmup_steps=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    run_pretrain(PretrainConfig(output_dir=str(root / "pre"), tasks=["parity:2-4"], **TINY, **FAST))
+    run_finetune(FinetuneConfig(output_dir=str(root / "ft"), base_model=str(root / "pre"), tasks=["parity:2-4"],
+                                max_pauses=4, **FAST))
+    return root / "ft"
+
+
+def test_sweep_writes_tables_and_plots(run_dir, tmp_path):
+    torch.manual_seed(0)
+    controlled = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(run_dir, controlled)
+    save_policy(PauseControllerHead(32), controlled / "controller")
+    config = SweepConfig(run_dir=str(controlled), urgencies=[0.0, 0.5, 1.0], num_examples=24, fixed_ks=[0, 2],
+                         max_pauses=4, progress=False, output_dir=str(tmp_path / "out"))
+    rows = run_sweep(config)
+    outputs = write_outputs(rows, config)
+    policies = {(r["policy"], r["param"]) for r in rows}
+    assert policies == {("learned", ""), ("fixed", "0"), ("fixed", "2"), ("confidence", "0.95"), ("random", "0.5")}
+    overall = {(r["policy"], r["param"], r["urgency"]): r for r in rows if r["difficulty"] == "all"}
+    assert len(overall) == 5 * 3  # every policy at every urgency
+    assert overall[("fixed", "2", 0.0)]["mean_pauses"] == 2.0 and overall[("fixed", "0", 1.0)]["mean_pauses"] == 0.0
+    # meta-reward = (1 - u) * accuracy - u * pauses / budget, per row (here exactly, the mean of a linear map)
+    r = overall[("fixed", "2", 0.5)]
+    assert r["meta_reward"] == pytest.approx(0.5 * r["accuracy"] - 0.5 * 2 / 4)
+    buckets = {r["difficulty"] for r in rows}
+    assert buckets == {"all", 2, 3, 4}
+    with open(tmp_path / "out" / "sweep.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    data = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert "spearman_urgency_pauses" in data and len(data["rows"]) == len(rows)
+    for png in (outputs["pareto"], outputs["by_difficulty"]):
+        assert png.stat().st_size > 10_000
+    assert "| parity" in format_table(rows)
+
+
+def test_sweep_without_controller_is_a_clear_error(run_dir):
+    with pytest.raises(ValueError, match="has no controller/ to sweep; train one with `adaptive-pause train-controller`"):
+        run_sweep(SweepConfig(run_dir=str(run_dir), urgencies=[0.0], num_examples=4, progress=False))
+
+
+def test_bad_urgency_list():
+    with pytest.raises(ValueError, match=r"urgencies: every urgency must be a number in \[0, 1\], got 1.5"):
+        SweepConfig(run_dir="x", urgencies=[0.0, 1.5])
+    with pytest.raises(ValueError, match="urgencies: every urgency must be a number in \\[0, 1\\], got nan"):
+        SweepConfig(run_dir="x", urgencies=[float("nan")])
+    with pytest.raises(ValueError, match="urgencies: needs at least one urgency"):
+        SweepConfig(run_dir="x", urgencies=[])
