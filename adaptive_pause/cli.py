@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train-controller": ("adaptive_pause.ppo", "main", "PPO for the pause controller (--env analytic: exact test bench)"),
     "generate": ("adaptive_pause.modeling", "main", "answer prompts under an urgency with a run's LM and controller"),
     "sweep": ("adaptive_pause.sweep", "main", "urgency sweep of the controller vs fixed-k, confidence and random baselines"),
+    "demo": ("adaptive_pause.demo", "main", "the whole pipeline on the embedded default: pretrain, finetune, PPO, sweep"),
 }
 
 

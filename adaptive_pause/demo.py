@@ -1,0 +1,144 @@
+"""`adaptive-pause demo`: the whole pipeline on the embedded default, in one command.
+
+Owns: the order of the stages and their hand-offs on the embedded default:
+pause-pretraining -> LoRA pause-finetuning -> controller PPO on the LM ->
+urgency sweep, each stage configured by a YAML file shipped with the package
+(`adaptive_pause/configs/demo_*.yaml`, overridable with `--*_config`), each
+written into `OUT/<stage>/` and skipped when rerun once it has finished
+(a `.done` marker is written after the stage's own outputs). It prints the
+sweep table and the paths of the plots, and ends with one line:
+`demo: seconds=S spearman_urgency_pauses=R pareto=PATH`.
+
+Must not: implement any stage; it only calls them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from .config import FinetuneConfig, PretrainConfig, _check, _help, from_dict, parse_cli
+
+STAGES = ("pretrain", "finetune", "controller", "sweep")
+
+
+@dataclass
+class DemoConfig:
+    """The end-to-end demo: which stages, where, from which stage configs."""
+
+    out: str = _help("output directory; every stage writes OUT/<stage>/", default="runs/demo")
+    seed: int = _help("seed for every stage", default=0)
+    pretrain_config: Optional[str] = _help("YAML for the pretrain stage; empty = the packaged demo config",
+                                           default=None)
+    finetune_config: Optional[str] = _help("YAML for the finetune stage; empty = the packaged demo config",
+                                           default=None)
+    controller_config: Optional[str] = _help("YAML for controller PPO; empty = the packaged demo config",
+                                             default=None)
+    sweep_config: Optional[str] = _help("YAML for the sweep; empty = the packaged demo config", default=None)
+    force: bool = _help("rerun stages even if they finished before", default=False)
+    progress: bool = _help("show progress bars", default=True)
+
+    def __post_init__(self):
+        _check(bool(self.out), "out", "must name a directory")
+
+
+def _stage_yaml(path: Optional[str], stage: str) -> dict:
+    if path:
+        text = Path(path).read_text()
+    else:
+        text = resources.files("adaptive_pause").joinpath(f"configs/demo_{stage}.yaml").read_text()
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path or stage}: expected a YAML mapping of field: value")
+    return data
+
+
+def _done(stage_dir: Path) -> bool:
+    return (stage_dir / ".done").is_file()
+
+
+def _mark_done(stage_dir: Path, seconds: float) -> None:
+    (stage_dir / ".done").write_text(f"{seconds:.1f}\n")
+
+
+def run_demo(config: DemoConfig) -> dict:
+    from .finetune import run_finetune
+    from .ppo import PPOConfig
+    from .ppo import train as train_controller
+    from .pretrain import run_pretrain
+    from .sweep import SweepConfig, format_table, run_sweep, write_outputs
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    timings = {}
+    dirs = {stage: out / stage for stage in STAGES}
+    common = {"seed": config.seed, "progress": config.progress}
+
+    def stage(name: str, fn) -> None:
+        if _done(dirs[name]) and not config.force:
+            print(f"demo: {name}: finished before in {dirs[name]}, skipped")
+            return
+        t0 = time.perf_counter()
+        print(f"demo: {name} -> {dirs[name]}", flush=True)
+        fn()
+        timings[name] = time.perf_counter() - t0
+        dirs[name].mkdir(parents=True, exist_ok=True)
+        _mark_done(dirs[name], timings[name])
+        print(f"demo: {name}: {timings[name]:.0f} s", flush=True)
+
+    pre = from_dict(PretrainConfig, {**_stage_yaml(config.pretrain_config, "pretrain"), **common,
+                                     "output_dir": str(dirs["pretrain"])})
+    stage("pretrain", lambda: run_pretrain(pre))
+
+    ft_data = {**_stage_yaml(config.finetune_config, "finetune"), **common, "output_dir": str(dirs["finetune"]),
+               "base_model": str(dirs["pretrain"])}
+    ft = from_dict(FinetuneConfig, ft_data)
+    stage("finetune", lambda: run_finetune(ft))
+
+    def controller():
+        ppo = from_dict(PPOConfig, {**_stage_yaml(config.controller_config, "controller"), **common, "env": "lm",
+                                    "model_run_dir": str(dirs["finetune"]), "output_dir": str(dirs["controller"])})
+        train_controller(ppo)
+        # The controller run becomes a complete run directory: the LM it was trained on beside it.
+        for part in ("model", "adapter"):
+            if (dirs["finetune"] / part).is_dir() and not (dirs["controller"] / part).is_dir():
+                shutil.copytree(dirs["finetune"] / part, dirs["controller"] / part)
+
+    stage("controller", controller)
+
+    sweep_config = from_dict(SweepConfig, {**_stage_yaml(config.sweep_config, "sweep"),
+                                           "progress": config.progress, "run_dir": str(dirs["controller"]),
+                                           "output_dir": str(dirs["sweep"])})
+    result = {}
+
+    def sweep():
+        rows = run_sweep(sweep_config)
+        result.update(write_outputs(rows, sweep_config))
+        result["table"] = format_table(rows)
+
+    stage("sweep", sweep)
+    if not result:  # the sweep finished before: read its outputs back
+        import json
+
+        data = json.loads((dirs["sweep"] / "sweep.json").read_text())
+        from .sweep import format_table as table
+
+        result = {"table": table(data["rows"]), "spearman": data["spearman_urgency_pauses"],
+                  "pareto": dirs["sweep"] / "pareto.png", "by_difficulty": dirs["sweep"] / "by_difficulty.png"}
+    seconds = time.perf_counter() - started
+    print(result["table"])
+    print(f"plots: {result['pareto']} {result['by_difficulty']}")
+    print(f"demo: seconds={seconds:.0f} spearman_urgency_pauses={result['spearman']:.3f} pareto={result['pareto']}")
+    return {"seconds": seconds, "timings": timings, **result}
+
+
+def main(argv: list[str] | None = None) -> int:
+    run_demo(parse_cli(DemoConfig, argv))
+    return 0

@@ -1,0 +1,24 @@
+"""The demo runs every stage end to end on tiny configs, and skips finished stages when rerun."""
+
+from pathlib import Path
+
+from adaptive_pause.demo import DemoConfig, run_demo
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_demo_end_to_end_then_skips(tmp_path, capsys):
+    config = DemoConfig(out=str(tmp_path / "demo"), pretrain_config=str(DATA / "demo_pretrain.yaml"),
+                        finetune_config=str(DATA / "demo_finetune.yaml"),
+                        controller_config=str(DATA / "demo_controller.yaml"),
+                        sweep_config=str(DATA / "demo_sweep.yaml"), progress=False)
+    first = run_demo(config)
+    assert set(first["timings"]) == {"pretrain", "finetune", "controller", "sweep"}
+    for part in ("model", "adapter", "controller"):
+        assert (tmp_path / "demo" / "controller" / part).is_dir()
+    assert Path(first["pareto"]).is_file() and Path(first["by_difficulty"]).is_file()
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1].startswith("demo: seconds=")
+    second = run_demo(config)
+    assert second["timings"] == {}  # every stage was skipped
+    assert "finished before" in capsys.readouterr().out
