@@ -737,6 +737,8 @@ def train(config: PPOConfig) -> dict:
         bar.close()
         if writer is not None:
             writer.close()
+    if not evaluation and model is not None and accelerator.is_main_process:  # e.g. resuming a finished run
+        evaluation = evaluate_analytic(policy, model, reward, config.eval_urgencies)
     # DDP keeps the replicas identical; check it rather than trust it (cheap: one gather of a small head).
     flat = torch.cat([p.detach().flatten() for p in policy.parameters()])[None]  # (1, parameters)
     replicas = accelerator.gather(flat)  # (processes, parameters)
