@@ -372,8 +372,8 @@ class PPOConfig(AnalyticEnvConfig):
         _check(len(self.eval_urgencies) > 0 and all(0 <= u <= 1 for u in self.eval_urgencies), "eval_urgencies",
                f"must be non-empty and in [0, 1], got {self.eval_urgencies}")
         _check(self.reward in REWARD_NAMES, "reward", f"must be one of {REWARD_NAMES}, got {self.reward!r}")
-        _check(self.deadline_min_budget <= self.max_pauses, "deadline_min_budget",
-               f"must be <= max_pauses={self.max_pauses}, got {self.deadline_min_budget}")
+        _check(self.deadline_min_budget <= self.reward_pause_normaliser(), "deadline_min_budget",
+               f"must be <= the episode's pause cap {self.reward_pause_normaliser()}, got {self.deadline_min_budget}")
         _check(0 < self.initial_pause_prob < 1, "initial_pause_prob",
                f"must be in (0, 1), got {self.initial_pause_prob}")
 
