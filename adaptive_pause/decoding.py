@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence, Union
 
 import torch
@@ -58,6 +58,8 @@ class DecodeConfig:
     top_p: float = 1.0  # 1 = off
     controller_greedy: bool = True  # the controller's own action: argmax (True) or sampled (rollouts)
     chunk_pauses: bool = False  # prefill pauses a policy plans ahead (`plan_pauses`) in one forward pass
+    speculate_pauses: int = 0  # >= 2: when a row pauses, prefill up to this many pauses at once and keep
+    #                            those the controller confirms (`step_speculative`); 0 = one pause per pass
     stop_strings: tuple[str, ...] = ()
     record_features: bool = True  # keep controller features per step (what a frozen-LM PPO update re-reads)
 
@@ -77,6 +79,8 @@ class DecodeConfig:
               f"must be > 0, got {self.temperature}")
         check(isinstance(self.top_k, int) and self.top_k >= 0, "top_k", f"must be an integer >= 0, got {self.top_k}")
         check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
+        check(isinstance(self.speculate_pauses, int) and (self.speculate_pauses == 0 or self.speculate_pauses >= 2),
+              "speculate_pauses", f"must be 0 (off) or an integer >= 2, got {self.speculate_pauses!r}")
         if isinstance(self.stop_strings, str):
             self.stop_strings = (self.stop_strings,)
         self.stop_strings = tuple(self.stop_strings)
@@ -190,6 +194,7 @@ class DecodeSession:
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
+        self._pause_budget = config.pause_budget
         self.pause_id = int(pause_id)
         self.numbering = numbering
         self.pause_slots = pause_slots
@@ -243,78 +248,107 @@ class DecodeSession:
             self.generator = torch.Generator(device=self.device)
             self.generator.manual_seed(int(seed))
 
-        # Growing buffers (capacity doubles): attention mask over the whole sequence and the trace columns.
+        # Growing buffers (capacity doubles) over the whole sequence: token ids, the 2D attention mask, and
+        # the same mask as an additive (batch, 1, 1, length) bias for the single-token fast path.
         capacity = prompt_len + config.max_new_tokens + config.pause_budget
+        self._dtype = param.dtype
+        self._masked = torch.finfo(param.dtype).min if param.dtype.is_floating_point else -1e9
         self._mask = torch.ones((batch, capacity), dtype=torch.long, device=self.device)
         self._mask[:, :prompt_len] = mask
+        self._bias = torch.zeros((batch, 1, 1, capacity), dtype=self._dtype, device=self.device)
+        self._bias[:, 0, 0, :prompt_len] = (1 - mask).to(self._dtype) * self._masked
         self._ids = torch.full((batch, capacity), self.pad_id, dtype=torch.long, device=self.device)
         self._ids[:, :prompt_len] = input_ids
-        self.length = prompt_len  # columns used in _mask/_ids
-        self.columns = 0  # trace columns used
-        self._trace = self._empty_trace(config.max_new_tokens + config.pause_budget)
+        self.length = prompt_len  # columns used in _mask/_ids/_bias
+        self.columns = 0  # trace columns recorded
+        self._columns: list[tuple] = []  # one tuple of (batch,) tensors per trace column; stacked by result()
 
         zeros = torch.zeros(batch, dtype=torch.long, device=self.device)
         self.active = torch.ones(batch, dtype=torch.bool, device=self.device)  # (batch,)
+        self._done, self._stale = False, False
         self.finish_reason = zeros.clone()  # (batch,) long, FINISH_* codes
         self.pauses_before_token = zeros.clone()  # (batch,)
         self.pauses_total = zeros.clone()  # (batch,)
         self.answer_tokens = zeros.clone()  # (batch,) tokens emitted so far (EOS included)
         self.steps_taken = zeros.clone()  # (batch,)
-        self.answer_buffer = torch.full((batch, config.max_new_tokens), self.pad_id, dtype=torch.long,
-                                        device=self.device)  # (batch, max_new_tokens)
-        self.pauses_buffer = torch.zeros((batch, config.max_new_tokens), dtype=torch.long, device=self.device)
+        # (batch, max_new_tokens + 1): the last column is a spare slot that non-emitting rows write to
+        self.answer_buffer = torch.full((batch, config.max_new_tokens + 1), self.pad_id, dtype=torch.long,
+                                        device=self.device)
+        self.pauses_buffer = torch.zeros((batch, config.max_new_tokens + 1), dtype=torch.long, device=self.device)
         self.forward_passes = 0
-        self._row_index = torch.arange(batch, device=self.device)
+        # A controller decision already taken for the next step (speculation stopped at an emit there).
+        self.pending = torch.zeros(batch, dtype=torch.bool, device=self.device)  # (batch,)
+        self.pending_log_prob = torch.zeros(batch, device=self.device)  # (batch,)
+        self.pending_value = torch.zeros(batch, device=self.device)  # (batch,)
 
         self.cache = DynamicCache(config=getattr(model, "config", None))
         self.start_time = time.perf_counter()
-        self.finish_time = torch.zeros(batch, dtype=torch.float64)
+        self.finish_time = torch.zeros(batch, dtype=torch.float64, device=self.device)
+        self._fast = None  # (decoder, output head) when the single-token fast path is verified; see _prefill
         with torch.no_grad():
-            self._forward(input_ids, mask, prompt_positions)
+            self._prefill(input_ids, mask, prompt_positions)
 
     # ---- internals -------------------------------------------------------------------------------------------
-    def _empty_trace(self, steps: int) -> DecodeTrace:
-        b, d = self.batch, self.device
-
-        def z(dtype):
-            return torch.zeros((b, steps), dtype=dtype, device=d)
-
-        features = None
-        if self.config.record_features:
-            hidden = getattr(getattr(self.model, "config", None), "hidden_size", None)
-            features = torch.zeros((b, steps, hidden or 1), dtype=torch.float32, device=d)
-        return DecodeTrace(z(torch.bool), z(torch.long), z(torch.long), z(torch.float32), z(torch.float32),
-                           z(torch.bool), z(torch.bool), z(torch.float32), z(torch.long), z(torch.long),
-                           z(torch.float32), features)
-
     def _grow(self, extra_columns: int) -> None:
-        need_len = self.length + extra_columns
-        if need_len > self._mask.shape[1]:
-            grow = max(need_len, 2 * self._mask.shape[1]) - self._mask.shape[1]
-            self._mask = torch.cat([self._mask, torch.ones((self.batch, grow), dtype=torch.long,
-                                                           device=self.device)], 1)
-            self._ids = torch.cat([self._ids, torch.full((self.batch, grow), self.pad_id, dtype=torch.long,
-                                                         device=self.device)], 1)
-        need_cols = self.columns + extra_columns
-        old = self._trace.valid.shape[1]
-        if need_cols > old:
-            more = self._empty_trace(max(need_cols, 2 * old) - old)
-            values = {}
-            for f in fields(DecodeTrace):
-                a, b = getattr(self._trace, f.name), getattr(more, f.name)
-                values[f.name] = None if a is None else torch.cat([a, b], 1)
-            self._trace = DecodeTrace(**values)
+        need = self.length + extra_columns
+        if need <= self._mask.shape[1]:
+            return
+        grow = max(need, 2 * self._mask.shape[1]) - self._mask.shape[1]
+        b, d = self.batch, self.device
+        self._mask = torch.cat([self._mask, torch.ones((b, grow), dtype=torch.long, device=d)], 1)
+        self._bias = torch.cat([self._bias, torch.zeros((b, 1, 1, grow), dtype=self._dtype, device=d)], 3)
+        self._ids = torch.cat([self._ids, torch.full((b, grow), self.pad_id, dtype=torch.long, device=d)], 1)
+
+    def _prefill(self, input_ids, attention_mask, positions) -> None:
+        """The prompt pass, through the model's own forward; also decides whether the fast path is exact.
+
+        The fast path (single-token steps) calls the decoder with a ready 4D additive mask and applies the
+        output head to the last hidden state: it skips the per-step mask building and output wrappers. It is
+        used only for sdpa/eager attention and only if, on this very prompt, head(last hidden) reproduces the
+        model's own logits (so models that post-process logits, e.g. soft-capping, keep the generic path).
+        """
+        self._forward(input_ids, attention_mask, positions)
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        impl = getattr(getattr(base, "config", None), "_attn_implementation", None)
+        get_decoder = getattr(base, "get_decoder", None)
+        head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+        if impl in ("sdpa", "eager") and get_decoder is not None and head is not None:
+            check = head(self.hidden[:, None])[:, -1].float()
+            check[:, self.pause_id] = -math.inf
+            if torch.allclose(check, self.logits, rtol=1e-4, atol=1e-4 * float(self.logits.abs().max())):
+                self._fast = (get_decoder(), head)
 
     def _forward(self, input_ids, attention_mask, positions) -> None:
-        """Run the LM on new tokens (batch, n); keep the last position's hidden state and masked logits."""
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                         past_key_values=self.cache, use_cache=True, output_hidden_states=True, logits_to_keep=1)
-        self.hidden = out.hidden_states[-1][:, -1]  # (batch, hidden)
-        logits = out.logits[:, -1].float()  # (batch, vocab)
+        """Run the LM on new tokens (batch, n) over the cache; keep the last position's hidden state and
+        its logits with `<pause>` masked out."""
+        if self._fast is not None and input_ids.shape[1] == 1:
+            decoder, head = self._fast
+            bias = self._bias[:, :, :, : self.length]  # (batch, 1, 1, length): 0 attend, min masked
+            hidden = decoder(input_ids=input_ids, attention_mask=bias, position_ids=positions,
+                             past_key_values=self.cache, use_cache=True).last_hidden_state[:, -1]
+            logits = head(hidden).float()
+        else:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                             past_key_values=self.cache, use_cache=True, output_hidden_states=True,
+                             logits_to_keep=1)
+            hidden = out.hidden_states[-1][:, -1]
+            logits = out.logits[:, -1].float()
+        self.hidden = hidden  # (batch, hidden)
         logits[:, self.pause_id] = -math.inf  # an emit never produces <pause>
-        self.logits = logits
+        self.logits = logits  # (batch, vocab)
         # top answer-token probability = exp(max - logsumexp): the confidence baselines' input
         self.top_prob = torch.exp(logits.max(-1).values - torch.logsumexp(logits, -1))  # (batch,)
+
+    def _forward_all(self, input_ids, attention_mask, positions):
+        """Run the LM on a chunk (batch, n); return every position's (hidden (batch, n, hidden), masked float
+        logits (batch, n, vocab), top_prob (batch, n)) without changing the session's current state."""
+        n = input_ids.shape[1]
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                         past_key_values=self.cache, use_cache=True, output_hidden_states=True, logits_to_keep=n)
+        logits = out.logits.float()
+        logits[..., self.pause_id] = -math.inf
+        top_prob = torch.exp(logits.max(-1).values - torch.logsumexp(logits, -1))
+        return out.hidden_states[-1][:, -n:], logits, top_prob
 
     def _choose_emits(self) -> torch.Tensor:  # (batch,) long
         if not self.config.do_sample:
@@ -332,49 +366,58 @@ class DecodeSession:
         probs = logits.softmax(-1)
         return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
 
-    def _record(self, column: int, valid, tokens, actions, decision: Decision | None, forced, planned,
-                decided=None) -> None:
-        """Write one trace column; `decided` (default: valid) marks where `decision` was taken."""
-        t = self._trace
-        decided = valid if decided is None else decided
-        t.valid[:, column] = valid
-        t.tokens[:, column] = torch.where(valid, tokens, torch.zeros_like(tokens))
-        t.actions[:, column] = torch.where(valid, actions, torch.zeros_like(actions))
+    def _record(self, valid, tokens, is_pause, decision: Decision | None, forced, planned, decided=None) -> None:
+        """Keep one trace column (references only: the session never mutates these tensors in place).
+
+        `decided` (default: valid) marks the rows where `decision` was taken in this column.
+        """
+        log_prob = value = None
         if decision is not None:
-            keep = decided & ~forced & ~planned
-            t.log_probs[:, column] = torch.where(keep, decision.log_prob.detach().float(),
-                                                 torch.zeros_like(t.log_probs[:, column]))
-            t.values[:, column] = torch.where(decided, decision.value.detach().float(),
-                                              torch.zeros_like(t.values[:, column]))
-        t.forced[:, column] = forced & valid
-        t.planned[:, column] = planned & valid
-        t.urgency[:, column] = self.urgency
-        t.pauses_before_token[:, column] = self.pauses_before_token
-        t.pauses_total[:, column] = self.pauses_total
-        t.top_prob[:, column] = self.top_prob
-        if t.features is not None:
-            t.features[:, column] = self.hidden.float()
+            log_prob, value = decision.log_prob.detach(), decision.value.detach()
+        self._columns.append((valid, tokens, is_pause, log_prob, value, forced, planned, decided, self.urgency,
+                              self.pauses_before_token, self.pauses_total, self.top_prob,
+                              self.hidden if self.config.record_features else None))
+        self.columns += 1
 
-    def _finish(self, rows: torch.Tensor, reason: int) -> torch.Tensor:
-        """Mark `rows` (batch,) bool (only those still active) finished with `reason`."""
-        newly = rows & self.active
-        self.finish_reason = torch.where(newly, torch.full_like(self.finish_reason, reason), self.finish_reason)
-        self.active = self.active & ~newly
-        return newly
+    def _stack_trace(self) -> DecodeTrace:
+        b, d = self.batch, self.device
+        if not self._columns:
+            z = torch.zeros((b, 0), device=d)
+            hidden = getattr(getattr(self.model, "config", None), "hidden_size", 1)
+            return DecodeTrace(z.bool(), z.long(), z.long(), z, z, z.bool(), z.bool(), z, z.long(), z.long(), z,
+                               torch.zeros((b, 0, hidden), device=d) if self.config.record_features else None)
+        cols = list(zip(*self._columns))
+        zeros = torch.zeros(b, device=d)
 
-    def _stamp_time(self, newly: torch.Tensor) -> None:
-        now = time.perf_counter() - self.start_time
-        self.finish_time = torch.where(newly.cpu(), torch.full_like(self.finish_time, now), self.finish_time)
+        def stack(items, fill=None):
+            return torch.stack([fill if x is None else x for x in items], 1)
+
+        valid = stack(cols[0])  # (batch, steps) bool
+        forced = stack(cols[5]) & valid
+        planned = stack([torch.zeros_like(v) if p is None else p for v, p in zip(cols[0], cols[6])]) & valid
+        decided = stack([v if x is None else x for v, x in zip(cols[0], cols[7])])
+        keep = decided & ~forced & ~planned
+        log_probs = torch.where(keep, stack(cols[3], zeros).float(), 0.0)
+        values = torch.where(decided, stack(cols[4], zeros).float(), 0.0)
+        features = None
+        if self.config.record_features:
+            features = torch.stack(cols[12], 1).float() * valid[..., None]  # (batch, steps, hidden)
+        return DecodeTrace(valid=valid, tokens=torch.where(valid, stack(cols[1]), 0),
+                           actions=torch.where(valid, stack(cols[2]).long(), 0), log_probs=log_probs,
+                           values=values, forced=forced, planned=planned, urgency=stack(cols[8]).float(),
+                           pauses_before_token=stack(cols[9]), pauses_total=stack(cols[10]),
+                           top_prob=stack(cols[11]).float(), features=features)
 
     # ---- public ----------------------------------------------------------------------------------------------
     @property
     def done(self) -> bool:
-        return not bool(self.active.any())
+        """True once every row has finished. Cached: refreshed (one device sync) when rows finish."""
+        return self._done
 
     def forced(self) -> torch.Tensor:  # (batch,) bool
         """Rows whose next step must be an emit (a pause cap is reached)."""
-        total_cap = self.config.pause_budget
-        return self.active & ((self.pauses_before_token >= self.config.max_pauses) | (self.pauses_total >= total_cap))
+        return self.active & ((self.pauses_before_token >= self.config.max_pauses)
+                              | (self.pauses_total >= self._pause_budget))
 
     def controller_inputs(self) -> ControllerInputs:
         """What the controller sees before the next step, for every row (inactive rows included; ignore them)."""
@@ -397,8 +440,8 @@ class DecodeSession:
 
     def cancel(self, rows: torch.Tensor | Sequence[int]) -> None:
         """Stop `rows` now ("forget that"): they append nothing more and finish as 'cancelled'."""
-        newly = self._finish(self._row_mask(rows, "rows"), CANCELLED)
-        self._stamp_time(newly)
+        self._finish_with(self._row_mask(rows, "rows"), CANCELLED)
+        self._refresh_done()
 
     def _row_mask(self, rows, name: str) -> torch.Tensor:  # (batch,) bool
         if isinstance(rows, torch.Tensor) and rows.dtype == torch.bool:
@@ -422,27 +465,121 @@ class DecodeSession:
         """
         if self.done:
             raise ValueError("step: every row has finished; check `done` before stepping")
-        actions = actions.to(self.device).long()
         active = self.active
         forced = self.forced()
-        is_pause = (actions == PAUSE) & active & ~forced
+        is_pause = (actions.to(self.device) == PAUSE) & active & ~forced
         emit = active & ~is_pause
-        tokens = torch.where(is_pause, torch.full_like(actions, self.pause_id), self._choose_emits())
-        tokens = torch.where(active, tokens, torch.full_like(tokens, self.pad_id))
+        tokens = torch.where(is_pause, self.pause_id, torch.where(active, self._choose_emits(), self.pad_id))
 
         self._grow(1)
-        self._record(self.columns, active, tokens, is_pause.long(), decision, forced, torch.zeros_like(forced))
-        self.columns += 1
+        self._record(active, tokens, is_pause, decision, forced, None)
 
+        if self.config.speculate_pauses:
+            self.pending = self.pending & ~active
         pos = next_position_ids(self.positions, is_pause, self.numbering, self.pause_slots)
         self.positions = advance(self.positions, is_pause, active)
-        self._mask[:, self.length] = active.long()
+        self._mask[:, self.length] = active
+        self._bias[:, 0, 0, self.length] = torch.where(active, 0.0, self._masked)
         self._ids[:, self.length] = tokens
         self.length += 1
         self._after_append(tokens, is_pause, emit, active)
-        if not self.done:
+        if not self._refresh_done():
             self._forward(tokens[:, None], self._mask[:, :self.length], pos[:, None])
             self.forward_passes += 1
+        return active
+
+    def take_pending(self, decision: Decision) -> Decision:
+        """`decision` with rows that already decided to emit (a speculative run stopped there) overridden."""
+        if not bool(self.pending.any()):
+            return decision
+        p = self.pending
+        return Decision(torch.where(p, EMIT, decision.action), torch.where(p, self.pending_log_prob,
+                        decision.log_prob.float()), torch.where(p, self.pending_value, decision.value.float()))
+
+    @torch.no_grad()
+    def step_speculative(self, decision: Decision, policy: PausePolicy, width: int,
+                         greedy: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Speculative pauses: rows that decided to pause get up to `width` pauses in ONE forward pass.
+
+        Pauses are known inputs, so the hidden states after 1, 2, ... pauses all come out of one pass. The
+        controller then decides at each of them (one vectorised call over rows x slots) and a row keeps its
+        pauses up to its first emit decision; the rejected ones are masked out (attention mask 0, as chunk
+        padding), so context and positions are exactly those of deciding pause by pause. That emit decision
+        is kept (`pending`) and honoured at the next step. Rows that decided to emit emit in the same pass.
+        Decisions are taken at chunk boundaries' urgency. Returns the active mask.
+        """
+        if self.done:
+            raise ValueError("step_speculative: every row has finished; check `done` before stepping")
+        active = self.active
+        forced = self.forced()
+        pause0 = (decision.action == PAUSE) & active & ~forced  # (batch,)
+        room = torch.minimum(self.config.max_pauses - self.pauses_before_token,
+                             self.config.pause_budget - self.pauses_total)
+        spec = torch.where(pause0, room.clamp(max=width), 0)  # (batch,) speculative pauses per row
+        count = torch.where(active & ~pause0, 1, spec)  # (batch,) slots each row fills (emit rows: one)
+        w = max(int(count.max()), 1)
+        emit_tokens = self._choose_emits()
+        self._grow(w)
+        slots = torch.arange(w, device=self.device)
+        valid = active[:, None] & (slots[None, :] < count[:, None])  # (batch, w), left-aligned
+        is_pause = valid & pause0[:, None]
+        chunk_ids = torch.where(is_pause, self.pause_id, torch.where(valid, emit_tokens[:, None], self.pad_id))
+        state = self.positions
+        chunk_pos = torch.zeros((self.batch, w), dtype=torch.long, device=self.device)
+        for j in range(w):  # over chunk slots, never over rows
+            chunk_pos[:, j] = next_position_ids(state, is_pause[:, j], self.numbering, self.pause_slots)
+            state = advance(state, is_pause[:, j], valid[:, j])
+        self._mask[:, self.length:self.length + w] = valid
+        hidden, logits, top_prob = self._forward_all(chunk_ids, self._mask[:, :self.length + w], chunk_pos)
+        self.forward_passes += 1
+
+        # The controller at the state after pause j+1 (slot j) decides whether pause j+2 is kept.
+        before, total = self.pauses_before_token, self.pauses_total
+        if w > 1:
+            spent = slots[None, :-1] + 1  # (1, w-1)
+            inputs = ControllerInputs(hidden[:, :-1].flatten(0, 1),
+                                      self.urgency[:, None].expand(-1, w - 1).flatten(),
+                                      (before[:, None] + spent).flatten(), (total[:, None] + spent).flatten(),
+                                      top_prob[:, :-1].flatten())
+            inner = policy.decide(inputs, greedy=greedy, generator=generator)
+            again = inner.action.view(self.batch, w - 1).bool()  # (batch, w-1)
+            inner_lp = inner.log_prob.view(self.batch, w - 1).float()
+            inner_v = inner.value.view(self.batch, w - 1).float()
+            kept_run = torch.cat([torch.ones_like(again[:, :1]), again], 1).long().cumprod(1).bool()  # (batch, w)
+        else:
+            kept_run = torch.ones((self.batch, 1), dtype=torch.bool, device=self.device)
+        accepted = valid & (kept_run | ~pause0[:, None])  # (batch, w)
+        kept = accepted.sum(1)  # (batch,) pauses kept (pause rows) or 1 (emit rows)
+        last = (kept - 1).clamp(min=0)  # (batch,) slot whose output is the row's new state
+        # A pause row stopped early by an emit decision at slot `last`: that decision is taken.
+        stopped = pause0 & (kept < spec)
+        if w > 1:
+            at = last.clamp(max=w - 2)[:, None]
+            self.pending_log_prob = torch.where(stopped, inner_lp.gather(1, at)[:, 0], 0.0)
+            self.pending_value = torch.where(stopped, inner_v.gather(1, at)[:, 0], 0.0)
+        self.pending = stopped
+
+        # Record and account slot by slot; rejected slots become masked padding.
+        self._bias[:, 0, 0, self.length:self.length + w] = (~accepted).to(self._dtype) * self._masked
+        self._mask[:, self.length:self.length + w] = accepted
+        self._ids[:, self.length:self.length + w] = torch.where(accepted, chunk_ids, self.pad_id)
+        self.length += w
+        for j in range(w):
+            slot_valid, slot_pause = accepted[:, j], accepted[:, j] & pause0
+            if j == 0:
+                self._record(slot_valid, chunk_ids[:, j], slot_pause, decision, forced & slot_valid, None)
+            else:
+                self.hidden, self.top_prob = hidden[:, j - 1], top_prob[:, j - 1]
+                step_decision = Decision(again[:, j - 1].long(), inner_lp[:, j - 1], inner_v[:, j - 1])
+                self._record(slot_valid, chunk_ids[:, j], slot_pause, step_decision, torch.zeros_like(slot_valid),
+                             None)
+            self.positions = advance(self.positions, slot_pause, slot_valid)
+            self._after_append(chunk_ids[:, j], slot_pause, slot_valid & ~pause0, slot_valid)
+        self._refresh_done()
+        row = torch.arange(self.batch, device=self.device)
+        self.hidden = hidden[row, last]
+        self.logits = logits[row, last]
+        self.top_prob = top_prob[row, last]
         return active
 
     @torch.no_grad()
@@ -467,6 +604,7 @@ class DecodeSession:
         pauses = torch.minimum(pauses.to(self.device).long().clamp(min=0), room) * active.long()  # (batch,)
         emit = active & (pauses == 0)  # (batch,): these rows emit one token, in the chunk's last slot
         counts = torch.where(emit, torch.ones_like(pauses), pauses)  # (batch,) tokens each row appends
+        self.pending = self.pending & ~active
         width = max(int(counts.max()), 1)
         emit_tokens = self._choose_emits()  # (batch,): from the current logits, which emit rows still have
         self._grow(width)
@@ -480,18 +618,18 @@ class DecodeSession:
             slot_pause = valid & ~slot_emit
             tokens = torch.where(slot_pause, torch.full_like(emit_tokens, self.pause_id), emit_tokens)
             tokens = torch.where(valid, tokens, torch.full_like(tokens, self.pad_id))
-            self._record(self.columns, valid, tokens, slot_pause.long(), decision, forced & slot_emit,
-                         slot_pause & (j > first), decided=valid & (j == first))
-            self.columns += 1
+            self._record(valid, tokens, slot_pause, decision, forced & slot_emit, slot_pause & (j > first),
+                         decided=valid & (j == first))
             chunk_pos[:, j] = next_position_ids(self.positions, slot_pause, self.numbering, self.pause_slots)
             self.positions = advance(self.positions, slot_pause, valid)
             chunk_ids[:, j] = tokens
             chunk_mask[:, j] = valid.long()
             self._after_append(tokens, slot_pause, slot_emit, valid)
         self._mask[:, self.length:self.length + width] = chunk_mask
+        self._bias[:, 0, 0, self.length:self.length + width] = (1 - chunk_mask).to(self._dtype) * self._masked
         self._ids[:, self.length:self.length + width] = chunk_ids
         self.length += width
-        if not self.done:
+        if not self._refresh_done():
             self._forward(chunk_ids, self._mask[:, :self.length], chunk_pos)
             self.forward_passes += 1
         return active
@@ -499,29 +637,42 @@ class DecodeSession:
     def _after_append(self, tokens, is_pause, emit, valid) -> None:
         """Bookkeeping after one token slot: counters, answer buffers, finishing rows.
 
+        `is_pause` and `emit` must already be restricted to `valid` rows (all callers build them so).
         Counters are replaced, never updated in place, so `ControllerInputs` handed out earlier stay valid.
         """
-        emit = emit & valid
-        is_pause = is_pause & valid
-        self.steps_taken = self.steps_taken + valid.long()
-        self.pauses_total = self.pauses_total + is_pause.long()
-        index = self.answer_tokens.clamp(max=self.config.max_new_tokens - 1)
-        write = emit & (self.answer_tokens < self.config.max_new_tokens)
-        self.answer_buffer[self._row_index, index] = torch.where(write, tokens, self.answer_buffer[self._row_index, index])
-        self.pauses_buffer[self._row_index, index] = torch.where(write, self.pauses_before_token,
-                                                                 self.pauses_buffer[self._row_index, index])
-        self.pauses_before_token = torch.where(emit, torch.zeros_like(self.pauses_before_token),
-                                               self.pauses_before_token + is_pause.long())
-        self.answer_tokens = self.answer_tokens + emit.long()
-        finished = self._finish(emit & torch.isin(tokens, self.eos_ids), FINISHED_EOS)
+        self.steps_taken = self.steps_taken + valid
+        self.pauses_total = self.pauses_total + is_pause
+        # Emitting rows write at their next answer slot; the others at the spare last column.
+        slot = torch.where(emit, self.answer_tokens, self.config.max_new_tokens)[:, None]  # (batch, 1)
+        self.answer_buffer.scatter_(1, slot, tokens[:, None])
+        self.pauses_buffer.scatter_(1, slot, self.pauses_before_token[:, None])
+        self.pauses_before_token = torch.where(emit, 0, self.pauses_before_token + is_pause)
+        self.answer_tokens = self.answer_tokens + emit
+        eos = torch.isin(tokens, self.eos_ids)  # (batch,)
+        ended = eos | (self.answer_tokens >= self.config.max_new_tokens)
+        reason = torch.where(eos, FINISHED_EOS, FINISHED_LENGTH)
         if self.stop_criteria is not None:
             self.answer_tail = torch.where(emit[:, None], torch.cat([self.answer_tail[:, 1:], tokens[:, None]], 1),
                                            self.answer_tail)
-            hit = self.stop_criteria(self.answer_tail, None).to(self.device)
-            finished |= self._finish(emit & hit, FINISHED_STOP)
-        finished |= self._finish(emit & (self.answer_tokens >= self.config.max_new_tokens), FINISHED_LENGTH)
-        if bool(finished.any()):
-            self._stamp_time(finished)
+            hit = self.stop_criteria(self.answer_tail, None).to(self.device) & ~eos
+            ended = ended | hit
+            reason = torch.where(hit, FINISHED_STOP, reason)
+        self._finish_with(emit & ended, reason)
+
+    def _finish_with(self, rows: torch.Tensor, reason) -> torch.Tensor:
+        """Finish `rows` (batch,) bool that are still active, with `reason` (an int or a (batch,) tensor)."""
+        newly = rows & self.active
+        self.finish_reason = torch.where(newly, reason, self.finish_reason)
+        self.active = self.active & ~newly
+        self.finish_time = torch.where(newly, time.perf_counter() - self.start_time, self.finish_time)
+        self._stale = True  # `done` is refreshed once per step, not once per slot
+        return newly
+
+    def _refresh_done(self) -> bool:
+        if self._stale:
+            self._done = not bool(self.active.any())
+            self._stale = False
+        return self._done
 
     def result(self) -> DecodeResult:
         """Collect per-row outputs (call when `done`, or any time for a partial view)."""
@@ -538,12 +689,8 @@ class DecodeSession:
                 ids = ids[:-1]
             answer_ids.append(ids)
             pauses_per_token.append(per_token)
-        still = self.active.cpu()
-        times = torch.where(still, torch.full_like(self.finish_time, time.perf_counter() - self.start_time),
-                            self.finish_time)
-        trace = DecodeTrace(**{f.name: (None if getattr(self._trace, f.name) is None
-                                        else getattr(self._trace, f.name)[:, : self.columns])
-                               for f in fields(DecodeTrace)})
+        times = torch.where(self.active, time.perf_counter() - self.start_time, self.finish_time).cpu()
+        trace = self._stack_trace()
         return DecodeResult(
             answer_ids=answer_ids, pauses_per_token=pauses_per_token, pauses_total=self.pauses_total.cpu(),
             answer_tokens=self.answer_tokens.cpu(), steps=self.steps_taken.cpu(), forward_passes=self.forward_passes,
@@ -568,18 +715,23 @@ def run_policy(session: DecodeSession, policy: PausePolicy, urgency_schedule: Ur
     step = 0
     cfg = session.config
     while not session.done:
-        new_urgency = _schedule_value(urgency_schedule, session, step)
-        if new_urgency is not None:
-            session.set_urgency(new_urgency)
-        if session.done:  # a callback may cancel every row
-            break
+        if urgency_schedule is not None:
+            new_urgency = _schedule_value(urgency_schedule, session, step)
+            if new_urgency is not None:
+                session.set_urgency(new_urgency)
+            if session.done:  # a callback may cancel every row
+                break
         inputs = session.controller_inputs()
         decision = policy.decide(inputs, greedy=cfg.controller_greedy, generator=generator)
+        if cfg.speculate_pauses:
+            decision = session.take_pending(decision)
         plan = policy.plan_pauses(inputs) if cfg.chunk_pauses else None
         if plan is not None and int((plan.to(session.device) * session.active).max()) >= 2:
             # Rows with a plan prefill it in one pass; the others take their one-token decision alongside.
             plan = plan.to(session.device).long()
             session.step_pauses(torch.where(plan >= 1, plan, decision.action.long()), decision)
+        elif cfg.speculate_pauses >= 2 and bool(((decision.action == PAUSE) & session.active & ~session.forced()).any()):
+            session.step_speculative(decision, policy, cfg.speculate_pauses, cfg.controller_greedy, generator)
         else:
             session.step(decision.action, decision)
         if on_step is not None:

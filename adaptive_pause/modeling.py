@@ -275,6 +275,7 @@ class AdaptivePauseModel:
                  max_new_tokens: int = 32, max_pauses: int = 8, max_pauses_total: int | None = None,
                  do_sample: bool = False, seed: int | None = None, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, stop_strings: Sequence[str] = (), chunk_pauses: bool = False,
+                 speculate_pauses: int = 0,
                  controller_greedy: bool = True, urgency_schedule: UrgencySchedule | None = None,
                  on_step: Callable[[DecodeSession], None] | None = None,
                  record_features: bool = False) -> GenerateOutput:
@@ -284,14 +285,17 @@ class AdaptivePauseModel:
         each answer token; at `max_pauses` pauses before a token (or
         `max_pauses_total` in an answer) the emit is forced. `urgency_schedule`
         ({step: urgency} or callback(session) -> urgency | None) changes urgency
-        mid-generation; `on_step(session)` may `session.cancel(rows)`.
+        mid-generation; `on_step(session)` may `session.cancel(rows)`. `chunk_pauses` prefills the pauses a
+        policy plans ahead (FixedPauses) in one pass; `speculate_pauses=m` (>= 2) prefills up to m pauses
+        whenever the controller pauses and keeps those it confirms: same decisions, fewer sequential passes.
         """
         policy = self._policy(policy)
         prompt_ids = self.encode(prompts)
         config = DecodeConfig(max_new_tokens=max_new_tokens, max_pauses=max_pauses,
                               max_pauses_total=max_pauses_total, do_sample=do_sample, temperature=temperature,
                               top_k=top_k, top_p=top_p, controller_greedy=controller_greedy,
-                              chunk_pauses=chunk_pauses, stop_strings=tuple(stop_strings),
+                              chunk_pauses=chunk_pauses, speculate_pauses=speculate_pauses,
+                              stop_strings=tuple(stop_strings),
                               record_features=record_features)
         was_training = self.lm.training
         self.lm.eval()
@@ -352,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="seed for sampled tokens and controller actions")
     parser.add_argument("--stop_strings", nargs="*", default=[], help="stop a row when its answer ends with one")
     parser.add_argument("--chunk_pauses", action="store_true", help="prefill planned pauses in one forward pass")
+    parser.add_argument("--speculate_pauses", type=int, default=0,
+                        help="prefill up to this many pauses at once and keep those the controller confirms")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per prompt instead of text")
     args = parser.parse_args(argv)
@@ -361,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                          max_new_tokens=args.max_new_tokens, max_pauses=args.max_pauses,
                          max_pauses_total=args.max_pauses_total, do_sample=args.do_sample,
                          temperature=args.temperature, seed=args.seed, stop_strings=args.stop_strings,
-                         chunk_pauses=args.chunk_pauses)
+                         chunk_pauses=args.chunk_pauses, speculate_pauses=args.speculate_pauses)
     for i, prompt in enumerate(args.prompts):
         if args.json:
             print(json.dumps({"prompt": prompt, "answer": out.texts[i], "pauses": out.pauses[i],

@@ -34,7 +34,7 @@ class PauseControllerHead(PausePolicy):
     """MLP over [LayerNorm(hidden) projected, urgency feats, pauses feats(, top_prob)] -> (pause logit, value).
 
     feature_dim: the LM's hidden size. pause_scale: pauses are fed as
-    count / pause_scale and log1p(count), so counts of the order of
+    count / pause_scale, so counts of the order of
     `max_pauses` land in a sane range. initial_pause_prob sets the pause
     logit's bias, i.e. the untrained head's pause probability.
     """
@@ -59,30 +59,30 @@ class PauseControllerHead(PausePolicy):
         self.initial_pause_prob = float(initial_pause_prob)
         self.joint = bool(joint)
         n_scalar = self.num_scalar_features
+        # Three small matmuls per step: the controller must not slow decoding down.
         self.norm = nn.LayerNorm(feature_dim)
         self.project = _layer(nn.Linear(feature_dim, width), math.sqrt(2))
-        self.trunk = nn.Sequential(_layer(nn.Linear(width + n_scalar, width), math.sqrt(2)), nn.Tanh(),
-                                   _layer(nn.Linear(width, width), math.sqrt(2)), nn.Tanh())
-        self.pause_out = _layer(nn.Linear(width, 1), 0.01)
-        self.value_out = _layer(nn.Linear(width, 1), 1.0)
+        self.mix = _layer(nn.Linear(width + n_scalar, width), math.sqrt(2))
+        self.out = nn.Linear(width, 2)  # row 0: pause logit, row 1: value
         with torch.no_grad():
-            self.pause_out.bias.fill_(math.log(initial_pause_prob / (1 - initial_pause_prob)))
+            nn.init.orthogonal_(self.out.weight[:1], 0.01)
+            nn.init.orthogonal_(self.out.weight[1:], 1.0)
+            self.out.bias.zero_()
+            self.out.bias[0] = math.log(initial_pause_prob / (1 - initial_pause_prob))
 
     @property
     def num_scalar_features(self) -> int:
-        return 6 + int(self.use_top_prob)
+        return 3 + int(self.use_top_prob)
 
     def scalar_features(self, inputs: ControllerInputs) -> torch.Tensor:  # (batch, num_scalar_features)
-        u = inputs.urgency.float()
-        before = inputs.pauses_before_token.float()
-        total = inputs.pauses_total.float()
-        columns = [u, 1 - u, before / self.pause_scale, total / self.pause_scale, torch.log1p(before),
-                   torch.log1p(total)]
+        """[u, before / scale, total / scale(, top_prob)]: few ops, since the head runs at every step."""
+        counts = torch.stack([inputs.pauses_before_token, inputs.pauses_total], -1) * (1.0 / self.pause_scale)
+        columns = [inputs.urgency.float()[:, None], counts]
         if self.use_top_prob:
             if inputs.top_prob is None:
                 raise ValueError("top_prob: this PauseControllerHead was built with use_top_prob=True, got None")
-            columns.append(inputs.top_prob.float())
-        return torch.stack(columns, dim=-1)
+            columns.append(inputs.top_prob.float()[:, None])
+        return torch.cat(columns, dim=-1)
 
     def forward(self, inputs: ControllerInputs) -> tuple[torch.Tensor, torch.Tensor]:  # (batch,), (batch,)
         features = inputs.features if self.joint else inputs.features.detach()
@@ -91,8 +91,9 @@ class PauseControllerHead(PausePolicy):
                              f"got {features.shape[-1]}")
         param = self.project.weight
         h = torch.tanh(self.project(self.norm(features.to(param.dtype))))
-        h = self.trunk(torch.cat([h, self.scalar_features(inputs).to(param.dtype)], dim=-1))
-        return self.pause_out(h).squeeze(-1).float(), self.value_out(h).squeeze(-1).float()
+        h = torch.tanh(self.mix(torch.cat([h, self.scalar_features(inputs).to(param.dtype)], dim=-1)))
+        out = self.out(h).float()  # (batch, 2)
+        return out[:, 0], out[:, 1]
 
     def action_logits(self, inputs: ControllerInputs) -> torch.Tensor:
         return self(inputs)[0]
@@ -104,12 +105,13 @@ class PauseControllerHead(PausePolicy):
                generator: torch.Generator | None = None) -> Decision:
         logits, value = self(inputs)
         if greedy:
-            action = (logits > 0).long()
+            pause = logits > 0
+            log_prob = nn.functional.logsigmoid(logits.abs())  # the argmax action: log sigmoid(|l|)
         else:
-            uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
-            action = (uniform < torch.sigmoid(logits)).long()
-        log_prob = torch.where(action.bool(), nn.functional.logsigmoid(logits), nn.functional.logsigmoid(-logits))
-        return Decision(action, log_prob, value)
+            pause = torch.rand(logits.shape, generator=generator, device=logits.device) < torch.sigmoid(logits)
+            # log p(a) = logsigmoid(l) for a pause, logsigmoid(-l) for an emit
+            log_prob = nn.functional.logsigmoid(torch.where(pause, logits, -logits))
+        return Decision(pause.long(), log_prob, value)
 
     def evaluate(self, inputs: ControllerInputs, actions: torch.Tensor):
         logits, value = self(inputs)

@@ -40,5 +40,5 @@ def decisive_head(hidden: int, seed: int = 0, use_top_prob: bool = True):
     torch.manual_seed(seed)
     head = PauseControllerHead(hidden, width=16, use_top_prob=use_top_prob)
     with torch.no_grad():
-        head.pause_out.weight.normal_(0, 3.0)
+        head.out.weight[0].normal_(0, 3.0)
     return head.eval()

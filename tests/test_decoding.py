@@ -204,3 +204,38 @@ def test_session_is_steppable_by_hand(contiguous_model):
 def test_slotted_rejects_more_pauses_than_slots(slotted_model):
     with pytest.raises(ValueError, match="max_pauses"):
         _decode(slotted_model, PROMPTS, FixedPauses(1), max_pauses=slotted_model.settings.pause_slots + 1)
+
+
+@pytest.mark.parametrize("numbering", ["contiguous", "slotted"])
+def test_speculative_pauses_equal_pause_by_pause_in_fewer_passes(numbering):
+    """The learned head decides exactly as pause by pause (tokens, actions, log-probs, features, forced)."""
+    model = opinionated_model(numbering)
+    head = decisive_head(model.hidden_size, seed=2)  # mixes pause runs, single pauses and early stops
+    runs = [_decode(model, PROMPTS, head, urgency=[0.1, 0.5, 0.9, 0.3], max_new_tokens=6, max_pauses=5,
+                    speculate_pauses=width) for width in (0, 3, 8)]
+    base = runs[0]
+    assert sum(base.pauses_total.tolist()) > 0
+    for run in runs[1:]:
+        assert run.answer_ids == base.answer_ids and run.pauses_per_token == base.pauses_per_token
+        assert run.forward_passes < base.forward_passes
+        for row in range(len(PROMPTS)):
+            a, b = base.trace, run.trace
+            va, vb = a.valid[row], b.valid[row]
+            assert torch.equal(a.actions[row][va], b.actions[row][vb])
+            assert torch.equal(a.forced[row][va], b.forced[row][vb])
+            torch.testing.assert_close(a.log_probs[row][va], b.log_probs[row][vb], atol=1e-4, rtol=0)
+            torch.testing.assert_close(a.features[row][va], b.features[row][vb], atol=1e-4, rtol=1e-4)
+
+
+def test_speculative_pauses_keep_the_sampled_controller_distribution(contiguous_model):
+    """A speculative run stopped by an emit decision must honour that decision (not redraw it): with
+    RandomPauses(0.5) the pauses before the first token stay geometric, P(k) = 0.5 ** (k + 1) below the cap."""
+    s = contiguous_model.settings
+    prompts = contiguous_model.encode(["1+1="]) * 400
+    out = decode(contiguous_model.lm, contiguous_model.tokenizer, prompts, RandomPauses(0.5), 0.5,
+                 DecodeConfig(max_new_tokens=1, max_pauses=6, controller_greedy=False, speculate_pauses=4),
+                 s.pause_id, s.numbering, s.pause_slots, seed=0)
+    counts = torch.bincount(out.pauses_total, minlength=7).float() / len(prompts)
+    expected = torch.tensor([0.5 ** (k + 1) for k in range(6)] + [0.5 ** 6])
+    assert torch.allclose(counts, expected, atol=0.06), counts
+    assert out.trace.forced.sum() == int((out.pauses_total == 6).sum())

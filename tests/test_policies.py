@@ -69,7 +69,7 @@ def test_head_detaches_hidden_unless_joint():
         log_prob, _, value = head.evaluate(inputs, torch.ones(6))
         (log_prob.sum() + value.sum()).backward()
         assert (inputs.features.grad is not None) == expect_grad
-        assert head.pause_out.weight.grad is not None  # the head itself always learns
+        assert head.out.weight.grad is not None  # the head itself always learns
 
 
 def test_head_rejects_wrong_feature_size_and_missing_top_prob():
