@@ -343,6 +343,14 @@ class PPOConfig(AnalyticEnvConfig):
     progress: bool = _help("show a progress bar", default=True)
     torch_threads: int = _help("CPU threads per process for torch (0 = torch's default); the head's small matmuls "
                                "run fastest on one, and extra threads only contend on a shared machine", default=1)
+    train_adapter: bool = _help(
+        "env lm: also train the run's LoRA adapter (and its <pause> row) with the same PPO objective: answer "
+        "tokens are sampled at temperature 1 and become actions too, with a per-token KL penalty to the "
+        "adapter-off model", default=False)
+    kl_coef: float = _help("train_adapter: coefficient of the per-emitted-token KL penalty to the adapter-off "
+                           "model (k3 estimator, as TRL's GRPO)", default=0.05)
+    adapter_learning_rate: float = _help("train_adapter: Adam learning rate of the LoRA parameters and the "
+                                         "<pause> row (annealed with learning_rate when anneal_lr)", default=1e-4)
 
     def __post_init__(self):
         AnalyticEnvConfig.__post_init__(self)
@@ -376,6 +384,12 @@ class PPOConfig(AnalyticEnvConfig):
                f"must be <= the episode's pause cap {self.reward_pause_normaliser()}, got {self.deadline_min_budget}")
         _check(0 < self.initial_pause_prob < 1, "initial_pause_prob",
                f"must be in (0, 1), got {self.initial_pause_prob}")
+        _check(not self.train_adapter or self.env == "lm", "train_adapter",
+               f"needs env 'lm' (an LM with a LoRA adapter), got env {self.env!r}")
+        _check(math.isfinite(self.kl_coef) and self.kl_coef >= 0, "kl_coef",
+               f"must be a finite number >= 0, got {self.kl_coef}")
+        _check(math.isfinite(self.adapter_learning_rate) and self.adapter_learning_rate > 0, "adapter_learning_rate",
+               f"must be a positive number, got {self.adapter_learning_rate}")
 
     def reward_pause_normaliser(self) -> int:
         """The pause count the reward divides by: the episode's pause cap."""
