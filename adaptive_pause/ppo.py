@@ -54,9 +54,33 @@ Rewards are not part of the trace: `Rollout.step_rewards(reward)` derives them
 with `rewards.Reward.per_step` (pause cost at each pause, the rest with the
 last step). `LMSource` is that adapter over `decoding.decode` (controller
 sampled, answers greedy, features recorded). With a frozen LM the update
-re-runs only the head on the stored features; a joint LoRA update (answer
-tokens as actions too, KL to the adapter-off model) needs the LM in the loss
-and is not in this module yet.
+re-runs only the head on the stored features.
+
+## Joint LoRA + controller training (`train_adapter: true`)
+
+Answer tokens are sampled (temperature 1, `<pause>` masked out, as the decode
+loop does) and are actions too. The decode loop stays the only token loop;
+what PPO needs beyond its trace comes from one *teacher-forced* forward pass
+over the finished `DecodeResult.sequences`, with `positions.position_ids` (the
+same numbering rule as the loop), which yields for every step the hidden state
+the controller read and the masked next-token logits (`teacher_forced`). At
+collection that pass runs twice without gradients, adapter on (old token
+log-probs) and adapter off (`disable_adapter()`: the reference), and is kept
+in `Rollout.tokens` (a `TokenTrace`). In the update it runs with gradients
+(`JointEvaluation`, the module DDP wraps, so LoRA gradients are all-reduced
+with the head's): the head reads the hidden states it produces (not detached:
+the head is built with `joint=True`), so features move with the adapter.
+
+A step's action is (controller choice, token): its log-prob is the
+controller's at decision steps plus the token's at emit steps; a forced emit
+is an action of its token part only. GAE then runs over `Rollout.trained`
+(decision steps and emit steps), storage is kept episode-major
+(`EpisodeBatch`: minibatches are sets of whole episodes, because the LM
+forward needs whole sequences), and the loss adds `kl_coef` times the mean
+per-emitted-token KL to the reference, estimated with k3 = exp(r) - r - 1,
+r = log p_ref - log p (>= 0 for every sample; TRL's GRPO uses the same).
+Checkpoints add state/adapter.safetensors (the trainable LM tensors; the
+optimizer state covers them) and a peft run_dir/adapter.
 """
 
 from __future__ import annotations
@@ -103,10 +127,26 @@ class Rollout:
     score: torch.Tensor  # (episodes,) float in [0, 1]: the final answer's score
     pauses: torch.Tensor  # (episodes,) long: pauses in the episode
     difficulty: torch.Tensor | None = None  # (episodes,) long: instance difficulty, for metrics only
+    tokens: "TokenTrace | None" = None  # joint LoRA training: answer tokens as actions; None = controller only
 
     @property
-    def decision(self) -> torch.Tensor:  # (episodes, steps) bool: the steps PPO trains on
+    def decision(self) -> torch.Tensor:  # (episodes, steps) bool: the controller's decisions
         return self.valid & ~self.forced
+
+    @property
+    def trained(self) -> torch.Tensor:  # (episodes, steps) bool: the steps PPO trains on (GAE's clock)
+        return self.decision if self.tokens is None else self.decision | self.tokens.emitted
+
+    @property
+    def action_log_probs(self) -> torch.Tensor:  # (episodes, steps): log-prob of the whole action when taken
+        return self.log_probs if self.tokens is None else self.log_probs + self.tokens.log_probs
+
+    def index(self, idx: torch.Tensor) -> "Rollout":
+        """The episodes `idx` (a minibatch of whole episodes)."""
+        return _map_tensors(self, lambda x: x[idx])
+
+    def to(self, device: torch.device) -> "Rollout":
+        return _map_tensors(self, lambda x: x.to(device))
 
     def step_rewards(self, reward: Reward) -> torch.Tensor:  # (episodes, steps)
         paused = (self.actions == 1) & self.valid  # every pause costs, decided or planned
@@ -140,6 +180,55 @@ class Rollout:
         counted = ((self.actions == 1) & self.valid).sum(1)
         if not torch.equal(counted.to(self.pauses.device), self.pauses.long()):
             raise ValueError("pauses: must equal the number of valid steps whose action is 1 (pause)")
+        if self.tokens is not None:
+            self.tokens.validate(episodes, steps)
+            if not torch.equal(self.tokens.emitted, self.valid & (self.actions == 0)):
+                raise ValueError("tokens.emitted: must be exactly the valid steps whose action is 0 (emit)")
+
+
+@dataclass
+class TokenTrace:
+    """What joint LoRA training adds to a rollout: the sequences and the answer tokens as actions.
+
+    Step t of a row reads the LM's output at column `source_columns[:, t]` of `sequences` (the row's
+    last real column before the step's own token; the decode loop may leave masked gaps) and appends
+    the token at column prompt + t.
+    """
+
+    sequences: torch.Tensor  # (episodes, length) long: left-padded prompt + appended tokens (DecodeResult)
+    attention_mask: torch.Tensor  # (episodes, length) long: 1 where `sequences` holds a real token
+    position_ids: torch.Tensor  # (episodes, length) long: positions.position_ids, the decode loop's rule
+    source_columns: torch.Tensor  # (episodes, steps) long: the column whose output step t reads
+    token_ids: torch.Tensor  # (episodes, steps) long: the token appended at step t (<pause> or an answer token)
+    emitted: torch.Tensor  # (episodes, steps) bool: an answer token was emitted (forced emits included)
+    log_probs: torch.Tensor  # (episodes, steps) float: its log-prob under the adapter when sampled (0 elsewhere)
+    ref_log_probs: torch.Tensor  # (episodes, steps) float: its log-prob with the adapter disabled (0 elsewhere)
+
+    def validate(self, episodes: int, steps: int) -> None:
+        length = self.sequences.shape[1]
+        for name in ("attention_mask", "position_ids"):
+            if tuple(getattr(self, name).shape) != (episodes, length):
+                raise ValueError(f"tokens.{name}: expected shape {(episodes, length)}, "
+                                 f"got {tuple(getattr(self, name).shape)}")
+        for name in ("source_columns", "token_ids", "emitted", "log_probs", "ref_log_probs"):
+            if tuple(getattr(self, name).shape) != (episodes, steps):
+                raise ValueError(f"tokens.{name}: expected shape {(episodes, steps)}, "
+                                 f"got {tuple(getattr(self, name).shape)}")
+        if self.sequences.shape[0] != episodes or length < steps + 1:
+            raise ValueError(f"tokens.sequences: expected ({episodes}, >= {steps + 1}), got "
+                             f"{tuple(self.sequences.shape)}")
+
+
+def _map_tensors(obj, fn):
+    """A copy of a (nested) dataclass with `fn` applied to every tensor field."""
+    changes = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if torch.is_tensor(value):
+            changes[f.name] = fn(value)
+        elif dataclasses.is_dataclass(value):
+            changes[f.name] = _map_tensors(value, fn)
+    return dataclasses.replace(obj, **changes)
 
 
 class RolloutSource(Protocol):
@@ -195,9 +284,13 @@ class AnalyticSource:
 class LMSource:
     """Rollouts of the decode loop on task prompts: the adapter from `DecodeTrace` to `Rollout`.
 
-    The LM is frozen (eval mode, no gradients); the controller's action is sampled, answer tokens are
-    greedy. Prompts are drawn from `tasks` with a seed taken from the rollout generator, so rollouts
-    replay exactly on resume.
+    Frozen LM (default): eval mode, no gradients; the controller's action is sampled, answer tokens are
+    greedy. With `train_adapter` the LoRA tensors and the `<pause>` row become trainable (peft's
+    `from_pretrained` loads them frozen), answer tokens are sampled, and each rollout carries a
+    `TokenTrace` (old and reference token log-probs from teacher-forced passes). The LM stays in eval
+    mode either way (no dropout), so the update scores actions under the distribution that sampled them.
+    Prompts are drawn from `tasks` with a seed taken from the rollout generator, so rollouts replay
+    exactly on resume.
     """
 
     def __init__(self, model, tasks: list, config: PPOConfig):
@@ -205,15 +298,27 @@ class LMSource:
 
         self.model = model
         self.tasks = tasks
+        self.train_adapter = config.train_adapter
         model.lm.requires_grad_(False)
         model.lm.eval()
+        if self.train_adapter:
+            if not hasattr(model.lm, "disable_adapter"):
+                raise ValueError(f"train_adapter: {config.model_run_dir} has no adapter/ (a peft LoRA adapter); "
+                                 "train one with `adaptive-pause finetune` or set train_adapter false")
+            for name, param in model.lm.named_parameters():
+                if "lora_" in name or "trainable_tokens_" in name:
+                    param.requires_grad_(True)
         self.decode_config = DecodeConfig(
             max_new_tokens=config.max_new_tokens, max_pauses=config.max_pauses,
-            max_pauses_total=config.max_pauses_total or None, do_sample=False, controller_greedy=False,
-            record_features=True,
+            max_pauses_total=config.max_pauses_total or None, do_sample=self.train_adapter, temperature=1.0,
+            controller_greedy=False, record_features=True,
         )
         self.feature_dim = model.hidden_size
         self.max_pauses_total = self.decode_config.pause_budget
+
+    def adapter_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """(name, tensor) of the LM's trainable tensors (LoRA A/B, the <pause> row); empty when frozen."""
+        return [(name, param) for name, param in self.model.lm.named_parameters() if param.requires_grad]
 
     @torch.no_grad()
     def collect(self, policy: PausePolicy, urgency: torch.Tensor, generator: torch.Generator) -> Rollout:
@@ -239,7 +344,65 @@ class LMSource:
             log_probs=trace.log_probs, values=trace.values, valid=trace.valid, forced=trace.forced | trace.planned,
             score=score.float(), pauses=result.pauses_total.long(),
             difficulty=torch.tensor([e.difficulty for e in examples], device=device),
+            tokens=token_trace(self.model.lm, result, settings) if self.train_adapter else None,
         )
+
+
+def source_columns(attention_mask: torch.Tensor, prompt_len: int, steps: int) -> torch.Tensor:  # (rows, steps)
+    """For each step, the last real column before the step's own token (prompt_len + t): its output is the
+    hidden state and the logits the decode loop acted on. Left padding keeps the prompt's last column real."""
+    columns = torch.arange(attention_mask.shape[1], device=attention_mask.device).expand_as(attention_mask)
+    last_real = torch.cummax(torch.where(attention_mask.bool(), columns, -1), dim=1).values  # (rows, length)
+    return last_real[:, prompt_len - 1: prompt_len - 1 + steps]
+
+
+def teacher_forced(lm, sequences: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor,
+                   columns: torch.Tensor, pause_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass over whole decoded sequences: (hidden (rows, steps, hidden), logits (rows, steps, vocab)).
+
+    sequences, attention_mask, positions: (rows, length); columns: (rows, steps) from `source_columns`.
+    The hidden state is the last layer's (what the decode loop gives the controller); logits are float
+    with `<pause>` masked out, as an emit sees them. The output head runs on the gathered steps only, not
+    on every column (the decode loop's fast path relies on the same identity, checked there per prompt).
+    """
+    out = lm(input_ids=sequences, attention_mask=attention_mask, position_ids=positions, use_cache=False,
+             output_hidden_states=True, logits_to_keep=1)
+    hidden = out.hidden_states[-1]  # (rows, length, hidden)
+    hidden = hidden.gather(1, columns[..., None].expand(-1, -1, hidden.shape[-1]))  # (rows, steps, hidden)
+    logits = lm.get_output_embeddings()(hidden).float()  # (rows, steps, vocab)
+    logits = logits.masked_fill(
+        torch.arange(logits.shape[-1], device=logits.device) == pause_id, -math.inf)
+    return hidden, logits
+
+
+def token_log_probs(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:  # (rows, steps)
+    """log softmax(logits) at token_ids; logits (rows, steps, vocab) with <pause> masked (temperature 1)."""
+    return logits.log_softmax(-1).gather(-1, token_ids[..., None]).squeeze(-1)
+
+
+@torch.no_grad()
+def token_trace(lm, result, settings) -> TokenTrace:
+    """The `TokenTrace` of a finished decode: teacher-forced token log-probs with the adapter and without."""
+    from .positions import position_ids
+
+    trace = result.trace
+    rows, steps = trace.valid.shape
+    sequences, mask = result.sequences, result.attention_mask  # (rows, prompt + steps)
+    prompt_len = sequences.shape[1] - steps
+    positions = position_ids(sequences, mask, settings.pause_id, settings.numbering, settings.pause_slots)
+    columns = source_columns(mask, prompt_len, steps)
+    emitted = trace.valid & (trace.actions == 0)
+    token_ids = torch.where(trace.valid, trace.tokens, 0)
+
+    def log_probs() -> torch.Tensor:  # (rows, steps), 0 where no token was emitted
+        _, logits = teacher_forced(lm, sequences, mask, positions, columns, settings.pause_id)
+        return torch.where(emitted, token_log_probs(logits, token_ids), 0.0)
+
+    old = log_probs()
+    with lm.disable_adapter():
+        ref = log_probs()
+    return TokenTrace(sequences=sequences, attention_mask=mask, position_ids=positions, source_columns=columns,
+                      token_ids=token_ids, emitted=emitted, log_probs=old, ref_log_probs=ref)
 
 
 def _device_of(policy: nn.Module) -> torch.device:
@@ -310,12 +473,45 @@ class Batch:
         return Batch(self.inputs.index(idx), self.actions[idx], self.log_probs[idx], self.values[idx],
                      self.advantages[idx], self.returns[idx])
 
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(_to(self.inputs, device), self.actions.to(device), self.log_probs.to(device),
+                     self.values.to(device), self.advantages.to(device), self.returns.to(device))
 
-def make_batch(rollout: Rollout, reward: Reward, gamma: float, gae_lambda: float) -> Batch:
-    decision = rollout.decision
-    advantages, returns = decision_gae(rollout.step_rewards(reward), rollout.values, decision, gamma, gae_lambda)
-    return Batch(rollout.inputs(decision), rollout.actions[decision], rollout.log_probs[decision],
-                 rollout.values[decision], advantages[decision], returns[decision])
+
+@dataclass
+class EpisodeBatch:
+    """Joint LoRA training: the rollout kept episode-major, with GAE per step; minibatches are whole episodes."""
+
+    rollout: Rollout  # with `tokens`
+    step_advantages: torch.Tensor  # (episodes, steps) float, 0 off `rollout.trained`
+    step_returns: torch.Tensor  # (episodes, steps) float, 0 off `rollout.trained`
+
+    def __len__(self) -> int:  # what minibatches split: episodes
+        return self.step_advantages.shape[0]
+
+    def index(self, idx: torch.Tensor) -> "EpisodeBatch":
+        return EpisodeBatch(self.rollout.index(idx), self.step_advantages[idx], self.step_returns[idx])
+
+    def to(self, device: torch.device) -> "EpisodeBatch":
+        return EpisodeBatch(self.rollout.to(device), self.step_advantages.to(device), self.step_returns.to(device))
+
+    @property
+    def values(self) -> torch.Tensor:  # (samples,): values at the trained steps, at collection
+        return self.rollout.values[self.rollout.trained]
+
+    @property
+    def returns(self) -> torch.Tensor:  # (samples,)
+        return self.step_returns[self.rollout.trained]
+
+
+def make_batch(rollout: Rollout, reward: Reward, gamma: float, gae_lambda: float) -> Batch | EpisodeBatch:
+    """GAE over the trained steps; a flat `Batch` of controller decisions, or an `EpisodeBatch` (joint)."""
+    trained = rollout.trained
+    advantages, returns = decision_gae(rollout.step_rewards(reward), rollout.values, trained, gamma, gae_lambda)
+    if rollout.tokens is not None:
+        return EpisodeBatch(rollout, advantages, returns)
+    return Batch(rollout.inputs(trained), rollout.actions[trained], rollout.log_probs[trained],
+                 rollout.values[trained], advantages[trained], returns[trained])
 
 
 def ppo_loss(new_log_prob: torch.Tensor, entropy: torch.Tensor, new_value: torch.Tensor, batch: Batch,
@@ -358,13 +554,72 @@ class PolicyEvaluation(nn.Module):
         return self.policy.evaluate(inputs, actions)
 
 
+class JointEvaluation(nn.Module):
+    """Joint LoRA training's forward: the LM teacher-forced over stored episodes, then the head on its hidden
+    states. One module holding both, so DDP/FSDP see the call and all-reduce LoRA and head gradients alike."""
+
+    def __init__(self, policy: PausePolicy, lm: nn.Module, pause_id: int):
+        super().__init__()
+        self.policy = policy
+        self.lm = lm
+        self.pause_id = int(pause_id)
+
+    def forward(self, sequences, attention_mask, positions, columns, token_ids, urgency, pauses_before_token,
+                pauses_total, actions):
+        """Tensors as in `TokenTrace` / `Rollout`; returns (controller log-prob, controller entropy, value,
+        token log-prob), each (episodes, steps), at every step (callers mask)."""
+        hidden, logits = teacher_forced(self.lm, sequences, attention_mask, positions, columns, self.pause_id)
+        episodes, steps = actions.shape
+        # The top answer-token probability is a head input the LM produces: recomputed here so that it moves
+        # with the adapter, but detached: the token objective and the KL govern the answer distribution.
+        top_prob = torch.exp(logits.max(-1).values - torch.logsumexp(logits, -1)).detach()  # (episodes, steps)
+        inputs = ControllerInputs(hidden.flatten(0, 1), urgency[:, None].expand(-1, steps).flatten(),
+                                  pauses_before_token.flatten(), pauses_total.flatten(), top_prob.flatten())
+        log_prob, entropy, value = self.policy.evaluate(inputs, actions.flatten())
+        shape = (episodes, steps)
+        return (log_prob.view(shape), entropy.view(shape), value.view(shape),
+                token_log_probs(logits, token_ids))  # token log-probs: (episodes, steps)
+
+
+def joint_loss(evaluator: nn.Module, mb: EpisodeBatch, config: PPOConfig) -> tuple[torch.Tensor, dict]:
+    """PPO on (controller choice, token) actions of whole episodes, plus kl_coef * KL to the adapter-off model."""
+    rollout, tokens = mb.rollout, mb.rollout.tokens
+    control_lp, entropy, value, token_lp = evaluator(
+        tokens.sequences, tokens.attention_mask, tokens.position_ids, tokens.source_columns, tokens.token_ids,
+        rollout.urgency, rollout.pauses_before_token, rollout.pauses_total, rollout.actions)
+    decision, emitted, trained = rollout.decision, tokens.emitted, rollout.trained
+    # A step's log-prob: the controller's where it decided, plus the token's where one was emitted.
+    new_log_prob = torch.where(decision, control_lp, 0.0) + torch.where(emitted, token_lp, 0.0)  # (episodes, steps)
+    # inputs=None: ppo_loss reads only the stored log-probs, values, advantages and returns
+    flat = Batch(None, rollout.actions[trained], rollout.action_log_probs[trained], rollout.values[trained],
+                 mb.step_advantages[trained], mb.step_returns[trained])
+    # the entropy bonus is the controller's (mean over its decisions; a minibatch may have none)
+    control_entropy = (torch.where(decision, entropy, 0.0).sum() / decision.sum().clamp(min=1))[None]  # (1,)
+    loss, stats = ppo_loss(new_log_prob[trained], control_entropy, value[trained], flat, config)
+    # k3 estimator of KL(adapter || reference) per emitted token: exp(r) - r - 1 >= 0, r = log p_ref - log p.
+    log_ratio_ref = torch.where(emitted, tokens.ref_log_probs - token_lp, 0.0)
+    kl_ref = (log_ratio_ref.exp() - log_ratio_ref - 1).sum() / emitted.sum().clamp(min=1)
+    stats["kl_ref"] = kl_ref.detach()
+    stats["token_log_prob"] = (torch.where(emitted, token_lp, 0.0).sum() / emitted.sum().clamp(min=1)).detach()
+    return loss + config.kl_coef * kl_ref, stats
+
+
+def minibatch_loss(evaluator: nn.Module, mb: Batch | EpisodeBatch, config: PPOConfig) -> tuple[torch.Tensor, dict]:
+    """The loss of one minibatch: the head alone on stored features, or the joint pass (EpisodeBatch)."""
+    if isinstance(mb, EpisodeBatch):
+        return joint_loss(evaluator, mb, config)
+    new_log_prob, entropy, new_value = evaluator(mb.inputs, mb.actions)
+    return ppo_loss(new_log_prob, entropy, new_value, mb, config)
+
+
 class NonFiniteLoss(RuntimeError):
     """A PPO loss was NaN/inf: training stops; the last checkpoint on disk is left as it was."""
 
 
-def ppo_update(evaluator: nn.Module, optimizer, batch: Batch, config: PPOConfig, generator: torch.Generator,
-               accelerator, where: str) -> dict[str, float]:
-    """Minibatch epochs over `batch` (this process's samples); returns stats averaged over processes.
+def ppo_update(evaluator: nn.Module, optimizer, batch: Batch | EpisodeBatch, config: PPOConfig,
+               generator: torch.Generator, accelerator, where: str) -> dict[str, float]:
+    """Minibatch epochs over `batch` (this process's samples, or episodes when joint); returns stats averaged
+    over processes.
 
     Every process runs the same number of minibatches (num_minibatches per epoch, whatever its
     sample count), so DDP's gradient all-reduce always pairs up; the KL early stop is decided on
@@ -379,12 +634,8 @@ def ppo_update(evaluator: nn.Module, optimizer, batch: Batch, config: PPOConfig,
         order = torch.randperm(samples, generator=generator)
         epoch_kl = torch.zeros((), device=device)
         for chunk in torch.tensor_split(order, config.num_minibatches):
-            mb = batch.index(chunk)
-            inputs = _to(mb.inputs, device)
-            mb = Batch(inputs, mb.actions.to(device), mb.log_probs.to(device), mb.values.to(device),
-                       mb.advantages.to(device), mb.returns.to(device))
-            new_log_prob, entropy, new_value = evaluator(inputs, mb.actions)
-            loss, stats = ppo_loss(new_log_prob, entropy, new_value, mb, config)
+            mb = batch.index(chunk).to(device)
+            loss, stats = minibatch_loss(evaluator, mb, config)
             bad = accelerator.reduce(torch.tensor(float(not torch.isfinite(loss)), device=device), "sum")
             if bad > 0:
                 values = ", ".join(f"{k}={float(v):.4g}" for k, v in stats.items())
@@ -420,7 +671,7 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
 URGENCY_BUCKETS = 5  # rollout metrics per urgency bucket [0, 0.2), ..., [0.8, 1]
 
 
-def rollout_sums(rollout: Rollout, reward: Reward, batch: Batch) -> torch.Tensor:
+def rollout_sums(rollout: Rollout, reward: Reward) -> torch.Tensor:
     """Per-process sums for gathered metrics; layout: see `rollout_metrics`. (5 + 3 * buckets,)"""
     urgency, score, pauses = rollout.urgency.cpu(), rollout.score.float().cpu(), rollout.pauses.float().cpu()
     episode_reward = reward.reward(score, pauses, urgency)  # (episodes,)
@@ -428,7 +679,7 @@ def rollout_sums(rollout: Rollout, reward: Reward, batch: Batch) -> torch.Tensor
     one_hot = nn.functional.one_hot(bucket, URGENCY_BUCKETS).float()  # (episodes, buckets)
     head = torch.stack([
         torch.tensor(float(urgency.numel())), episode_reward.sum(), score.sum(), pauses.sum(),
-        torch.tensor(float(len(batch))),
+        rollout.decision.sum().float().cpu(),
     ])
     return torch.cat([head, one_hot.sum(0), (one_hot * pauses[:, None]).sum(0),
                       (one_hot * episode_reward[:, None]).sum(0)])
@@ -530,14 +781,29 @@ def _load_optimizer_state(evaluator: nn.Module, optimizer, tensors: dict[str, to
                              options=StateDictOptions(full_state_dict=True))
 
 
+ADAPTER_STATE = "adapter.safetensors"  # joint LoRA training: the LM's trainable tensors, by parameter name
+
+
+def _adapter_names(lm: nn.Module | None) -> list[str]:
+    """Names of the LM's trainable tensors (named_parameters: a tied tensor appears once)."""
+    return [] if lm is None else [name for name, param in lm.named_parameters() if param.requires_grad]
+
+
 def save_checkpoint(run_dir: Path, config: PPOConfig, policy: PausePolicy, evaluator: nn.Module, optimizer,
-                    generators: dict[str, torch.Generator], trainer: dict, accelerator) -> None:
-    """Write run_dir/{controller/, state/} atomically; every process's RNG goes to state/rng_<rank>.safetensors."""
+                    generators: dict[str, torch.Generator], trainer: dict, accelerator, lm=None) -> None:
+    """Write run_dir/{controller/, state/} atomically; every process's RNG goes to state/rng_<rank>.safetensors.
+
+    With `lm` (joint LoRA training) also state/adapter.safetensors (exact resume) and the peft adapter/.
+    """
     from safetensors.torch import load_file, save_file
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    full = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    policy_state = get_model_state_dict(evaluator, options=full)  # collective under FSDP: every rank calls it
+    # Joint: the evaluator holds the whole LM; its frozen base is not part of the training state.
+    full = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=lm is not None)
+    state_dict = get_model_state_dict(evaluator, options=full)  # collective under FSDP: every rank calls it
+    policy_state = {k: v for k, v in state_dict.items() if k.startswith("policy.")}
+    adapter_state = {name: state_dict[f"lm.{name}"].contiguous() for name in _adapter_names(lm)
+                     if f"lm.{name}" in state_dict}  # with cpu_offload only rank 0 holds the tensors
     optimizer_tensors, optimizer_meta = _optimizer_state(evaluator, optimizer)
     rng = {name: g.get_state() for name, g in generators.items()}
     rng["torch_global"] = torch.get_rng_state()
@@ -561,6 +827,11 @@ def save_checkpoint(run_dir: Path, config: PPOConfig, policy: PausePolicy, evalu
                 name = f"rng_{rank}.safetensors"
                 save_file(load_file(str(staging / name)), str(tmp / name))
             (tmp / "trainer.json").write_text(json.dumps(trainer, indent=2) + "\n")
+            if lm is not None:
+                save_file(adapter_state, str(tmp / ADAPTER_STATE))
+        if lm is not None:  # the peft adapter as it stands: loadable with the run's model/ at any checkpoint
+            with atomic_dir(run_dir / "adapter") as tmp:
+                lm.save_pretrained(tmp, save_embedding_layers=False)
         for path in staging.iterdir():
             path.unlink()
         staging.rmdir()
@@ -568,12 +839,14 @@ def save_checkpoint(run_dir: Path, config: PPOConfig, policy: PausePolicy, evalu
 
 
 def load_checkpoint(run_dir: Path, policy: PausePolicy, evaluator: nn.Module, optimizer,
-                    generators: dict[str, torch.Generator], accelerator) -> dict:
-    """Restore weights, optimizer, this process's RNG; return trainer.json (iteration, counters)."""
+                    generators: dict[str, torch.Generator], accelerator, lm=None) -> dict:
+    """Restore weights (with `lm`: its trainable tensors too), optimizer, this process's RNG; return
+    trainer.json (iteration, counters)."""
     from safetensors.torch import load_file
 
     state = run_dir / "state"
-    missing = [name for name in STATE_FILES if not (state / name).is_file()]
+    wanted = STATE_FILES + ((ADAPTER_STATE,) if lm is not None else ())
+    missing = [name for name in wanted if not (state / name).is_file()]
     if missing:
         raise ValueError(f"resume: {state} is missing {missing}; nothing to resume from")
     trainer = json.loads((state / "trainer.json").read_text())
@@ -581,6 +854,16 @@ def load_checkpoint(run_dir: Path, policy: PausePolicy, evaluator: nn.Module, op
         raise ValueError(f"resume: the checkpoint was written by {trainer['num_processes']} processes, this run has "
                          f"{accelerator.num_processes}; an exact resume needs the same number")
     policy.load_state_dict(load_file(str(state / "policy.safetensors")))
+    if lm is not None:
+        saved = load_file(str(state / ADAPTER_STATE))
+        names = set(_adapter_names(lm))
+        if set(saved) != names:
+            raise ValueError(f"resume: {state / ADAPTER_STATE} holds {sorted(set(saved) ^ names)} where the model's "
+                             "trainable adapter tensors differ; was the run trained on another model_run_dir?")
+        with torch.no_grad():
+            for name, param in lm.named_parameters():
+                if name in saved:
+                    param.copy_(saved[name])
     _load_optimizer_state(evaluator, optimizer, load_file(str(state / "optimizer.safetensors")),
                           json.loads((state / "optimizer.json").read_text()))
     rng = load_file(str(state / f"rng_{accelerator.process_index}.safetensors"))
@@ -616,9 +899,11 @@ def build_reward(config: PPOConfig) -> Reward:
 
 
 def build_policy(config: PPOConfig, feature_dim: int) -> PauseControllerHead:
-    """The learned head; on the LM it also reads the top answer-token probability (the decode loop records it)."""
+    """The learned head; on the LM it also reads the top answer-token probability (the decode loop records it).
+    With train_adapter its input hidden state is not detached (`joint`): its gradient reaches the adapter."""
     return PauseControllerHead(feature_dim, width=config.head_width, pause_scale=float(max(config.max_pauses, 1)),
-                               use_top_prob=config.env == "lm", initial_pause_prob=config.initial_pause_prob)
+                               use_top_prob=config.env == "lm", initial_pause_prob=config.initial_pause_prob,
+                               joint=config.train_adapter)
 
 
 def build_source(config: PPOConfig, reward: Reward, device: torch.device):
@@ -651,6 +936,10 @@ def train(config: PPOConfig) -> dict:
     if config.episodes_per_iteration % world:
         raise ValueError(f"episodes_per_iteration: {config.episodes_per_iteration} does not split evenly over "
                          f"{world} processes")
+    if config.train_adapter and config.episodes_per_iteration // world < config.num_minibatches:
+        raise ValueError(f"num_minibatches: train_adapter splits whole episodes, and {config.num_minibatches} "
+                         f"minibatches need at least as many episodes per process, got "
+                         f"{config.episodes_per_iteration // world}; raise episodes_per_iteration")
     if not config.resume and (run_dir / "state").exists():
         raise ValueError(f"output_dir: {run_dir} already holds a run (state/); pass --resume true to continue it, "
                          "or choose another output_dir")
@@ -664,8 +953,16 @@ def train(config: PPOConfig) -> dict:
 
     torch.manual_seed(config.seed)  # the same initial head on every process
     policy = build_policy(config, source.feature_dim)
-    evaluator = PolicyEvaluation(policy)
-    optimizer = torch.optim.Adam(evaluator.parameters(), lr=config.learning_rate, eps=1e-5)
+    lm = source.model.lm if config.train_adapter else None  # joint LoRA training: the LM is in the loss
+    if lm is None:
+        evaluator = PolicyEvaluation(policy)
+        groups = [{"params": list(policy.parameters()), "lr": config.learning_rate}]
+    else:
+        evaluator = JointEvaluation(policy, lm, source.model.settings.pause_id)
+        groups = [{"params": list(policy.parameters()), "lr": config.learning_rate},
+                  {"params": [param for _, param in source.adapter_parameters()], "lr": config.adapter_learning_rate}]
+    base_lrs = [group["lr"] for group in groups]
+    optimizer = torch.optim.Adam(groups, eps=1e-5)
     evaluator, optimizer = accelerator.prepare(evaluator, optimizer)
     policy = accelerator.unwrap_model(evaluator).policy
     generators = {"rollout": torch.Generator().manual_seed(config.seed * 1000 + 2 * rank + 1),
@@ -674,7 +971,7 @@ def train(config: PPOConfig) -> dict:
     trainer = {"iteration": 0, "episodes": 0, "decisions": 0, "elapsed_s": 0.0, "num_processes": world,
                "last_good_iteration": 0}
     if config.resume:
-        trainer = load_checkpoint(run_dir, policy, evaluator, optimizer, generators, accelerator)
+        trainer = load_checkpoint(run_dir, policy, evaluator, optimizer, generators, accelerator, lm)
     if accelerator.is_main_process:
         save_yaml(config, run_dir / "config.yaml")
     writer = SummaryWriter(str(run_dir / "logs"), purge_step=trainer["iteration"] + 1) \
@@ -686,18 +983,19 @@ def train(config: PPOConfig) -> dict:
     bar = tqdm(total=config.iterations, initial=start_iteration, desc="ppo", dynamic_ncols=True,
                disable=not (config.progress and accelerator.is_main_process))
     evaluation: list[dict] = []
+    metrics: dict[str, float] = {}  # the last iteration's (empty when resuming a finished run)
     try:
         for iteration in range(start_iteration + 1, config.iterations + 1):
             iteration_start = time.perf_counter()
-            lr = config.learning_rate * (1 - (iteration - 1) / config.iterations) if config.anneal_lr \
-                else config.learning_rate
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            fraction = 1 - (iteration - 1) / config.iterations if config.anneal_lr else 1.0
+            lr = config.learning_rate * fraction
+            for group, base_lr in zip(optimizer.param_groups, base_lrs):  # the head's, then the adapter's
+                group["lr"] = base_lr * fraction
 
             urgency = sample_urgency(config, local_episodes, generators["rollout"])  # (local_episodes,)
             rollout = source.collect(policy, urgency, generators["rollout"])
             batch = make_batch(rollout, reward, config.gamma, config.gae_lambda)
-            sums = accelerator.reduce(rollout_sums(rollout, reward, batch).to(accelerator.device), "sum").cpu()
+            sums = accelerator.reduce(rollout_sums(rollout, reward).to(accelerator.device), "sum").cpu()
             ev = explained_variance(batch.values, batch.returns)
             stats = ppo_update(evaluator, optimizer, batch, config, generators["update"], accelerator,
                                where=f"iteration {iteration}")
@@ -722,13 +1020,16 @@ def train(config: PPOConfig) -> dict:
             if writer is not None:
                 for key, value in metrics.items():
                     writer.add_scalar(key, value, iteration)
-            bar.set_postfix(reward=f"{metrics['rollout/meta_reward']:.3f}", pauses=f"{metrics['rollout/pauses']:.2f}",
-                            kl=f"{metrics['losses/approx_kl']:.4f}")
+            postfix = {"reward": f"{metrics['rollout/meta_reward']:.3f}", "pauses": f"{metrics['rollout/pauses']:.2f}",
+                       "kl": f"{metrics['losses/approx_kl']:.4f}"}
+            if lm is not None:
+                postfix.update(acc=f"{metrics['rollout/accuracy']:.3f}", kl_ref=f"{metrics['losses/kl_ref']:.4f}")
+            bar.set_postfix(**postfix)
             bar.update(1)
             if iteration % config.checkpoint_every == 0 or iteration == config.iterations:
                 trainer["last_good_iteration"] = iteration
                 save_checkpoint(run_dir, config, policy, evaluator, optimizer, generators, dict(trainer),
-                                accelerator)
+                                accelerator, lm)
     except NonFiniteLoss as error:
         last = trainer["last_good_iteration"]
         kept = f"{run_dir / 'state'} (iteration {last})" if last else "none (no checkpoint was written yet)"
@@ -739,11 +1040,14 @@ def train(config: PPOConfig) -> dict:
             writer.close()
     if not evaluation and model is not None and accelerator.is_main_process:  # e.g. resuming a finished run
         evaluation = evaluate_analytic(policy, model, reward, config.eval_urgencies)
-    # DDP keeps the replicas identical; check it rather than trust it (cheap: one gather of a small head).
-    flat = torch.cat([p.detach().flatten() for p in policy.parameters()])[None]  # (1, parameters)
+    # DDP keeps the replicas identical; check it rather than trust it (cheap: one gather of a small head,
+    # and of the adapter when it is trained).
+    trained_tensors = list(policy.parameters()) + ([] if lm is None else [p for _, p in source.adapter_parameters()])
+    flat = torch.cat([p.detach().flatten().to(accelerator.device) for p in trained_tensors])[None]  # (1, parameters)
     replicas = accelerator.gather(flat)  # (processes, parameters)
     in_sync = bool((replicas == replicas[:1]).all())
-    result = {"trainer": trainer, "evaluation": evaluation, "num_processes": world, "replicas_in_sync": in_sync}
+    result = {"trainer": trainer, "evaluation": evaluation, "num_processes": world, "replicas_in_sync": in_sync,
+              "metrics": metrics}  # the last iteration's gathered scalars
     if accelerator.is_main_process:
         if isinstance(source, LMSource):  # make run_dir a loadable AdaptivePauseModel: model/, adapter/, controller/
             from .modeling import AdaptivePauseModel
@@ -772,5 +1076,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Rollout", "RolloutSource", "AnalyticSource", "LMSource", "Batch", "decision_gae", "make_batch", "ppo_loss",
-           "ppo_update", "PolicyEvaluation", "NonFiniteLoss", "train", "main"]
+__all__ = ["Rollout", "TokenTrace", "RolloutSource", "AnalyticSource", "LMSource", "Batch", "EpisodeBatch",
+           "decision_gae", "make_batch", "ppo_loss", "ppo_update", "teacher_forced", "token_trace",
+           "PolicyEvaluation", "JointEvaluation", "NonFiniteLoss", "train", "main"]
