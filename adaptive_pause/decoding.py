@@ -134,7 +134,8 @@ class DecodeResult:
     steps: torch.Tensor  # (batch,) long: tokens appended after the prompt (pauses + emits)
     forward_passes: int  # sequential forward passes after prefill (latency in model calls)
     finish_reasons: list[str]
-    time_s: torch.Tensor  # (batch,) float: wall-clock from start to the row's finish (prefill included)
+    time_s: torch.Tensor  # (batch,) float: wall-clock from start (prefill included) until the row's last token
+    #                       was decided; rows still running: until result() was called
     trace: DecodeTrace
     sequences: torch.Tensor  # (batch, prompt + steps) long: left-padded prompt + appended tokens (pad where invalid)
     attention_mask: torch.Tensor  # (batch, prompt + steps) long: 1 where `sequences` holds a real token
@@ -257,6 +258,7 @@ class DecodeSession:
         self._mask[:, :prompt_len] = mask
         self._bias = torch.zeros((batch, 1, 1, capacity), dtype=self._dtype, device=self.device)
         self._bias[:, 0, 0, :prompt_len] = (1 - mask).to(self._dtype) * self._masked
+        self._bias_columns = self._bias[:, 0, 0]  # (batch, capacity) view for per-column writes
         self._ids = torch.full((batch, capacity), self.pad_id, dtype=torch.long, device=self.device)
         self._ids[:, :prompt_len] = input_ids
         self.length = prompt_len  # columns used in _mask/_ids/_bias
@@ -270,11 +272,10 @@ class DecodeSession:
         self.pauses_before_token = zeros.clone()  # (batch,)
         self.pauses_total = zeros.clone()  # (batch,)
         self.answer_tokens = zeros.clone()  # (batch,) tokens emitted so far (EOS included)
-        self.steps_taken = zeros.clone()  # (batch,)
-        # (batch, max_new_tokens + 1): the last column is a spare slot that non-emitting rows write to
-        self.answer_buffer = torch.full((batch, config.max_new_tokens + 1), self.pad_id, dtype=torch.long,
-                                        device=self.device)
-        self.pauses_buffer = torch.zeros((batch, config.max_new_tokens + 1), dtype=torch.long, device=self.device)
+        # Finish codes as ready tensors: torch.where with Python numbers would build them at every step.
+        self._eos_code = torch.tensor(FINISHED_EOS, device=self.device)
+        self._length_code = torch.tensor(FINISHED_LENGTH, device=self.device)
+        self._stop_code = torch.tensor(FINISHED_STOP, device=self.device)
         self.forward_passes = 0
         # A controller decision already taken for the next step (speculation stopped at an emit there).
         self.pending = torch.zeros(batch, dtype=torch.bool, device=self.device)  # (batch,)
@@ -283,7 +284,7 @@ class DecodeSession:
 
         self.cache = DynamicCache(config=getattr(model, "config", None))
         self.start_time = time.perf_counter()
-        self.finish_time = torch.zeros(batch, dtype=torch.float64, device=self.device)
+        self._column_times: list[float] = []  # seconds since start at which each trace column was decided
         self._fast = None  # (decoder, output head) when the single-token fast path is verified; see _prefill
         with torch.no_grad():
             self._prefill(input_ids, mask, prompt_positions)
@@ -297,6 +298,7 @@ class DecodeSession:
         b, d = self.batch, self.device
         self._mask = torch.cat([self._mask, torch.ones((b, grow), dtype=torch.long, device=d)], 1)
         self._bias = torch.cat([self._bias, torch.zeros((b, 1, 1, grow), dtype=self._dtype, device=d)], 3)
+        self._bias_columns = self._bias[:, 0, 0]
         self._ids = torch.cat([self._ids, torch.full((b, grow), self.pad_id, dtype=torch.long, device=d)], 1)
 
     def _prefill(self, input_ids, attention_mask, positions) -> None:
@@ -336,8 +338,7 @@ class DecodeSession:
         self.hidden = hidden  # (batch, hidden)
         logits[:, self.pause_id] = -math.inf  # an emit never produces <pause>
         self.logits = logits  # (batch, vocab)
-        # top answer-token probability = exp(max - logsumexp): the confidence baselines' input
-        self.top_prob = torch.exp(logits.max(-1).values - torch.logsumexp(logits, -1))  # (batch,)
+        self.top_prob = logits.softmax(-1).amax(-1)  # (batch,) top answer-token probability
 
     def _forward_all(self, input_ids, attention_mask, positions):
         """Run the LM on a chunk (batch, n); return every position's (hidden (batch, n, hidden), masked float
@@ -347,8 +348,7 @@ class DecodeSession:
                          past_key_values=self.cache, use_cache=True, output_hidden_states=True, logits_to_keep=n)
         logits = out.logits.float()
         logits[..., self.pause_id] = -math.inf
-        top_prob = torch.exp(logits.max(-1).values - torch.logsumexp(logits, -1))
-        return out.hidden_states[-1][:, -n:], logits, top_prob
+        return out.hidden_states[-1][:, -n:], logits, logits.softmax(-1).amax(-1)
 
     def _choose_emits(self) -> torch.Tensor:  # (batch,) long
         if not self.config.do_sample:
@@ -378,6 +378,7 @@ class DecodeSession:
                               self.pauses_before_token, self.pauses_total, self.top_prob,
                               self.hidden if self.config.record_features else None))
         self.columns += 1
+        self._column_times.append(time.perf_counter() - self.start_time)
 
     def _stack_trace(self) -> DecodeTrace:
         b, d = self.batch, self.device
@@ -469,7 +470,7 @@ class DecodeSession:
         forced = self.forced()
         is_pause = (actions.to(self.device) == PAUSE) & active & ~forced
         emit = active & ~is_pause
-        tokens = torch.where(is_pause, self.pause_id, torch.where(active, self._choose_emits(), self.pad_id))
+        tokens = self._choose_emits().masked_fill_(is_pause, self.pause_id).masked_fill_(~active, self.pad_id)
 
         self._grow(1)
         self._record(active, tokens, is_pause, decision, forced, None)
@@ -479,7 +480,7 @@ class DecodeSession:
         pos = next_position_ids(self.positions, is_pause, self.numbering, self.pause_slots)
         self.positions = advance(self.positions, is_pause, active)
         self._mask[:, self.length] = active
-        self._bias[:, 0, 0, self.length] = torch.where(active, 0.0, self._masked)
+        self._bias_columns[:, self.length].masked_fill_(~active, self._masked)  # new columns start at 0
         self._ids[:, self.length] = tokens
         self.length += 1
         self._after_append(tokens, is_pause, emit, active)
@@ -490,8 +491,6 @@ class DecodeSession:
 
     def take_pending(self, decision: Decision) -> Decision:
         """`decision` with rows that already decided to emit (a speculative run stopped there) overridden."""
-        if not bool(self.pending.any()):
-            return decision
         p = self.pending
         return Decision(torch.where(p, EMIT, decision.action), torch.where(p, self.pending_log_prob,
                         decision.log_prob.float()), torch.where(p, self.pending_value, decision.value.float()))
@@ -560,7 +559,7 @@ class DecodeSession:
         self.pending = stopped
 
         # Record and account slot by slot; rejected slots become masked padding.
-        self._bias[:, 0, 0, self.length:self.length + w] = (~accepted).to(self._dtype) * self._masked
+        self._bias[:, 0, 0, self.length:self.length + w].masked_fill_(~accepted, self._masked)
         self._mask[:, self.length:self.length + w] = accepted
         self._ids[:, self.length:self.length + w] = torch.where(accepted, chunk_ids, self.pad_id)
         self.length += w
@@ -626,7 +625,7 @@ class DecodeSession:
             chunk_mask[:, j] = valid.long()
             self._after_append(tokens, slot_pause, slot_emit, valid)
         self._mask[:, self.length:self.length + width] = chunk_mask
-        self._bias[:, 0, 0, self.length:self.length + width] = (1 - chunk_mask).to(self._dtype) * self._masked
+        self._bias[:, 0, 0, self.length:self.length + width].masked_fill_(chunk_mask == 0, self._masked)
         self._ids[:, self.length:self.length + width] = chunk_ids
         self.length += width
         if not self._refresh_done():
@@ -640,23 +639,18 @@ class DecodeSession:
         `is_pause` and `emit` must already be restricted to `valid` rows (all callers build them so).
         Counters are replaced, never updated in place, so `ControllerInputs` handed out earlier stay valid.
         """
-        self.steps_taken = self.steps_taken + valid
         self.pauses_total = self.pauses_total + is_pause
-        # Emitting rows write at their next answer slot; the others at the spare last column.
-        slot = torch.where(emit, self.answer_tokens, self.config.max_new_tokens)[:, None]  # (batch, 1)
-        self.answer_buffer.scatter_(1, slot, tokens[:, None])
-        self.pauses_buffer.scatter_(1, slot, self.pauses_before_token[:, None])
-        self.pauses_before_token = torch.where(emit, 0, self.pauses_before_token + is_pause)
+        self.pauses_before_token = (self.pauses_before_token + is_pause).masked_fill_(emit, 0)
         self.answer_tokens = self.answer_tokens + emit
         eos = torch.isin(tokens, self.eos_ids)  # (batch,)
         ended = eos | (self.answer_tokens >= self.config.max_new_tokens)
-        reason = torch.where(eos, FINISHED_EOS, FINISHED_LENGTH)
+        reason = torch.where(eos, self._eos_code, self._length_code)
         if self.stop_criteria is not None:
             self.answer_tail = torch.where(emit[:, None], torch.cat([self.answer_tail[:, 1:], tokens[:, None]], 1),
                                            self.answer_tail)
             hit = self.stop_criteria(self.answer_tail, None).to(self.device) & ~eos
             ended = ended | hit
-            reason = torch.where(hit, FINISHED_STOP, reason)
+            reason = torch.where(hit, self._stop_code, reason)
         self._finish_with(emit & ended, reason)
 
     def _finish_with(self, rows: torch.Tensor, reason) -> torch.Tensor:
@@ -664,7 +658,6 @@ class DecodeSession:
         newly = rows & self.active
         self.finish_reason = torch.where(newly, reason, self.finish_reason)
         self.active = self.active & ~newly
-        self.finish_time = torch.where(newly, time.perf_counter() - self.start_time, self.finish_time)
         self._stale = True  # `done` is refreshed once per step, not once per slot
         return newly
 
@@ -676,25 +669,30 @@ class DecodeSession:
 
     def result(self) -> DecodeResult:
         """Collect per-row outputs (call when `done`, or any time for a partial view)."""
-        lengths = self.answer_tokens.clamp(max=self.config.max_new_tokens).cpu()
-        answers = self.answer_buffer.cpu()
-        pauses = self.pauses_buffer.cpu()
+        trace = self._stack_trace()
+        emitted = (trace.valid & (trace.actions == EMIT)).cpu()  # (batch, steps)
+        tokens, before = trace.tokens.cpu(), trace.pauses_before_token.cpu()
         reasons = self.finish_reason.cpu()
         eos = set(self.eos_ids.tolist())
         answer_ids, pauses_per_token = [], []
         for row in range(self.batch):  # once per run, to build Python lists: not the per-step path
-            ids = answers[row, : lengths[row]].tolist()
-            per_token = pauses[row, : lengths[row]].tolist()
+            ids = tokens[row][emitted[row]].tolist()
+            per_token = before[row][emitted[row]].tolist()
             if int(reasons[row]) == FINISHED_EOS and ids and ids[-1] in eos:
                 ids = ids[:-1]
             answer_ids.append(ids)
             pauses_per_token.append(per_token)
-        times = torch.where(self.active, time.perf_counter() - self.start_time, self.finish_time).cpu()
-        trace = self._stack_trace()
+        # A row's time: until its last token was decided (still-running rows: until now).
+        now = time.perf_counter() - self.start_time
+        column_times = torch.tensor(self._column_times + [now], dtype=torch.float64)
+        valid = trace.valid.cpu()
+        steps = torch.arange(valid.shape[1])
+        last = torch.where(valid, steps, -1).max(1).values if valid.shape[1] else torch.full((self.batch,), -1)
+        last = torch.where(self.active.cpu() | (last < 0), len(self._column_times), last)
         return DecodeResult(
             answer_ids=answer_ids, pauses_per_token=pauses_per_token, pauses_total=self.pauses_total.cpu(),
-            answer_tokens=self.answer_tokens.cpu(), steps=self.steps_taken.cpu(), forward_passes=self.forward_passes,
-            finish_reasons=[FINISH_NAMES[int(r)] for r in reasons], time_s=times.float(), trace=trace,
+            answer_tokens=self.answer_tokens.cpu(), steps=valid.sum(1), forward_passes=self.forward_passes,
+            finish_reasons=[FINISH_NAMES[int(r)] for r in reasons], time_s=column_times[last].float(), trace=trace,
             sequences=self._ids[:, : self.length].clone(), attention_mask=self._mask[:, : self.length].clone(),
         )
 
@@ -730,7 +728,7 @@ def run_policy(session: DecodeSession, policy: PausePolicy, urgency_schedule: Ur
             # Rows with a plan prefill it in one pass; the others take their one-token decision alongside.
             plan = plan.to(session.device).long()
             session.step_pauses(torch.where(plan >= 1, plan, decision.action.long()), decision)
-        elif cfg.speculate_pauses >= 2 and bool(((decision.action == PAUSE) & session.active & ~session.forced()).any()):
+        elif cfg.speculate_pauses >= 2 and bool((decision.action.bool() & session.active & ~session.forced()).any()):
             session.step_speculative(decision, policy, cfg.speculate_pauses, cfg.controller_greedy, generator)
         else:
             session.step(decision.action, decision)

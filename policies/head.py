@@ -2,8 +2,8 @@
 
 Owns: `PauseControllerHead`, its input features (the LM's last hidden state,
 urgency features, pauses-spent features, optionally the top answer-token
-probability) and its two outputs. One trunk serves both heads, computed once
-per call (`forward`), so `decide`/`evaluate` cost a few small matmuls.
+probability) and its two outputs. One hidden layer serves both outputs, computed
+once per call (`forward`), so `decide`/`evaluate` cost two small matmuls.
 
 The hidden state is detached unless `joint=True` (joint LoRA + controller
 training), so a PPO update on the controller never reaches into the LM by
@@ -31,7 +31,7 @@ def _layer(linear: nn.Linear, std: float) -> nn.Linear:
 
 
 class PauseControllerHead(PausePolicy):
-    """MLP over [LayerNorm(hidden) projected, urgency feats, pauses feats(, top_prob)] -> (pause logit, value).
+    """MLP over [LayerNorm(hidden), urgency, pauses spent(, top_prob)] -> (pause logit, value).
 
     feature_dim: the LM's hidden size. pause_scale: pauses are fed as
     count / pause_scale, so counts of the order of
@@ -59,10 +59,10 @@ class PauseControllerHead(PausePolicy):
         self.initial_pause_prob = float(initial_pause_prob)
         self.joint = bool(joint)
         n_scalar = self.num_scalar_features
-        # Three small matmuls per step: the controller must not slow decoding down.
+        # Two small matmuls per step (the controller must not slow decoding down): one hidden layer over
+        # [LayerNorm(hidden state), scalar features], then the pause logit and the value together.
         self.norm = nn.LayerNorm(feature_dim)
-        self.project = _layer(nn.Linear(feature_dim, width), math.sqrt(2))
-        self.mix = _layer(nn.Linear(width + n_scalar, width), math.sqrt(2))
+        self.hidden_layer = _layer(nn.Linear(feature_dim + n_scalar, width), math.sqrt(2))
         self.out = nn.Linear(width, 2)  # row 0: pause logit, row 1: value
         with torch.no_grad():
             nn.init.orthogonal_(self.out.weight[:1], 0.01)
@@ -77,11 +77,11 @@ class PauseControllerHead(PausePolicy):
     def scalar_features(self, inputs: ControllerInputs) -> torch.Tensor:  # (batch, num_scalar_features)
         """[u, before / scale, total / scale(, top_prob)]: few ops, since the head runs at every step."""
         counts = torch.stack([inputs.pauses_before_token, inputs.pauses_total], -1) * (1.0 / self.pause_scale)
-        columns = [inputs.urgency.float()[:, None], counts]
+        columns = [inputs.urgency[:, None], counts]
         if self.use_top_prob:
             if inputs.top_prob is None:
                 raise ValueError("top_prob: this PauseControllerHead was built with use_top_prob=True, got None")
-            columns.append(inputs.top_prob.float()[:, None])
+            columns.append(inputs.top_prob[:, None])
         return torch.cat(columns, dim=-1)
 
     def forward(self, inputs: ControllerInputs) -> tuple[torch.Tensor, torch.Tensor]:  # (batch,), (batch,)
@@ -89,10 +89,14 @@ class PauseControllerHead(PausePolicy):
         if features.shape[-1] != self.feature_dim:
             raise ValueError(f"features: expected last dimension {self.feature_dim} (the head's hidden size), "
                              f"got {features.shape[-1]}")
-        param = self.project.weight
-        h = torch.tanh(self.project(self.norm(features.to(param.dtype))))
-        h = torch.tanh(self.mix(torch.cat([h, self.scalar_features(inputs).to(param.dtype)], dim=-1)))
-        out = self.out(h).float()  # (batch, 2)
+        dtype = self.out.weight.dtype
+        if features.dtype != dtype:
+            features = features.to(dtype)
+        scalars = self.scalar_features(inputs)
+        x = torch.cat([self.norm(features), scalars if scalars.dtype == dtype else scalars.to(dtype)], dim=-1)
+        out = self.out(torch.tanh(self.hidden_layer(x)))  # (batch, 2)
+        if out.dtype != torch.float32:
+            out = out.float()
         return out[:, 0], out[:, 1]
 
     def action_logits(self, inputs: ControllerInputs) -> torch.Tensor:

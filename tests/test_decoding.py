@@ -210,7 +210,7 @@ def test_slotted_rejects_more_pauses_than_slots(slotted_model):
 def test_speculative_pauses_equal_pause_by_pause_in_fewer_passes(numbering):
     """The learned head decides exactly as pause by pause (tokens, actions, log-probs, features, forced)."""
     model = opinionated_model(numbering)
-    head = decisive_head(model.hidden_size, seed=2)  # mixes pause runs, single pauses and early stops
+    head = decisive_head(model.hidden_size, seed=1)  # mixes pause runs, single pauses and early stops
     runs = [_decode(model, PROMPTS, head, urgency=[0.1, 0.5, 0.9, 0.3], max_new_tokens=6, max_pauses=5,
                     speculate_pauses=width) for width in (0, 3, 8)]
     base = runs[0]
