@@ -1,9 +1,11 @@
 """The one batched, KV-cached decode loop: at every step each unfinished row appends `<pause>` or an answer token.
 
-Owns: `DecodeSession`, a steppable state machine over a left-padded batch
-(prefill, then `step(actions)` appends exactly one token per unfinished row,
-or a right-aligned chunk of known pauses with `step_pauses`), and `decode`, the
-policy-driven run of it that `AdaptivePauseModel.generate`, PPO rollouts, the
+Owns: `DecodeSession`, a steppable state machine over a left-padded batch (a
+prefill, then `step(actions)` appends exactly one token per unfinished row;
+`step_pauses` prefills a chunk of known pauses in one pass; `step_speculative`
+prefills a run of pauses and keeps those the controller confirms), and
+`decode`/`run_policy`, the policy-driven run of it that
+`AdaptivePauseModel.generate`, PPO rollouts, the
 gymnasium env and sweeps all use. Per row it keeps urgency (changeable
 mid-run), pauses spent before the current answer token and in total, the
 position-numbering state (`positions.py`: slotted and contiguous run through
@@ -634,7 +636,7 @@ class DecodeSession:
         return active
 
     def _after_append(self, tokens, is_pause, emit, valid) -> None:
-        """Bookkeeping after one token slot: counters, answer buffers, finishing rows.
+        """Bookkeeping after one token slot: counters and finishing rows (answers are read back from the trace).
 
         `is_pause` and `emit` must already be restricted to `valid` rows (all callers build them so).
         Counters are replaced, never updated in place, so `ControllerInputs` handed out earlier stay valid.
