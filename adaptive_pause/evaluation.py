@@ -30,7 +30,7 @@ import yaml
 from .checkpoint import write_json_atomic
 from .collators import IGNORE_INDEX, FinetuneCollator
 from .config import EvalPausesConfig, parse_cli
-from .modeling import PauseSettings, load_saved_lm, pause_settings
+from .modeling import AdaptivePauseModel, PauseSettings
 from .tasks import Example, get_task
 
 
@@ -48,15 +48,10 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     run_dir = Path(run_dir)
     if not (run_dir / "model").is_dir():
         raise ValueError(f"{run_dir} is not a run directory: it has no model/ (run pretrain or finetune first)")
-    model, tokenizer = load_saved_lm(run_dir / "model")
-    settings = pause_settings(model, tokenizer)
-    if (run_dir / "adapter").is_dir():
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, run_dir / "adapter")
+    loaded = AdaptivePauseModel.from_pretrained(run_dir)  # model/ (+ adapter/), parts checked to agree
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
-    model.eval()
-    return LoadedRun(model, tokenizer, settings, config or {}, bool(config.get("pauses_before_each_answer_token")))
+    return LoadedRun(loaded.lm, loaded.tokenizer, loaded.settings, config or {},
+                     bool((config or {}).get("pauses_before_each_answer_token")))
 
 
 @torch.no_grad()

@@ -107,8 +107,15 @@ def load_saved_lm(path: str | os.PathLike):
     path = str(path)
     if (Path(path) / "model").is_dir():
         path = str(Path(path) / "model")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path)
+    local = Path(path).expanduser()
+    if not local.exists() and (local.is_absolute() or path.startswith((".", "~")) or path.count("/") > 1):
+        raise ValueError(f"{path}: no such model or run directory")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path)
+    except Exception as err:  # noqa: BLE001 - re-raised with the path and the cause, never swallowed
+        kind = "a corrupt or incomplete model directory" if local.is_dir() else "not a local directory or loadable HF id"
+        raise ValueError(f"{path}: {kind}: {type(err).__name__}: {err}") from err
     ensure_pause_token(tokenizer, model)
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id

@@ -7,9 +7,6 @@ with a larger std makes greedy outputs depend on the context.
 
 import torch
 
-# Tiny models on a shared 2-core machine: one intra-op thread is ~100x faster than oversubscribed ones.
-torch.set_num_threads(1)
-
 from adaptive_pause.config import ModelConfig
 from adaptive_pause.modeling import AdaptivePauseModel, load_lm
 

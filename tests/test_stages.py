@@ -134,3 +134,15 @@ def test_yaml_then_cli_override(tmp_path):
     assert config.max_steps == 3 and config.tasks == ["parity"] and config.learning_rate == 0.5
     config = parse_cli(EvalPausesConfig, ["some/run", "--ks", "0", "2"], positional=("run_dir",))
     assert config.run_dir == "some/run" and config.ks == [0, 2]
+
+
+def test_missing_or_corrupt_model_directory_is_a_clear_error(runs, tmp_path):
+    import shutil
+
+    with pytest.raises(ValueError, match="no such model or run directory"):
+        load_saved_lm(tmp_path / "does-not-exist")
+    broken = tmp_path / "broken"
+    shutil.copytree(runs / "pre" / "model", broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="broken: a corrupt or incomplete model directory"):
+        load_saved_lm(broken)
