@@ -131,6 +131,7 @@ def run_sweep(config: SweepConfig) -> list[dict]:
     jobs = sum(len(config.urgencies) if aware else 1 for *_, aware in policies) * len(tasks)
     bar = tqdm(total=jobs, desc="sweep", disable=not config.progress)
     rows = []
+    per_instance: dict[tuple[str, float], float] = {}
     for spec, task in zip(specs, tasks):
         examples = task.examples(config.num_examples, config.seed)
         prompts = [e.prompt for e in examples]
@@ -150,6 +151,8 @@ def run_sweep(config: SweepConfig) -> list[dict]:
                     # wall-clock of the batched call shared by its answers: throughput-based ms per answer
                     ms += [(time.perf_counter() - started) * 1000 / len(out.texts)] * len(out.texts)
                 scores_t, pauses_t, ms_t = torch.tensor(scores, dtype=torch.float), torch.tensor(pauses), torch.tensor(ms)
+                if name == "learned":
+                    per_instance[(spec, float(u_decode))] = _spearman(difficulty.tolist(), pauses_t.tolist())
                 for u in (config.urgencies if not aware else [u_decode]):
                     for bucket in [ALL] + sorted(set(difficulty.tolist())):
                         mask = torch.ones_like(difficulty, dtype=torch.bool) if bucket == ALL else difficulty == bucket
@@ -159,22 +162,33 @@ def run_sweep(config: SweepConfig) -> list[dict]:
                         rows.append(row)
                 bar.update(1)
     bar.close()
+    # Per-instance Spearman(difficulty, pauses) of the learned controller, one number per (task, urgency):
+    # stored on its overall rows so that tables, CSV and JSON carry it.
+    for row in rows:
+        row["spearman_difficulty_pauses"] = (per_instance.get((row["task"], row["urgency"]), float("nan"))
+                                             if row["policy"] == "learned" and row["difficulty"] == ALL
+                                             else float("nan"))
     return rows
+
+
+def _spearman(x: list, y: list) -> float:
+    from scipy.stats import spearmanr
+
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
 
 
 def spearman_urgency_pauses(rows: list[dict], task: str | None = None) -> float:
     """Spearman correlation of urgency and mean pauses of the learned controller (overall rows)."""
-    from scipy.stats import spearmanr
-
     sel = [r for r in rows if r["policy"] == "learned" and r["difficulty"] == ALL and (task is None or r["task"] == task)]
-    if len({r["mean_pauses"] for r in sel}) < 2:
-        return float("nan")
-    return float(spearmanr([r["urgency"] for r in sel], [r["mean_pauses"] for r in sel]).statistic)
+    return _spearman([r["urgency"] for r in sel], [r["mean_pauses"] for r in sel])
 
 
 def format_table(rows: list[dict]) -> str:
     """The overall (all-difficulty) rows, one line per policy and urgency."""
-    head = ["task", "policy", "param", "u", "accuracy", "mean_pauses", "p50", "p95", "meta_reward", "ms/answer"]
+    head = ["task", "policy", "param", "u", "accuracy", "mean_pauses", "p50", "p95", "meta_reward", "ms/answer",
+            "rho(d,pauses)"]
     body = []
     for r in rows:
         if r["difficulty"] != ALL:
@@ -183,7 +197,8 @@ def format_table(rows: list[dict]) -> str:
             continue  # their decisions ignore urgency; a few urgencies show the meta-reward trade-off
         body.append([r["task"], r["policy"], r["param"], f"{r['urgency']:.2f}", f"{r['accuracy']:.3f}",
                      f"{r['mean_pauses']:.2f}", f"{r['p50_pauses']:.0f}", f"{r['p95_pauses']:.0f}",
-                     f"{r['meta_reward']:+.3f}", f"{r['ms_per_answer']:.1f}"])
+                     f"{r['meta_reward']:+.3f}", f"{r['ms_per_answer']:.1f}",
+                     "" if math.isnan(r["spearman_difficulty_pauses"]) else f"{r['spearman_difficulty_pauses']:+.2f}"])
     widths = [max(len(x[i]) for x in body + [head]) for i in range(len(head))]
     fmt = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
     return "\n".join([fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [fmt(b) for b in body])

@@ -44,6 +44,8 @@ def test_sweep_writes_tables_and_plots(run_dir, tmp_path):
     # meta-reward = (1 - u) * accuracy - u * pauses / budget, per row (here exactly, the mean of a linear map)
     r = overall[("fixed", "2", 0.5)]
     assert r["meta_reward"] == pytest.approx(0.5 * r["accuracy"] - 0.5 * 2 / 4)
+    learned = overall[("learned", "", 0.5)]
+    assert -1.0 <= learned["spearman_difficulty_pauses"] <= 1.0 or learned["spearman_difficulty_pauses"] != learned["spearman_difficulty_pauses"]
     buckets = {r["difficulty"] for r in rows}
     assert buckets == {"all", 2, 3, 4}
     with open(tmp_path / "out" / "sweep.csv") as f:
