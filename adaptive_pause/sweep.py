@@ -249,20 +249,24 @@ def plot(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
 
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.5), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        learned = [r for r in rows if r["task"] == task and r["policy"] == "learned" and r["difficulty"] != ALL]
-        source = learned if learned else [r for r in rows if r["task"] == task and r["policy"] == "confidence"
-                                          and r["difficulty"] != ALL]
-        label = "learned controller" if learned else "confidence threshold"
-        urgencies = sorted({r["urgency"] for r in source})
-        shown = [u for u in urgencies if any(abs(u - x) < 1e-9 for x in (0.0, 0.25, 0.5, 0.75, 1.0))] or urgencies
-        for u in shown:
-            pts = sorted((r["difficulty"], r["mean_pauses"]) for r in source if r["urgency"] == u)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=cmap(u), label=f"u = {u:.2f}")
+        buckets = [r for r in rows if r["task"] == task and r["difficulty"] != ALL]
+        difficulties = sorted({r["difficulty"] for r in buckets})
+        # Solid: the learned controller; dashed: the confidence baseline at the same urgencies, for reference.
+        for policy, style in (("learned", "o-"), ("confidence", "^--")):
+            source = [r for r in buckets if r["policy"] == policy]
+            urgencies = sorted({r["urgency"] for r in source})
+            shown = [u for u in urgencies if any(abs(u - x) < 1e-9 for x in (0.0, 0.2, 0.5, 0.8, 1.0))] or urgencies
+            for u in shown:
+                pts = sorted((r["difficulty"], r["mean_pauses"]) for r in source if r["urgency"] == u)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=cmap(u),
+                        label=f"{'learned' if policy == 'learned' else 'confidence'}, u = {u:.1f}")
+        ax.set_xticks(difficulties)
+        ax.set_ylim(bottom=-0.05)
         ax.set_xlabel("difficulty")
         ax.set_ylabel("mean pauses per answer")
-        ax.set_title(f"{label}: pauses by difficulty ({task})")
+        ax.set_title(f"pauses by difficulty: {task}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     by_difficulty = out_dir / "by_difficulty.png"
     fig.savefig(by_difficulty, dpi=120)
