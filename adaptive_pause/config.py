@@ -306,6 +306,9 @@ class PPOConfig(AnalyticEnvConfig):
     max_new_tokens: int = _help("env lm: answer tokens per episode (EOS included)", default=8)
     max_pauses_total: int = _help("env lm: pause cap per answer, also the reward's normaliser (0 = max_pauses * "
                                   "max_new_tokens)", default=0)
+    first_token_pauses_only: bool = _help("env lm: the controller decides only before the first answer token "
+                                          "(for a model finetuned with pauses before the answer only)",
+                                          default=False)
     seed: int = _help("seed for the head's initialisation, rollouts and minibatch order", default=0)
     iterations: int = _help("PPO iterations (one rollout batch + its update epochs each)", default=300)
     episodes_per_iteration: int = _help("episodes per rollout batch, over all processes", default=1024)

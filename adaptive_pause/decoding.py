@@ -54,6 +54,9 @@ class DecodeConfig:
     max_new_tokens: int = 32  # answer tokens per row (EOS included); pauses do not count
     max_pauses: int = 8  # cap on pauses before one answer token; at the cap the step is a forced emit
     max_pauses_total: int | None = None  # cap on pauses in one answer; None = max_pauses * max_new_tokens
+    # Pauses only before the first answer token (the layout of a model finetuned with
+    # `pauses_before_each_answer_token: false`): later tokens are forced emits, not decisions.
+    first_token_pauses_only: bool = False
     do_sample: bool = False  # sample emits (else argmax); <pause> is masked out either way
     temperature: float = 1.0
     top_k: int = 0  # 0 = off
@@ -419,8 +422,10 @@ class DecodeSession:
 
     def forced(self) -> torch.Tensor:  # (batch,) bool
         """Rows whose next step must be an emit (a pause cap is reached)."""
-        return self.active & ((self.pauses_before_token >= self.config.max_pauses)
-                              | (self.pauses_total >= self._pause_budget))
+        capped = (self.pauses_before_token >= self.config.max_pauses) | (self.pauses_total >= self._pause_budget)
+        if self.config.first_token_pauses_only:
+            capped = capped | (self.answer_tokens > 0)
+        return self.active & capped
 
     def controller_inputs(self) -> ControllerInputs:
         """What the controller sees before the next step, for every row (inactive rows included; ignore them)."""

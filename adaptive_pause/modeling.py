@@ -280,7 +280,7 @@ class AdaptivePauseModel:
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], urgency: UrgencyLike = 0.3, policy: PausePolicy | None = None,
                  max_new_tokens: int = 32, max_pauses: int = 8, max_pauses_total: int | None = None,
-                 do_sample: bool = False, seed: int | None = None, temperature: float = 1.0, top_k: int = 0,
+                 first_token_pauses_only: bool = False, do_sample: bool = False, seed: int | None = None, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, stop_strings: Sequence[str] = (), chunk_pauses: bool = False,
                  speculate_pauses: int = 0,
                  controller_greedy: bool = True, urgency_schedule: UrgencySchedule | None = None,
@@ -299,6 +299,7 @@ class AdaptivePauseModel:
         policy = self._policy(policy)
         prompt_ids = self.encode(prompts)
         config = DecodeConfig(max_new_tokens=max_new_tokens, max_pauses=max_pauses,
+                              first_token_pauses_only=first_token_pauses_only,
                               max_pauses_total=max_pauses_total, do_sample=do_sample, temperature=temperature,
                               top_k=top_k, top_p=top_p, controller_greedy=controller_greedy,
                               chunk_pauses=chunk_pauses, speculate_pauses=speculate_pauses,

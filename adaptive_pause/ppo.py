@@ -310,7 +310,8 @@ class LMSource:
                     param.requires_grad_(True)
         self.decode_config = DecodeConfig(
             max_new_tokens=config.max_new_tokens, max_pauses=config.max_pauses,
-            max_pauses_total=config.max_pauses_total or None, do_sample=self.train_adapter, temperature=1.0,
+            max_pauses_total=config.max_pauses_total or None, first_token_pauses_only=config.first_token_pauses_only,
+            do_sample=self.train_adapter, temperature=1.0,
             controller_greedy=False, record_features=True,
         )
         self.feature_dim = model.hidden_size

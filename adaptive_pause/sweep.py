@@ -53,6 +53,8 @@ class SweepConfig:
     max_pauses: int = _help("cap on pauses before one answer token", default=16)
     max_pauses_total: Optional[int] = _help("cap on pauses per answer (also the meta-reward's normaliser); "
                                             "empty = max_pauses", default=None)
+    first_token_pauses_only: bool = _help("policies may pause only before the first answer token (as the model "
+                                          "was finetuned); later tokens are forced emits", default=False)
     batch_size: int = _help("prompts per decode call", default=256)
     seed: int = _help("seed of the held-out examples", default=1_000_003)
     output_dir: Optional[str] = _help("where tables and plots go; empty = RUN_DIR/sweep", default=None)
@@ -145,7 +147,8 @@ def run_sweep(config: SweepConfig) -> list[dict]:
                     started = time.perf_counter()
                     out = model.generate(prompts[chunk], urgency=float(u_decode), policy=policy,
                                          max_new_tokens=max_new, max_pauses=config.max_pauses,
-                                         max_pauses_total=config.pause_budget, seed=config.seed)
+                                         max_pauses_total=config.pause_budget,
+                                         first_token_pauses_only=config.first_token_pauses_only, seed=config.seed)
                     scores += [task.score(text, e.answer) for text, e in zip(out.texts, examples[chunk])]
                     pauses += out.pauses
                     # wall-clock of the batched call shared by its answers: throughput-based ms per answer
