@@ -352,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Answer prompts with a run's LM and pause controller.")
     parser.add_argument("run_dir", help="run directory (model/, optional adapter/ and controller/)")
     parser.add_argument("prompts", nargs="+", help="prompt texts")
-    parser.add_argument("--urgency", type=float, nargs="+", default=[0.3],
-                        help="one urgency in [0, 1] for all prompts, or one per prompt")
+    # One value per flag so that `--urgency 0.2 "prompt" ...` leaves the prompts to the positional list.
+    parser.add_argument("--urgency", default="0.3",
+                        help="one urgency in [0, 1] for all prompts, or one per prompt, comma-separated (0.1,0.9)")
     parser.add_argument("--policy", default="saved",
                         help="saved (the run's controller), fixed:K, fixed-each:K, confidence:HIGH[:LOW], random:P")
     parser.add_argument("--max_new_tokens", type=int, default=32, help="answer tokens per prompt (EOS included)")
@@ -363,19 +364,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     parser.add_argument("--seed", type=int, default=None, help="seed for sampled tokens and controller actions")
     parser.add_argument("--stop_strings", nargs="*", default=[], help="stop a row when its answer ends with one")
+    parser.add_argument("--first_token_pauses_only", action="store_true",
+                        help="pause only before the first answer token (a model finetuned with pauses before the answer)")
     parser.add_argument("--chunk_pauses", action="store_true", help="prefill planned pauses in one forward pass")
     parser.add_argument("--speculate_pauses", type=int, default=0,
                         help="prefill up to this many pauses at once and keep those the controller confirms")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per prompt instead of text")
     args = parser.parse_args(argv)
-    urgency = args.urgency[0] if len(args.urgency) == 1 else args.urgency
+    try:
+        values = [float(v) for v in args.urgency.split(",")]
+    except ValueError:
+        raise ValueError(f"urgency: expected a number or comma-separated numbers, got {args.urgency!r}") from None
+    urgency = values[0] if len(values) == 1 else values
     model = AdaptivePauseModel.from_pretrained(args.run_dir, device=args.device)
     out = model.generate(args.prompts, urgency=urgency, policy=parse_policy(args.policy),
                          max_new_tokens=args.max_new_tokens, max_pauses=args.max_pauses,
                          max_pauses_total=args.max_pauses_total, do_sample=args.do_sample,
                          temperature=args.temperature, seed=args.seed, stop_strings=args.stop_strings,
-                         chunk_pauses=args.chunk_pauses, speculate_pauses=args.speculate_pauses)
+                         chunk_pauses=args.chunk_pauses, speculate_pauses=args.speculate_pauses,
+                         first_token_pauses_only=args.first_token_pauses_only)
     for i, prompt in enumerate(args.prompts):
         if args.json:
             print(json.dumps({"prompt": prompt, "answer": out.texts[i], "pauses": out.pauses[i],

@@ -97,3 +97,17 @@ def test_cli_generate_prints_each_answer_with_its_pause_count(tmp_path, model, c
     assert cli_main(["generate", str(tmp_path / "run"), "--urgency", "0.9", "--max_new_tokens", "3", "--json",
                      "7+7="]) == 0  # the saved controller
     assert '"pauses":' in capsys.readouterr().out
+
+
+def test_cli_generate_in_the_documented_order_and_per_prompt_urgency(tmp_path, model, capsys):
+    model.save_pretrained(tmp_path / "run")
+    assert cli_main(["generate", str(tmp_path / "run"), "--urgency", "0.2", "1+2=", "34+5=", "--policy", "fixed:1",
+                     "--max_new_tokens", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line[:4] for line in lines] == ["1+2=", "34+5"] and all("pauses=1" in line for line in lines)
+    assert cli_main(["generate", str(tmp_path / "run"), "--urgency", "0.1,0.9", "1+2=", "34+5=",
+                     "--max_new_tokens", "3"]) == 0
+    with pytest.raises(ValueError, match="urgency: got 2 values for a batch of 1"):
+        cli_main(["generate", str(tmp_path / "run"), "--urgency", "0.1,0.9", "1+2="])
+    with pytest.raises(ValueError, match="urgency: expected a number"):
+        cli_main(["generate", str(tmp_path / "run"), "--urgency", "fast", "1+2="])
