@@ -86,7 +86,7 @@ class ModelConfig:
 class TrainConfig:
     """Fields shared by every training stage."""
 
-    output_dir: str = _help("run directory (created; an existing finished stage is reused)", default="runs/default")
+    output_dir: str = _help("run directory (created; a new run replaces what it holds)", default="runs/default")
     tasks: list[str] = _help("task specs, e.g. addition addition:1-4 jsonl:data.jsonl:numeric",
                              default_factory=lambda: list(ALL_TASKS))
     seed: int = _help("seed for data, pause placement and initialisation", default=0)
@@ -233,8 +233,13 @@ def parse_cli(cls: type[C], argv: list[str] | None = None, positional: tuple[str
             argv = [f"--{name}", argv[0]] + argv[1:]
     parser = HfArgumentParser(cls)
     parser.add_argument("--config", default=None, help="YAML file with field: value defaults")
-    pre, _ = parser.parse_known_args(argv) if "--config" in argv else (None, None)
-    if pre is not None and pre.config:
+    import argparse
+
+    # A separate pre-parser, so a YAML file may supply fields that are required on the command line.
+    pre_parser = argparse.ArgumentParser(add_help=False)
+    pre_parser.add_argument("--config", default=None)
+    pre, _ = pre_parser.parse_known_args(argv)  # any spelling: --config F, --config=F
+    if pre.config:
         data = yaml.safe_load(Path(pre.config).read_text()) or {}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)

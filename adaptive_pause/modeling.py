@@ -34,6 +34,7 @@ from .tokens import build_char_tokenizer, ensure_pause_token, pause_token_id
 # Keys added to the HF model config (saved in config.json by save_pretrained).
 NUMBERING_KEY = "pause_position_numbering"
 SLOTS_KEY = "pause_slots"
+PAUSE_ID_KEY = "pause_token_id"
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,12 @@ def build_tiny_lm(config: ModelConfig, vocab_size: int, pad_id: int, bos_id: int
     return LlamaForCausalLM(lm_config)
 
 
-def set_pause_settings(model, numbering: str, pause_slots: int) -> None:
+def set_pause_settings(model, numbering: str, pause_slots: int, pause_id: int | None = None) -> None:
     check_numbering(numbering, pause_slots)
     setattr(model.config, NUMBERING_KEY, numbering)
     setattr(model.config, SLOTS_KEY, pause_slots)
+    if pause_id is not None:  # recorded so that a later load can check the tokenizer agrees
+        setattr(model.config, PAUSE_ID_KEY, int(pause_id))
 
 
 def pause_settings(model, tokenizer) -> PauseSettings:
@@ -93,12 +96,12 @@ def load_lm(config: ModelConfig, seed: int = 0):
         tokenizer = build_char_tokenizer()
         model = build_tiny_lm(config, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id,
                               tokenizer.eos_token_id)
-        set_pause_settings(model, config.resolved_numbering(), config.pause_slots)
+        set_pause_settings(model, config.resolved_numbering(), config.pause_slots, pause_token_id(tokenizer))
         return model, tokenizer
     model, tokenizer = load_saved_lm(path)
     if getattr(model.config, NUMBERING_KEY, None) is None:
         # A plain HF model: its positions were learned contiguously.
-        set_pause_settings(model, config.resolved_numbering(), config.pause_slots)
+        set_pause_settings(model, config.resolved_numbering(), config.pause_slots, pause_token_id(tokenizer))
     return model, tokenizer
 
 
@@ -116,7 +119,15 @@ def load_saved_lm(path: str | os.PathLike):
     except Exception as err:  # noqa: BLE001 - re-raised with the path and the cause, never swallowed
         kind = "a corrupt or incomplete model directory" if local.is_dir() else "not a local directory or loadable HF id"
         raise ValueError(f"{path}: {kind}: {type(err).__name__}: {err}") from err
-    ensure_pause_token(tokenizer, model)
+    if getattr(model.config, NUMBERING_KEY, None) is None:
+        ensure_pause_token(tokenizer, model)  # a plain HF model: add <pause> and resize
+    else:
+        # One of our runs: its tokenizer must already have the <pause> the model was trained with.
+        saved_id = getattr(model.config, PAUSE_ID_KEY, None)
+        tokenizer_id = pause_token_id(tokenizer)
+        if saved_id is not None and saved_id != tokenizer_id:
+            raise ValueError(f"{path}: tokenizer and model disagree on <pause>: tokenizer id {tokenizer_id}, "
+                             f"model trained with id {saved_id}")
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     rows = model.get_input_embeddings().weight.shape[0]
@@ -213,7 +224,11 @@ class AdaptivePauseModel:
         if (run_dir / ADAPTER_DIR).is_dir():
             from peft import PeftModel
 
-            lm = PeftModel.from_pretrained(lm, str(run_dir / ADAPTER_DIR))
+            try:
+                lm = PeftModel.from_pretrained(lm, str(run_dir / ADAPTER_DIR))
+            except Exception as err:  # noqa: BLE001 - peft raises several types; re-raised with the path
+                raise ValueError(f"{run_dir / ADAPTER_DIR}: corrupt or mismatched adapter: "
+                                 f"{type(err).__name__}: {err}") from err
             if merge_adapter:
                 lm = lm.merge_and_unload()
         policy = None

@@ -49,9 +49,13 @@ def save_policy(policy: PausePolicy, path: str | os.PathLike) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if path.exists():
-        shutil.rmtree(path)
+    # Move the old directory aside before the rename, so a crash never leaves no controller at all.
+    old = path.with_name(f".{path.name}.old-{os.getpid()}") if path.exists() else None
+    if old is not None:
+        os.replace(path, old)
     os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_policy(path: str | os.PathLike, hidden_size: int | None = None,
@@ -61,11 +65,14 @@ def load_policy(path: str | os.PathLike, hidden_size: int | None = None,
     config_file = path / CONFIG_NAME
     if not config_file.is_file():
         raise ValueError(f"policy path {path}: no {CONFIG_NAME} (expected a directory written by save_policy)")
-    data = json.loads(config_file.read_text())
-    name = data.get("type")
-    if name not in POLICY_TYPES:
-        raise ValueError(f"{config_file}: unknown policy type {name!r}; known: {sorted(POLICY_TYPES)}")
-    policy = POLICY_TYPES[name](**data.get("config", {}))
+    try:
+        data = json.loads(config_file.read_text())
+        name = data.get("type")
+        if name not in POLICY_TYPES:
+            raise ValueError(f"unknown policy type {name!r}; known: {sorted(POLICY_TYPES)}")
+        policy = POLICY_TYPES[name](**data.get("config", {}))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as err:
+        raise ValueError(f"{config_file}: corrupt or mismatched controller config: {err}") from err
     if hidden_size is not None:
         policy.check_feature_dim(hidden_size)
     weights = path / WEIGHTS_NAME
@@ -73,5 +80,9 @@ def load_policy(path: str | os.PathLike, hidden_size: int | None = None,
     if expected:
         if not weights.is_file():
             raise ValueError(f"policy path {path}: {name} has parameters but {WEIGHTS_NAME} is missing")
-        policy.load_state_dict(load_file(str(weights), device=str(map_location)))
+        try:
+            policy.load_state_dict(load_file(str(weights), device=str(map_location)))
+        except Exception as err:  # noqa: BLE001 - safetensors and torch raise several types; re-raised with the path
+            raise ValueError(f"{weights}: corrupt or mismatched controller weights: {type(err).__name__}: {err}") \
+                from err
     return policy

@@ -43,6 +43,10 @@ def _check_episode(score: torch.Tensor, pauses: torch.Tensor, urgency: torch.Ten
             f"score, pauses, urgency: shapes must match, got {tuple(score.shape)}, {tuple(pauses.shape)}, "
             f"{tuple(urgency.shape)}"
         )
+    if urgency.numel() and bool(torch.isnan(urgency).any()):
+        raise ValueError("urgency: must not be NaN")
+    if score.numel() and not bool(torch.isfinite(score).all()):
+        raise ValueError("score: must be finite (a scorer returned NaN or inf)")
     if urgency.numel() and (urgency.min() < 0 or urgency.max() > 1):
         raise ValueError(f"urgency: must lie in [0, 1], got range [{urgency.min():.4g}, {urgency.max():.4g}]")
     if pauses.numel() and pauses.min() < 0:

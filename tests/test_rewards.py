@@ -104,3 +104,16 @@ def test_rewards_never_import_adaptive_pause():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n.startswith("adaptive_pause") for n in names), f"{path.name} imports {names}"
+
+
+def test_nan_urgency_or_score_is_rejected():
+    import pytest
+    import torch
+
+    from rewards import make_reward
+
+    reward = make_reward("meta", 16)
+    with pytest.raises(ValueError, match="urgency: must not be NaN"):
+        reward.reward(torch.tensor([1.0]), torch.tensor([2]), torch.tensor([float("nan")]))
+    with pytest.raises(ValueError, match="score: must be finite"):
+        reward.reward(torch.tensor([float("nan")]), torch.tensor([2]), torch.tensor([0.5]))

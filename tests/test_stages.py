@@ -146,3 +146,48 @@ def test_missing_or_corrupt_model_directory_is_a_clear_error(runs, tmp_path):
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="broken: a corrupt or incomplete model directory"):
         load_saved_lm(broken)
+
+
+def test_config_file_in_either_spelling_and_supplying_required_fields(tmp_path):
+    (tmp_path / "c.yaml").write_text("max_steps: 3\n")
+    assert parse_cli(PretrainConfig, [f"--config={tmp_path / 'c.yaml'}"]).max_steps == 3
+    (tmp_path / "e.yaml").write_text("run_dir: some/run\nks: [0, 2]\n")
+    config = parse_cli(EvalPausesConfig, ["--config", str(tmp_path / "e.yaml")], positional=("run_dir",))
+    assert config.run_dir == "some/run" and config.ks == [0, 2]
+
+
+def test_mismatched_tokenizer_is_a_clear_error(runs, tmp_path):
+    import shutil
+
+    import json
+
+    bad = tmp_path / "bad"
+    shutil.copytree(runs / "pre" / "model", bad)
+
+    config = json.loads((bad / "config.json").read_text())
+    config["pause_token_id"] = 7
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="tokenizer and model disagree on <pause>: tokenizer id 4, model trained with id 7"):
+        load_saved_lm(bad)
+
+
+def test_corrupt_controller_or_adapter_is_a_clear_error(runs, tmp_path):
+    import shutil
+
+    from adaptive_pause.modeling import AdaptivePauseModel
+    from policies import PauseControllerHead, save_policy
+
+    run = tmp_path / "run"
+    shutil.copytree(runs / "ft", run)
+    save_policy(PauseControllerHead(32), run / "controller")
+    assert AdaptivePauseModel.from_pretrained(run).policy is not None
+    (run / "controller" / "controller.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="corrupt or mismatched controller weights"):
+        AdaptivePauseModel.from_pretrained(run)
+    (run / "controller" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="corrupt or mismatched controller config"):
+        AdaptivePauseModel.from_pretrained(run)
+    shutil.rmtree(run / "controller")
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="corrupt or mismatched adapter"):
+        AdaptivePauseModel.from_pretrained(run)
