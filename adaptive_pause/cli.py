@@ -42,7 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"adaptive-pause: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module, function, _ = COMMANDS[name]
-    result = getattr(importlib.import_module(module), function)(rest)
+    try:
+        result = getattr(importlib.import_module(module), function)(rest)
+    except ValueError as err:
+        # Bad input: our errors name the field, so the message is the whole story; no traceback.
+        print(f"adaptive-pause {name}: error: {err}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

@@ -755,6 +755,11 @@ def decode(model, tokenizer, prompt_ids: Sequence[Sequence[int]], policy: PauseP
     {step: urgency} or a callback (session) -> urgency | None, applied before
     each step. `on_step(session)` runs after each step (e.g. to `cancel` rows).
     """
+    if urgency_schedule is not None and not callable(urgency_schedule):
+        if not isinstance(urgency_schedule, Mapping) or not all(
+                isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in urgency_schedule):
+            raise ValueError("urgency_schedule: expected a callable (session) -> urgency | None or a mapping "
+                             f"{{step (int >= 0): urgency}}, got {urgency_schedule!r}")
     hidden = getattr(getattr(model, "config", None), "hidden_size", None)
     if hidden is not None:
         policy.check_feature_dim(hidden)

@@ -17,6 +17,8 @@ Must not: contain the training loop (`training.py`) or pause placement (`collato
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from peft import LoraConfig, get_peft_model
@@ -51,9 +53,12 @@ def run_finetune(config: FinetuneConfig) -> Path:
     collate = FinetuneCollator(tokenizer, settings.pause_id, settings.numbering, settings.pause_slots,
                                config.max_pauses, config.k_weights, config.pauses_before_each_answer_token,
                                max_length=base.config.max_position_embeddings)
+    pending = out / ".model-pending"
     if accelerator.is_main_process:
-        # Saved before training so that model/ is the exact base the adapter is trained on.
-        save_lm(base, tokenizer, out / "model")
+        # Saved before training (peft then wraps `base` in place) so that model/ is the exact base the
+        # adapter is trained on; it becomes model/ only with the adapter, so a crashed run never looks
+        # like a finished one whose adapter is missing.
+        save_lm(base, tokenizer, pending)
     model = get_peft_model(base, lora_config(config, settings.pause_id))
     accelerator.init_trackers("finetune", config=tracker_config(config))
     if accelerator.is_main_process:
@@ -62,10 +67,14 @@ def run_finetune(config: FinetuneConfig) -> Path:
               f"numbering={settings.numbering}, tasks={config.tasks}")
     train(model, accelerator, config, tasks, collate, out, "finetune")
     accelerator.wait_for_everyone()
+    state = accelerator.get_state_dict(model)  # every rank takes part (FSDP gathers the full weights here)
     if accelerator.is_main_process:
         with atomic_dir(out / "adapter") as tmp:
-            # model/ already holds the (resized) base embeddings; the adapter needs only its own weights.
-            accelerator.unwrap_model(model).save_pretrained(tmp, save_embedding_layers=False)
+            # model/ holds the (resized) base embeddings; the adapter needs only its own weights.
+            accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state, save_embedding_layers=False)
+        if (out / "model").exists():
+            shutil.rmtree(out / "model")
+        os.replace(pending, out / "model")
         save_yaml(config, out / "config.yaml")
     accelerator.end_training()
     return out

@@ -136,10 +136,13 @@ def load_saved_lm(path: str | os.PathLike):
     return model, tokenizer
 
 
-def save_lm(model, tokenizer, path: str | os.PathLike) -> None:
-    """save_pretrained (safetensors) of model and tokenizer, written atomically."""
+def save_lm(model, tokenizer, path: str | os.PathLike, state_dict: dict | None = None) -> None:
+    """save_pretrained (safetensors) of model and tokenizer, written atomically.
+
+    `state_dict`: the full weights when they are sharded (FSDP: `accelerator.get_state_dict(model)`).
+    """
     with atomic_dir(path) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
 
 

@@ -50,8 +50,9 @@ def run_pretrain(config: PretrainConfig) -> Path:
               f"max_pauses={config.max_pauses}, tasks={config.tasks}")
     train(model, accelerator, config, tasks, collate, out, "pretrain")
     accelerator.wait_for_everyone()
+    state = accelerator.get_state_dict(model)  # every rank takes part (FSDP gathers the full weights here)
     if accelerator.is_main_process:
-        save_lm(accelerator.unwrap_model(model), tokenizer, out / "model")
+        save_lm(accelerator.unwrap_model(model), tokenizer, out / "model", state_dict=state)
         save_yaml(config, out / "config.yaml")
     accelerator.end_training()
     return out

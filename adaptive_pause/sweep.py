@@ -278,6 +278,8 @@ def plot(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
 
 
 def write_outputs(rows: list[dict], config: SweepConfig) -> dict:
+    if not rows:
+        raise ValueError("sweep: no policy to sweep (learned false, no fixed_ks, confidence_high < 0, no random_ps)")
     out_dir = Path(config.output_dir) if config.output_dir else Path(config.run_dir) / "sweep"
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "sweep.csv.tmp").open("w", newline="") as f:

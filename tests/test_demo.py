@@ -17,6 +17,13 @@ def test_demo_end_to_end_then_skips(tmp_path, capsys):
     for part in ("model", "adapter", "controller"):
         assert (tmp_path / "demo" / "controller" / part).is_dir()
     assert Path(first["pareto"]).is_file() and Path(first["by_difficulty"]).is_file()
+    import json
+
+    rows = json.loads((tmp_path / "demo" / "sweep" / "sweep.json").read_text())["rows"]
+    overall = {(r["policy"], r["param"], r["urgency"]) for r in rows if r["difficulty"] == "all"}
+    policies = {("learned", ""), ("fixed", "0"), ("fixed", "2"), ("fixed", "8"), ("confidence", "0.95"),
+                ("random", "0.5")}
+    assert overall == {(p, q, u) for p, q in policies for u in (0.0, 0.5, 1.0)}  # every policy at every urgency
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith("demo: seconds=")
     second = run_demo(config)

@@ -23,3 +23,13 @@ def test_pauses_only_before_the_first_answer_token():
     # and it equals FixedPauses(2) before the first token only (same tokens)
     once = model.generate(PROMPTS, urgency=0.0, policy=FixedPauses(2), max_new_tokens=4, max_pauses=4)
     assert first.answer_ids == once.answer_ids
+
+
+def test_bad_urgency_schedule_is_a_clear_error():
+    import pytest
+
+    model = opinionated_model("slotted")
+    with pytest.raises(ValueError, match="urgency_schedule: expected a callable"):
+        model.generate(PROMPTS, urgency=0.0, policy=FixedPauses(1), urgency_schedule=0.5)
+    with pytest.raises(ValueError, match="urgency_schedule: expected a callable"):
+        model.generate(PROMPTS, urgency=0.0, policy=FixedPauses(1), urgency_schedule={"3": 1.0})
