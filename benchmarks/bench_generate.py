@@ -82,24 +82,31 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_hf(model: AdaptivePauseModel, prompt_ids, k: int, max_new_tokens: int, device: str):
+def run_hf(model: AdaptivePauseModel, prompts, k: int, max_new_tokens: int, device: str):
+    """HF's real path on the same prompts: tokenize, append k pauses, left-pad, generate, decode the answers.
+
+    Timed from text to text, like `run_ours` (whose `generate` also tokenizes and decodes), so neither side
+    gets its tokenization for free.
+    """
     pause, pad = model.settings.pause_id, model.tokenizer.pad_token_id
+    eos = model.tokenizer.eos_token_id
+    sync(device)
+    t0 = CLOCK()
+    prompt_ids = model.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     width = max(len(p) for p in prompt_ids) + k
     input_ids = torch.tensor([[pad] * (width - len(p) - k) + p + [pause] * k for p in prompt_ids], device=device)
     starts = torch.tensor([width - len(p) - k for p in prompt_ids], device=device)
     mask = (torch.arange(width, device=device)[None, :] >= starts[:, None]).long()
-    sync(device)
-    t0 = CLOCK()
     with torch.no_grad():
         out = model.lm.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                 do_sample=False, suppress_tokens=[pause], pad_token_id=pad, use_cache=True,
-                                eos_token_id=model.tokenizer.eos_token_id)
-    sync(device)
-    seconds = CLOCK() - t0
-    eos = model.tokenizer.eos_token_id
+                                eos_token_id=eos)
     answers = []
     for row in out[:, width:].tolist():
         answers.append(row[: row.index(eos)] if eos in row else row)
+    model.tokenizer.batch_decode(answers, skip_special_tokens=True)
+    sync(device)
+    seconds = CLOCK() - t0
     emitted = sum(len(a) + (1 if len(a) < max_new_tokens else 0) for a in answers)  # + EOS where it stopped
     tokens = sum(len(p) + k for p in prompt_ids) + emitted
     return seconds, tokens, answers, max_new_tokens  # HF: one forward pass per new token
@@ -139,13 +146,12 @@ def main(argv=None) -> int:
     rows = []
     for batch in args.batch_sizes:
         prompts = [e.prompt for e in task.examples(batch, seed=batch)]
-        prompt_ids = model.encode(prompts)
         timings = {"hf": [], "ours": [], "ours_spec": [], "ours_chunked": []}
         results = {}
         for repeat in range(args.repeats + 1):  # the first round is a warm-up
             for name in timings:
                 if name == "hf":
-                    res = run_hf(model, prompt_ids, args.k, args.max_new_tokens, args.device)
+                    res = run_hf(model, prompts, args.k, args.max_new_tokens, args.device)
                 else:
                     res = run_ours(model, prompts, args.k, args.max_new_tokens, args.device, name)
                 if repeat > 0:
