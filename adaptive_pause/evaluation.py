@@ -31,6 +31,7 @@ from .checkpoint import write_json_atomic
 from .collators import IGNORE_INDEX, FinetuneCollator
 from .config import EvalPausesConfig, parse_cli
 from .modeling import AdaptivePauseModel, PauseSettings
+from .tables import markdown_table
 from .tasks import Example, get_task
 
 
@@ -114,9 +115,7 @@ def format_table(results: dict, control: dict | None = None) -> str:
                 centry = control[spec]["by_k"][0]
                 row.append(f"{(centry['all'] if bucket == 'all' else centry['by_difficulty'][bucket]):.3f}")
             rows.append(row)
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
-    fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
-    return "\n".join([fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [fmt(r) for r in rows])
+    return markdown_table(head, rows)
 
 
 def run_eval_pauses(config: EvalPausesConfig) -> dict:

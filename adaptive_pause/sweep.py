@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from .checkpoint import write_json_atomic
 from .config import _check, _help, parse_cli
 from .modeling import AdaptivePauseModel
+from .tables import markdown_table
 from .tasks import get_task
 
 ALL = "all"
@@ -202,9 +203,7 @@ def format_table(rows: list[dict]) -> str:
                      f"{r['mean_pauses']:.2f}", f"{r['p50_pauses']:.0f}", f"{r['p95_pauses']:.0f}",
                      f"{r['meta_reward']:+.3f}", f"{r['ms_per_answer']:.1f}",
                      "" if math.isnan(r["spearman_difficulty_pauses"]) else f"{r['spearman_difficulty_pauses']:+.2f}"])
-    widths = [max(len(x[i]) for x in body + [head]) for i in range(len(head))]
-    fmt = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-    return "\n".join([fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [fmt(b) for b in body])
+    return markdown_table(head, body)
 
 
 def plot(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:

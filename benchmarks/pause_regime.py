@@ -31,6 +31,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from adaptive_pause.tables import markdown_table
 
 import yaml
 
@@ -179,10 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             cells = [f"{row[c]['mean']:.1f} ({row[c]['min']:.0f}-{row[c]['max']:.0f})"
                      for c in [f"k={k}" for k in ks] + ["control"]]
             rows.append([bucket, str(n)] + cells)
-        widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
-        fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
         print(f"\ntask {spec}: exact-match accuracy (%), mean over seeds {args.seeds} (min-max)")
-        print("\n".join([fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [fmt(r) for r in rows]))
+        print(markdown_table(head, rows))
         print(f"best k={best_k}: gain vs k=0 per seed {[round(g, 1) for g in per_seed_gain_k0]}, "
               f"gain vs control per seed {[round(g, 1) for g in per_seed_gain_ctl]}, "
               f"gain vs k=0 by bucket {{{', '.join(f'{b}: {g:.1f}' for b, g in gain_bucket.items())}}}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from state_helpers import assert_same_state
 from safetensors.torch import load_file
 
 from adaptive_pause import ppo
@@ -80,12 +81,8 @@ def test_two_then_resume_two_equals_four_straight(tmp_path):
     ppo.train(small_config(tmp_path, "resumed", iterations=2))
     assert json.loads((tmp_path / "resumed" / "state" / "trainer.json").read_text())["iteration"] == 2
     ppo.train(small_config(tmp_path, "resumed", iterations=4, resume=True))
-    for name in ("policy.safetensors", "optimizer.safetensors", "rng_0.safetensors"):
-        straight = load_file(str(tmp_path / "straight" / "state" / name))
-        resumed = load_file(str(tmp_path / "resumed" / "state" / name))
-        assert straight.keys() == resumed.keys()
-        for key in straight:
-            assert torch.equal(straight[key], resumed[key]), f"{name}:{key} differs"
+    assert_same_state(tmp_path / "straight", tmp_path / "resumed",
+                      ("policy.safetensors", "optimizer.safetensors", "rng_0.safetensors"))
     straight = json.loads((tmp_path / "straight" / "state" / "trainer.json").read_text())
     resumed = json.loads((tmp_path / "resumed" / "state" / "trainer.json").read_text())
     assert (straight["iteration"], straight["episodes"], straight["decisions"]) == \

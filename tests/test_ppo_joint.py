@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from state_helpers import assert_same_state
 from safetensors.torch import load_file
 
 from adaptive_pause import ppo
@@ -142,12 +143,8 @@ def test_joint_two_then_resume_two_equals_four_straight(finetuned, tmp_path):
     ppo.train(joint_config(finetuned / "ft", tmp_path / "straight", iterations=4))
     ppo.train(joint_config(finetuned / "ft", tmp_path / "resumed", iterations=2))
     ppo.train(joint_config(finetuned / "ft", tmp_path / "resumed", iterations=4, resume=True))
-    for name in ("policy.safetensors", "adapter.safetensors", "optimizer.safetensors", "rng_0.safetensors"):
-        straight = load_file(str(tmp_path / "straight" / "state" / name))
-        resumed = load_file(str(tmp_path / "resumed" / "state" / name))
-        assert straight.keys() == resumed.keys()
-        for key in straight:
-            assert torch.equal(straight[key], resumed[key]), f"{name}:{key} differs"
+    assert_same_state(tmp_path / "straight", tmp_path / "resumed",
+                      ("policy.safetensors", "adapter.safetensors", "optimizer.safetensors", "rng_0.safetensors"))
     optimizer = json.loads((tmp_path / "resumed" / "state" / "optimizer.json").read_text())
     assert any("lora_A" in name for name in optimizer["state"])  # Adam moments of the LoRA tensors are saved
     assert [g["lr"] for g in optimizer["param_groups"]] == [3e-3, 1e-3]
