@@ -76,6 +76,7 @@ def run_finetune(config: FinetuneConfig) -> Path:
             shutil.rmtree(out / "model")
         os.replace(pending, out / "model")
         save_yaml(config, out / "config.yaml")
+    accelerator.wait_for_everyone()  # no rank tears the group down while rank 0 still saves
     accelerator.end_training()
     return out
 

@@ -1055,6 +1055,10 @@ def train(config: PPOConfig) -> dict:
 
             AdaptivePauseModel(source.model.lm, source.model.tokenizer, policy).save_pretrained(run_dir)
         write_json_atomic(result, run_dir / "result.json")
+    # Every rank waits for the main one's saves, then the process group is torn down before the interpreter
+    # exits: a rank leaving with a live gloo group aborts ("terminate called without an active exception").
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
     return result
 
 

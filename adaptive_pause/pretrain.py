@@ -54,6 +54,7 @@ def run_pretrain(config: PretrainConfig) -> Path:
     if accelerator.is_main_process:
         save_lm(accelerator.unwrap_model(model), tokenizer, out / "model", state_dict=state)
         save_yaml(config, out / "config.yaml")
+    accelerator.wait_for_everyone()  # no rank tears the group down while rank 0 still saves
     accelerator.end_training()
     return out
 
