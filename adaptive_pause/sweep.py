@@ -189,6 +189,49 @@ def spearman_urgency_pauses(rows: list[dict], task: str | None = None) -> float:
     return _spearman([r["urgency"] for r in sel], [r["mean_pauses"] for r in sel])
 
 
+def controller_summary(rows: list[dict], task: str, reference_u: float = 0.5) -> dict:
+    """The learned controller against the fixed-k baseline on one task, from the overall rows.
+
+    - `spearman_urgency_pauses`: urgency vs the controller's mean pauses over the swept urgencies;
+    - at u = 0: its accuracy and mean pauses beside the best fixed k (highest accuracy; a tie goes to the
+      fewer pauses, the stricter reference), `accuracy_gap` in points (controller minus best fixed) and
+      `pause_ratio` (controller's mean pauses over the best fixed k's);
+    - `spearman_difficulty_pauses` per instance at `reference_u`.
+    Values are NaN where the sweep lacks what they need (no u = 0, no fixed k, ...).
+    """
+    overall = [r for r in rows if r["task"] == task and r["difficulty"] == ALL]
+    learned = {r["urgency"]: r for r in overall if r["policy"] == "learned"}
+    fixed = [r for r in overall if r["policy"] == "fixed" and r["urgency"] == 0.0]
+    nan = float("nan")
+    out = {"task": task, "spearman_urgency_pauses": spearman_urgency_pauses(rows, task),
+           "accuracy_u0": nan, "mean_pauses_u0": nan, "best_fixed_k": None, "best_fixed_accuracy": nan,
+           "best_fixed_mean_pauses": nan, "accuracy_gap": nan, "pause_ratio": nan,
+           "reference_urgency": reference_u,
+           "spearman_difficulty_pauses": learned[reference_u]["spearman_difficulty_pauses"]
+           if reference_u in learned else nan}
+    if fixed:
+        best = max(fixed, key=lambda r: (r["accuracy"], -r["mean_pauses"]))
+        out.update(best_fixed_k=int(best["param"]), best_fixed_accuracy=best["accuracy"],
+                   best_fixed_mean_pauses=best["mean_pauses"])
+    if 0.0 in learned:
+        out.update(accuracy_u0=learned[0.0]["accuracy"], mean_pauses_u0=learned[0.0]["mean_pauses"])
+        if fixed:
+            out["accuracy_gap"] = 100 * (out["accuracy_u0"] - out["best_fixed_accuracy"])
+            if out["best_fixed_mean_pauses"] > 0:
+                out["pause_ratio"] = out["mean_pauses_u0"] / out["best_fixed_mean_pauses"]
+    return out
+
+
+def format_summary(summary: dict) -> str:
+    """One line per task: `controller: task=... spearman_u=... ...` (NaN where not measurable)."""
+    s = summary
+    return (f"controller: task={s['task']} spearman_urgency_pauses={s['spearman_urgency_pauses']:.3f} "
+            f"accuracy_u0={s['accuracy_u0']:.3f} best_fixed_k={s['best_fixed_k']} "
+            f"best_fixed_accuracy={s['best_fixed_accuracy']:.3f} accuracy_gap_points={s['accuracy_gap']:+.1f} "
+            f"pause_ratio={s['pause_ratio']:.2f} "
+            f"spearman_difficulty_pauses@u{s['reference_urgency']:g}={s['spearman_difficulty_pauses']:.3f}")
+
+
 def format_table(rows: list[dict]) -> str:
     """The overall (all-difficulty) rows, one line per policy and urgency."""
     head = ["task", "policy", "param", "u", "accuracy", "mean_pauses", "p50", "p95", "meta_reward", "ms/answer",
@@ -287,10 +330,13 @@ def write_outputs(rows: list[dict], config: SweepConfig) -> dict:
         writer.writerows(rows)
     (out_dir / "sweep.csv.tmp").replace(out_dir / "sweep.csv")
     spearman = spearman_urgency_pauses(rows)
-    write_json_atomic({"run_dir": config.run_dir, "spearman_urgency_pauses": spearman, "rows": rows},
-                      out_dir / "sweep.json")
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    summaries = [controller_summary(rows, t) for t in tasks] if any(r["policy"] == "learned" for r in rows) else []
+    write_json_atomic({"run_dir": config.run_dir, "spearman_urgency_pauses": spearman, "controller": summaries,
+                       "rows": rows}, out_dir / "sweep.json")
     pareto, by_difficulty = plot(rows, out_dir)
-    return {"dir": out_dir, "pareto": pareto, "by_difficulty": by_difficulty, "spearman": spearman}
+    return {"dir": out_dir, "pareto": pareto, "by_difficulty": by_difficulty, "spearman": spearman,
+            "controller": summaries}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,5 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     outputs = write_outputs(rows, config)
     print(format_table(rows))
     print(f"plots: {outputs['pareto']} {outputs['by_difficulty']}")
+    for summary in outputs["controller"]:
+        print(format_summary(summary))
     print(f"sweep: spearman_urgency_pauses={outputs['spearman']:.3f} csv={outputs['dir'] / 'sweep.csv'}")
     return 0

@@ -79,3 +79,28 @@ def test_bad_urgency_list():
         SweepConfig(run_dir="x", urgencies=[float("nan")])
     with pytest.raises(ValueError, match="urgencies: needs at least one urgency"):
         SweepConfig(run_dir="x", urgencies=[])
+
+
+def _row(policy, param, u, accuracy, pauses, rho=float("nan")):
+    return {"policy": policy, "param": param, "urgency": u, "task": "t", "difficulty": "all", "accuracy": accuracy,
+            "mean_pauses": pauses, "spearman_difficulty_pauses": rho}
+
+
+def test_controller_summary_against_the_best_fixed_k():
+    from adaptive_pause.sweep import controller_summary, format_summary
+
+    rows = [_row("learned", "", 0.0, 0.80, 1.5), _row("learned", "", 0.5, 0.70, 0.5, rho=0.6),
+            _row("learned", "", 1.0, 0.60, 0.0),
+            # k = 4 and k = 8 tie on accuracy: the reference is the cheaper one
+            _row("fixed", "0", 0.0, 0.50, 0.0), _row("fixed", "4", 0.0, 0.81, 4.0), _row("fixed", "8", 0.0, 0.81, 8.0),
+            _row("fixed", "4", 0.5, 0.81, 4.0),  # fixed rows at other urgencies are not the reference
+            {**_row("fixed", "16", 0.0, 0.99, 16.0), "difficulty": 3}]  # a bucket row is not either
+    s = controller_summary(rows, "t")
+    assert s["best_fixed_k"] == 4 and s["best_fixed_accuracy"] == 0.81
+    assert s["accuracy_gap"] == pytest.approx(-1.0) and s["pause_ratio"] == pytest.approx(1.5 / 4)
+    assert s["spearman_urgency_pauses"] == pytest.approx(-1.0) and s["spearman_difficulty_pauses"] == 0.6
+    line = format_summary(s)
+    assert line.startswith("controller: task=t ") and "best_fixed_k=4" in line and "pause_ratio=0.38" in line
+    # nothing to compare against: NaN, not an error
+    lonely = controller_summary([_row("learned", "", 0.3, 0.7, 1.0)], "t")
+    assert lonely["best_fixed_k"] is None and lonely["accuracy_gap"] != lonely["accuracy_gap"]
