@@ -260,6 +260,7 @@ def parse_cli(cls: type[C], argv: list[str] | None = None, positional: tuple[str
 
 URGENCY_DISTRIBUTIONS = ("uniform", "discrete")
 REWARD_NAMES = ("meta", "deadline", "discounted")
+ADVANTAGES = ("gae", "rloo")
 
 
 @dataclass
@@ -314,6 +315,14 @@ class PPOConfig(AnalyticEnvConfig):
     first_token_pauses_only: bool = _help("env lm: the controller decides only before the first answer token "
                                           "(for a model finetuned with pauses before the answer only)",
                                           default=False)
+    prompt_summary: bool = _help("env lm: the head also reads the mean of the LM's last hidden states over the "
+                                 "prompt (the last position alone says little about how hard the input is)",
+                                 default=False)
+    advantage: str = _help("'gae' (a learned value baseline, CleanRL) or 'rloo' (env lm: group_size episodes per "
+                           "prompt at one urgency; each episode's advantage is its reward minus the mean of the "
+                           "others', as in RLOO: the prompt's own difficulty cancels out)", default="gae")
+    group_size: int = _help("advantage rloo: episodes per prompt (>= 2; divides the episodes per process)",
+                            default=1)
     seed: int = _help("seed for the head's initialisation, rollouts and minibatch order", default=0)
     iterations: int = _help("PPO iterations (one rollout batch + its update epochs each)", default=300)
     episodes_per_iteration: int = _help("episodes per rollout batch, over all processes", default=1024)
@@ -394,6 +403,13 @@ class PPOConfig(AnalyticEnvConfig):
                f"must be in (0, 1), got {self.initial_pause_prob}")
         _check(not self.train_adapter or self.env == "lm", "train_adapter",
                f"needs env 'lm' (an LM with a LoRA adapter), got env {self.env!r}")
+        _check(self.advantage in ADVANTAGES, "advantage", f"must be one of {ADVANTAGES}, got {self.advantage!r}")
+        _check(self.group_size >= 1, "group_size", f"must be >= 1, got {self.group_size}")
+        if self.advantage == "rloo":
+            _check(self.env == "lm", "advantage", "rloo needs env 'lm' (groups of episodes on one prompt)")
+            _check(self.group_size >= 2, "group_size", f"rloo needs at least 2 episodes per prompt, got {self.group_size}")
+        else:
+            _check(self.group_size == 1, "group_size", f"groups are for advantage rloo; got {self.group_size} with gae")
         _check(math.isfinite(self.kl_coef) and self.kl_coef >= 0, "kl_coef",
                f"must be a finite number >= 0, got {self.kl_coef}")
         _check(math.isfinite(self.adapter_learning_rate) and self.adapter_learning_rate > 0, "adapter_learning_rate",

@@ -68,6 +68,9 @@ class DecodeConfig:
     #                            those the controller confirms (`step_speculative`); 0 = one pause per pass
     stop_strings: tuple[str, ...] = ()
     record_features: bool = True  # keep controller features per step (what a frozen-LM PPO update re-reads)
+    # Controller features = [last hidden state, mean of the last hidden states over the prompt] (2 x hidden):
+    # for heads built with prompt_summary=True; the summary is computed once, in the prompt pass.
+    prompt_summary: bool = False
 
     def __post_init__(self):
         def check(ok: bool, name: str, message: str):
@@ -115,7 +118,7 @@ class DecodeTrace:
     pauses_before_token: torch.Tensor  # (batch, steps) long: controller input
     pauses_total: torch.Tensor  # (batch, steps) long: controller input
     top_prob: torch.Tensor  # (batch, steps) float: controller input
-    features: torch.Tensor | None  # (batch, steps, hidden) float, or None when not recorded
+    features: torch.Tensor | None  # (batch, steps, hidden or 2 x hidden with prompt_summary) float, or None
 
     def decisions(self) -> torch.Tensor:  # (batch, steps) bool
         """Steps that were genuine controller decisions: what PPO trains on."""
@@ -170,6 +173,19 @@ def _as_urgency(value: UrgencyLike, batch: int, device, name: str = "urgency") -
     if bool(((u < 0) | (u > 1)).any()):
         raise ValueError(f"{name}: must lie in [0, 1], got {u.tolist()}")
     return u.contiguous()
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (batch, hidden)
+    """Mean of hidden (batch, length, hidden) over the columns where mask (batch, length) is 1."""
+    weights = mask.to(hidden.dtype)[..., None]
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+def check_prompt_summary(policy: PausePolicy, config: DecodeConfig) -> None:
+    """A head that reads the prompt summary needs a loop that computes it (and the reverse is harmless)."""
+    if getattr(policy, "prompt_summary", False) and not config.prompt_summary:
+        raise ValueError(f"policy {type(policy).__name__} reads the prompt summary (prompt_summary=True); decode "
+                         "with DecodeConfig(prompt_summary=True)")
 
 
 def context_length(model) -> int | None:
@@ -342,6 +358,7 @@ class DecodeSession:
         self.start_time = time.perf_counter()
         self._column_times: list[float] = []  # seconds since start at which each trace column was decided
         self._fast = None  # (decoder, output head) when the single-token fast path is verified; see _prefill
+        self.prompt_summary = None  # (batch, hidden): set by the prompt pass when config.prompt_summary
         with torch.no_grad():
             self._prefill(input_ids, mask, prompt_positions)
 
@@ -391,6 +408,8 @@ class DecodeSession:
                              logits_to_keep=1)
             hidden = out.hidden_states[-1][:, -1]
             logits = out.logits[:, -1].float()
+            if self.config.prompt_summary and self.prompt_summary is None:  # the prompt pass
+                self.prompt_summary = masked_mean(out.hidden_states[-1], attention_mask)
         self.hidden = hidden  # (batch, hidden)
         logits[:, self.pause_id] = -math.inf  # an emit never produces <pause>
         self.logits = logits  # (batch, vocab)
@@ -432,7 +451,7 @@ class DecodeSession:
             log_prob, value = decision.log_prob.detach(), decision.value.detach()
         self._columns.append((valid, tokens, is_pause, log_prob, value, forced, planned, decided, self.urgency,
                               self.pauses_before_token, self.pauses_total, self.top_prob,
-                              self.hidden if self.config.record_features else None))
+                              self._features(self.hidden) if self.config.record_features else None))
         self.columns += 1
         self._column_times.append(time.perf_counter() - self.start_time)
 
@@ -441,6 +460,7 @@ class DecodeSession:
         if not self._columns:
             z = torch.zeros((b, 0), device=d)
             hidden = getattr(getattr(self.model, "config", None), "hidden_size", 1)
+            hidden *= 2 if self.config.prompt_summary else 1
             return DecodeTrace(z.bool(), z.long(), z.long(), z, z, z.bool(), z.bool(), z, z.long(), z.long(), z,
                                torch.zeros((b, 0, hidden), device=d) if self.config.record_features else None)
         cols = list(zip(*self._columns))
@@ -480,7 +500,15 @@ class DecodeSession:
 
     def controller_inputs(self) -> ControllerInputs:
         """What the controller sees before the next step, for every row (inactive rows included; ignore them)."""
-        return ControllerInputs(self.hidden, self.urgency, self.pauses_before_token, self.pauses_total, self.top_prob)
+        return ControllerInputs(self._features(self.hidden), self.urgency, self.pauses_before_token,
+                                self.pauses_total, self.top_prob)
+
+    def _features(self, hidden: torch.Tensor) -> torch.Tensor:  # (batch, [n,] hidden or 2 x hidden)
+        """The controller's features from hidden states (batch, hidden) or (batch, n, hidden)."""
+        if not self.config.prompt_summary:
+            return hidden
+        summary = self.prompt_summary if hidden.dim() == 2 else self.prompt_summary[:, None].expand_as(hidden)
+        return torch.cat([hidden, summary.to(hidden.dtype)], -1)
 
     def set_urgency(self, urgency: UrgencyLike, rows: torch.Tensor | Sequence[int] | None = None) -> None:
         """Change urgency from the next step on: for all rows, or only `rows` (indices or a (batch,) bool mask)."""
@@ -594,7 +622,7 @@ class DecodeSession:
         before, total = self.pauses_before_token, self.pauses_total
         if w > 1:
             spent = slots[None, :-1] + 1  # (1, w-1)
-            inputs = ControllerInputs(hidden[:, :-1].flatten(0, 1),
+            inputs = ControllerInputs(self._features(hidden[:, :-1]).flatten(0, 1),
                                       self.urgency[:, None].expand(-1, w - 1).flatten(),
                                       (before[:, None] + spent).flatten(), (total[:, None] + spent).flatten(),
                                       top_prob[:, :-1].flatten())
@@ -768,6 +796,7 @@ def run_policy(session: DecodeSession, policy: PausePolicy, urgency_schedule: Ur
                generator: torch.Generator | None = None,
                on_step: Callable[[DecodeSession], None] | None = None) -> DecodeResult:
     """Drive `session` with `policy` until every row finishes. The only policy-driven loop."""
+    check_prompt_summary(policy, session.config)
     step = 0
     cfg = session.config
     while not session.done:
@@ -814,6 +843,7 @@ def decode(model, tokenizer, prompt_ids: Sequence[Sequence[int]], policy: PauseP
     hidden = getattr(getattr(model, "config", None), "hidden_size", None)
     if hidden is not None:
         policy.check_feature_dim(hidden)
+    check_prompt_summary(policy, config)  # before the prompt pass, not after it
     session = DecodeSession(model, tokenizer, prompt_ids, urgency, config, pause_id, numbering, pause_slots, seed)
     generator = None
     if seed is not None:

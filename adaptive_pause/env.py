@@ -8,7 +8,8 @@ episode sampling (a task example and an urgency), observations, and rewards
 from `rewards/` (`step_cost` at each pause, `final_step` with the scored
 answer, so an episode's rewards sum to `reward(score, pauses, urgency)`).
 
-Observation (per env): {"features": (hidden,) float32 last hidden state,
+Observation (per env): {"features": (hidden,) float32 last hidden state (with
+`prompt_summary`: (2 x hidden,), the state and the prompt's mean state),
 "urgency": (1,), "pauses_before_token": int, "pauses_total": int,
 "top_prob": (1,)}. At a cap the step is a forced emit whatever the action
 (info["forced"] is True), exactly as in the decode loop.
@@ -44,6 +45,7 @@ class PauseEnvConfig:
     max_pauses_total: int | None = None  # cap on pauses per answer; None = max_pauses * max_new_tokens
     reward: str = "meta"  # rewards.make_reward name
     do_sample: bool = False  # sample answer tokens (else greedy)
+    prompt_summary: bool = False  # observation features = [hidden state, prompt summary] (2 x hidden)
 
     def __post_init__(self):
         if self.urgency is not None and not (0.0 <= self.urgency <= 1.0):
@@ -52,13 +54,14 @@ class PauseEnvConfig:
 
     def decode_config(self) -> DecodeConfig:
         return DecodeConfig(max_new_tokens=self.max_new_tokens, max_pauses=self.max_pauses,
-                            max_pauses_total=self.max_pauses_total, do_sample=self.do_sample, record_features=False)
+                            max_pauses_total=self.max_pauses_total, do_sample=self.do_sample, record_features=False,
+                            prompt_summary=self.prompt_summary)
 
 
 def _observation_space(hidden: int, config: PauseEnvConfig) -> gym.spaces.Dict:
     budget = config.decode_config().pause_budget
     return gym.spaces.Dict({
-        "features": gym.spaces.Box(-np.inf, np.inf, (hidden,), np.float32),
+        "features": gym.spaces.Box(-np.inf, np.inf, (hidden * (2 if config.prompt_summary else 1),), np.float32),
         "urgency": gym.spaces.Box(0.0, 1.0, (1,), np.float32),
         "pauses_before_token": gym.spaces.Discrete(config.max_pauses + 1),
         "pauses_total": gym.spaces.Discrete(budget + 1),
@@ -82,7 +85,7 @@ class _Episodes:
     def observe(self) -> dict[str, np.ndarray]:  # batched: (n, ...) arrays
         s = self.session
         return {
-            "features": s.hidden.detach().float().cpu().numpy().astype(np.float32),
+            "features": s.controller_inputs().features.detach().float().cpu().numpy().astype(np.float32),
             "urgency": s.urgency.detach().cpu().numpy().astype(np.float32)[:, None],
             "pauses_before_token": s.pauses_before_token.cpu().numpy().astype(np.int64),
             "pauses_total": s.pauses_total.cpu().numpy().astype(np.int64),

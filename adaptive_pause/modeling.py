@@ -322,7 +322,8 @@ class AdaptivePauseModel:
                               top_k=top_k, top_p=top_p, controller_greedy=controller_greedy,
                               chunk_pauses=chunk_pauses, speculate_pauses=speculate_pauses,
                               stop_strings=tuple(stop_strings),
-                              record_features=record_features)
+                              record_features=record_features,
+                              prompt_summary=bool(getattr(policy, "prompt_summary", False)))
         was_training = self.lm.training
         self.lm.eval()
         try:

@@ -103,6 +103,7 @@ from rewards import Reward, make_reward
 from .analytic_env import AnalyticBatchEnv, AnalyticModel, policy_pause_probs
 from .checkpoint import atomic_dir, write_json_atomic
 from .config import PPOConfig, load_yaml, parse_cli, save_yaml
+from .decoding import masked_mean
 
 
 # ---------------------------------------------------------------------------
@@ -299,6 +300,7 @@ class LMSource:
         self.model = model
         self.tasks = tasks
         self.train_adapter = config.train_adapter
+        self.group_size = config.group_size
         model.lm.requires_grad_(False)
         model.lm.eval()
         if self.train_adapter:
@@ -312,7 +314,7 @@ class LMSource:
             max_new_tokens=config.max_new_tokens, max_pauses=config.max_pauses,
             max_pauses_total=config.max_pauses_total or None, first_token_pauses_only=config.first_token_pauses_only,
             do_sample=self.train_adapter, temperature=1.0,
-            controller_greedy=False, record_features=True,
+            controller_greedy=False, record_features=True, prompt_summary=config.prompt_summary,
         )
         self.feature_dim = model.hidden_size
         self.max_pauses_total = self.decode_config.pause_budget
@@ -329,8 +331,13 @@ class LMSource:
 
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
         rng = random.Random(seed)
-        chosen = [self.tasks[rng.randrange(len(self.tasks))] for _ in range(urgency.shape[0])]
+        group = self.group_size  # consecutive episodes share a prompt (and, from the caller, an urgency)
+        if urgency.shape[0] % group:
+            raise ValueError(f"group_size: {group} does not divide the {urgency.shape[0]} episodes of a rollout")
+        chosen = [self.tasks[rng.randrange(len(self.tasks))] for _ in range(urgency.shape[0] // group)]
         examples = [task.sample(rng) for task in chosen]
+        chosen = [task for task in chosen for _ in range(group)]
+        examples = [e for e in examples for _ in range(group)]
         settings, device = self.model.settings, self.model.device
         result = decode(self.model.lm, self.model.tokenizer, self.model.encode([e.prompt for e in examples]), policy,
                         urgency.to(device), self.decode_config, settings.pause_id, settings.numbering,
@@ -358,21 +365,28 @@ def source_columns(attention_mask: torch.Tensor, prompt_len: int, steps: int) ->
 
 
 def teacher_forced(lm, sequences: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor,
-                   columns: torch.Tensor, pause_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+                   columns: torch.Tensor, pause_id: int, prompt_summary: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass over whole decoded sequences: (hidden (rows, steps, hidden), logits (rows, steps, vocab)).
 
     sequences, attention_mask, positions: (rows, length); columns: (rows, steps) from `source_columns`.
     The hidden state is the last layer's (what the decode loop gives the controller); logits are float
     with `<pause>` masked out, as an emit sees them. The output head runs on the gathered steps only, not
     on every column (the decode loop's fast path relies on the same identity, checked there per prompt).
+    With `prompt_summary` the returned hidden is the controller's features as the decode loop builds them:
+    [hidden, mean of the last hidden states over the prompt columns] (rows, steps, 2 x hidden).
     """
     out = lm(input_ids=sequences, attention_mask=attention_mask, position_ids=positions, use_cache=False,
              output_hidden_states=True, logits_to_keep=1)
-    hidden = out.hidden_states[-1]  # (rows, length, hidden)
-    hidden = hidden.gather(1, columns[..., None].expand(-1, -1, hidden.shape[-1]))  # (rows, steps, hidden)
+    full = out.hidden_states[-1]  # (rows, length, hidden)
+    hidden = full.gather(1, columns[..., None].expand(-1, -1, full.shape[-1]))  # (rows, steps, hidden)
     logits = lm.get_output_embeddings()(hidden).float()  # (rows, steps, vocab)
     logits = logits.masked_fill(
         torch.arange(logits.shape[-1], device=logits.device) == pause_id, -math.inf)
+    if prompt_summary:
+        prompt_len = int(columns[0, 0]) + 1  # left-padded prompts: step 0 reads the last prompt column
+        summary = masked_mean(full[:, :prompt_len], attention_mask[:, :prompt_len])  # (rows, hidden)
+        hidden = torch.cat([hidden, summary[:, None].expand_as(hidden)], -1)
     return hidden, logits
 
 
@@ -505,10 +519,25 @@ class EpisodeBatch:
         return self.step_returns[self.rollout.trained]
 
 
-def make_batch(rollout: Rollout, reward: Reward, gamma: float, gae_lambda: float) -> Batch | EpisodeBatch:
-    """GAE over the trained steps; a flat `Batch` of controller decisions, or an `EpisodeBatch` (joint)."""
+def group_advantages(episode_rewards: torch.Tensor, group_size: int) -> torch.Tensor:  # (episodes,)
+    """RLOO: each episode's reward minus the mean reward of the other episodes of its group (consecutive
+    `group_size` episodes on one prompt at one urgency). Unbiased (the baseline does not depend on the
+    episode's own actions), and what the prompt contributes to the reward (is it solvable?) cancels."""
+    groups = episode_rewards.view(-1, group_size)  # (groups, group_size)
+    others = (groups.sum(1, keepdim=True) - groups) / (group_size - 1)
+    return (groups - others).flatten()
+
+
+def make_batch(rollout: Rollout, reward: Reward, gamma: float, gae_lambda: float,
+               group_size: int = 1) -> Batch | EpisodeBatch:
+    """Advantages over the trained steps: GAE, or with `group_size` >= 2 the episode's RLOO advantage at each
+    of its steps (the value head still learns GAE returns: logged, and there for a later switch back).
+    Returns a flat `Batch` of controller decisions, or an `EpisodeBatch` (joint)."""
     trained = rollout.trained
     advantages, returns = decision_gae(rollout.step_rewards(reward), rollout.values, trained, gamma, gae_lambda)
+    if group_size > 1:
+        per_episode = group_advantages(rollout.episode_rewards(reward).float(), group_size)  # (episodes,)
+        advantages = torch.where(trained, per_episode[:, None].to(advantages.dtype), torch.zeros_like(advantages))
     if rollout.tokens is not None:
         return EpisodeBatch(rollout, advantages, returns)
     return Batch(rollout.inputs(trained), rollout.actions[trained], rollout.log_probs[trained],
@@ -569,7 +598,8 @@ class JointEvaluation(nn.Module):
                 pauses_total, actions):
         """Tensors as in `TokenTrace` / `Rollout`; returns (controller log-prob, controller entropy, value,
         token log-prob), each (episodes, steps), at every step (callers mask)."""
-        hidden, logits = teacher_forced(self.lm, sequences, attention_mask, positions, columns, self.pause_id)
+        hidden, logits = teacher_forced(self.lm, sequences, attention_mask, positions, columns, self.pause_id,
+                                        prompt_summary=getattr(self.policy, "prompt_summary", False))
         episodes, steps = actions.shape
         # The top answer-token probability is a head input the LM produces: recomputed here so that it moves
         # with the adapter, but detached: the token objective and the KL govern the answer distribution.
@@ -904,7 +934,7 @@ def build_policy(config: PPOConfig, feature_dim: int) -> PauseControllerHead:
     With train_adapter its input hidden state is not detached (`joint`): its gradient reaches the adapter."""
     return PauseControllerHead(feature_dim, width=config.head_width, pause_scale=float(max(config.max_pauses, 1)),
                                use_top_prob=config.env == "lm", initial_pause_prob=config.initial_pause_prob,
-                               joint=config.train_adapter)
+                               joint=config.train_adapter, prompt_summary=config.env == "lm" and config.prompt_summary)
 
 
 def build_source(config: PPOConfig, reward: Reward, device: torch.device):
@@ -937,6 +967,9 @@ def train(config: PPOConfig) -> dict:
     if config.episodes_per_iteration % world:
         raise ValueError(f"episodes_per_iteration: {config.episodes_per_iteration} does not split evenly over "
                          f"{world} processes")
+    if (config.episodes_per_iteration // world) % config.group_size:
+        raise ValueError(f"group_size: {config.group_size} does not divide the {config.episodes_per_iteration // world} "
+                         f"episodes per process (episodes_per_iteration {config.episodes_per_iteration} over {world})")
     if config.train_adapter and config.episodes_per_iteration // world < config.num_minibatches:
         raise ValueError(f"num_minibatches: train_adapter splits whole episodes, and {config.num_minibatches} "
                          f"minibatches need at least as many episodes per process, got "
@@ -993,9 +1026,10 @@ def train(config: PPOConfig) -> dict:
             for group, base_lr in zip(optimizer.param_groups, base_lrs):  # the head's, then the adapter's
                 group["lr"] = base_lr * fraction
 
-            urgency = sample_urgency(config, local_episodes, generators["rollout"])  # (local_episodes,)
+            group = config.group_size  # one urgency per group of episodes (rloo); 1: per episode
+            urgency = sample_urgency(config, local_episodes // group, generators["rollout"]).repeat_interleave(group)
             rollout = source.collect(policy, urgency, generators["rollout"])
-            batch = make_batch(rollout, reward, config.gamma, config.gae_lambda)
+            batch = make_batch(rollout, reward, config.gamma, config.gae_lambda, group)
             sums = accelerator.reduce(rollout_sums(rollout, reward).to(accelerator.device), "sum").cpu()
             ev = explained_variance(batch.values, batch.returns)
             stats = ppo_update(evaluator, optimizer, batch, config, generators["update"], accelerator,

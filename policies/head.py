@@ -31,9 +31,13 @@ def _layer(linear: nn.Linear, std: float) -> nn.Linear:
 
 
 class PauseControllerHead(PausePolicy):
-    """MLP over [LayerNorm(hidden), urgency, pauses spent(, top_prob)] -> (pause logit, value).
+    """MLP over [LayerNorm(hidden)(, LayerNorm(prompt summary)), urgency, pauses spent(, top_prob)]
+    -> (pause logit, value).
 
-    feature_dim: the LM's hidden size. pause_scale: pauses are fed as
+    feature_dim: the LM's hidden size. prompt_summary: the features also carry the mean of the LM's last
+    hidden states over the prompt (the decode loop appends it, `DecodeConfig.prompt_summary`), so the
+    head reads the whole prompt, not only the current position. The last position's state is shaped to
+    predict the next token; it tells little about how hard the input is (docs/design-notes.md). pause_scale: pauses are fed as
     count / pause_scale, so counts of the order of
     `max_pauses` land in a sane range. initial_pause_prob sets the pause
     logit's bias, i.e. the untrained head's pause probability.
@@ -42,7 +46,7 @@ class PauseControllerHead(PausePolicy):
     trainable = True
 
     def __init__(self, feature_dim: int, width: int = 64, pause_scale: float = 8.0, use_top_prob: bool = True,
-                 initial_pause_prob: float = 0.5, joint: bool = False):
+                 initial_pause_prob: float = 0.5, joint: bool = False, prompt_summary: bool = False):
         super().__init__()
         if not (isinstance(feature_dim, int) and feature_dim >= 1):
             raise ValueError(f"feature_dim: must be an integer >= 1, got {feature_dim!r}")
@@ -58,17 +62,25 @@ class PauseControllerHead(PausePolicy):
         self.use_top_prob = bool(use_top_prob)
         self.initial_pause_prob = float(initial_pause_prob)
         self.joint = bool(joint)
+        self.prompt_summary = bool(prompt_summary)
         n_scalar = self.num_scalar_features
         # Two small matmuls per step (the controller must not slow decoding down): one hidden layer over
         # [LayerNorm(hidden state), scalar features], then the pause logit and the value together.
         self.norm = nn.LayerNorm(feature_dim)
-        self.hidden_layer = _layer(nn.Linear(feature_dim + n_scalar, width), math.sqrt(2))
+        # The summary gets its own normalisation: a mean of states has a smaller scale than one state.
+        self.summary_norm = nn.LayerNorm(feature_dim) if self.prompt_summary else None
+        self.hidden_layer = _layer(nn.Linear(self.input_dim + n_scalar, width), math.sqrt(2))
         self.out = nn.Linear(width, 2)  # row 0: pause logit, row 1: value
         with torch.no_grad():
             nn.init.orthogonal_(self.out.weight[:1], 0.01)
             nn.init.orthogonal_(self.out.weight[1:], 1.0)
             self.out.bias.zero_()
             self.out.bias[0] = math.log(initial_pause_prob / (1 - initial_pause_prob))
+
+    @property
+    def input_dim(self) -> int:
+        """Width of `ControllerInputs.features` this head reads: hidden (+ prompt summary)."""
+        return self.feature_dim * (2 if self.prompt_summary else 1)
 
     @property
     def num_scalar_features(self) -> int:
@@ -86,14 +98,21 @@ class PauseControllerHead(PausePolicy):
 
     def forward(self, inputs: ControllerInputs) -> tuple[torch.Tensor, torch.Tensor]:  # (batch,), (batch,)
         features = inputs.features if self.joint else inputs.features.detach()
-        if features.shape[-1] != self.feature_dim:
-            raise ValueError(f"features: expected last dimension {self.feature_dim} (the head's hidden size), "
-                             f"got {features.shape[-1]}")
+        if features.shape[-1] != self.input_dim:
+            what = (f"2 x {self.feature_dim}: the hidden state and the prompt summary (decode with "
+                    "DecodeConfig(prompt_summary=True))" if self.prompt_summary
+                    else f"{self.feature_dim} (the head's hidden size)")
+            raise ValueError(f"features: expected last dimension {self.input_dim}, {what}; got {features.shape[-1]}")
         dtype = self.out.weight.dtype
         if features.dtype != dtype:
             features = features.to(dtype)
         scalars = self.scalar_features(inputs)
-        x = torch.cat([self.norm(features), scalars if scalars.dtype == dtype else scalars.to(dtype)], dim=-1)
+        if self.prompt_summary:
+            current, summary = features.split(self.feature_dim, dim=-1)
+            normed = [self.norm(current), self.summary_norm(summary)]
+        else:
+            normed = [self.norm(features)]
+        x = torch.cat(normed + [scalars if scalars.dtype == dtype else scalars.to(dtype)], dim=-1)
         out = self.out(torch.tanh(self.hidden_layer(x)))  # (batch, 2)
         if out.dtype != torch.float32:
             out = out.float()
@@ -125,4 +144,4 @@ class PauseControllerHead(PausePolicy):
     def config(self) -> dict:
         return {"feature_dim": self.feature_dim, "width": self.width, "pause_scale": self.pause_scale,
                 "use_top_prob": self.use_top_prob, "initial_pause_prob": self.initial_pause_prob,
-                "joint": self.joint}
+                "joint": self.joint, "prompt_summary": self.prompt_summary}

@@ -30,12 +30,12 @@ def opinionated_model(numbering: str = "contiguous", seed: int = 1, policy=None,
     return AdaptivePauseModel(model, tokenizer, policy)
 
 
-def decisive_head(hidden: int, seed: int = 0, use_top_prob: bool = True):
+def decisive_head(hidden: int, seed: int = 0, use_top_prob: bool = True, prompt_summary: bool = False):
     """A PauseControllerHead whose untrained decisions vary with the state and are far from the 0.5 boundary."""
     from policies import PauseControllerHead
 
     torch.manual_seed(seed)
-    head = PauseControllerHead(hidden, width=16, use_top_prob=use_top_prob)
+    head = PauseControllerHead(hidden, width=16, use_top_prob=use_top_prob, prompt_summary=prompt_summary)
     with torch.no_grad():
         head.out.weight[0].normal_(0, 3.0)
     return head.eval()

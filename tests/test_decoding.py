@@ -239,3 +239,41 @@ def test_speculative_pauses_keep_the_sampled_controller_distribution(contiguous_
     expected = torch.tensor([0.5 ** (k + 1) for k in range(6)] + [0.5 ** 6])
     assert torch.allclose(counts, expected, atol=0.06), counts
     assert out.trace.forced.sum() == int((out.pauses_total == 6).sum())
+
+
+@pytest.mark.parametrize("numbering", ["contiguous", "slotted"])
+def test_prompt_summary_is_the_prompts_mean_state_batched_or_alone(numbering):
+    """Features = [last hidden state, mean last-layer state over the prompt]; left padding does not leak in,
+    so each row of a batch sees what it sees alone; speculative pauses see the same features."""
+    model = opinionated_model(numbering)
+    head = decisive_head(model.hidden_size, seed=1, prompt_summary=True)
+    us = [0.1, 0.5, 0.9, 0.3]
+    batched = _decode(model, PROMPTS, head, urgency=us, max_new_tokens=6, max_pauses=3, prompt_summary=True)
+    assert batched.trace.features.shape[-1] == 2 * model.hidden_size
+    assert sum(batched.pauses_total.tolist()) > 0
+    s = model.settings
+    for row, (prompt, u) in enumerate(zip(PROMPTS, us)):
+        ids = torch.tensor([model.encode([prompt])[0]])
+        mask = torch.ones_like(ids)
+        with torch.no_grad():
+            out = model.lm(input_ids=ids, attention_mask=mask, output_hidden_states=True,
+                           position_ids=position_ids(ids, mask, s.pause_id, s.numbering, s.pause_slots))
+        expected = out.hidden_states[-1][0].mean(0)  # (hidden,)
+        valid = batched.trace.valid[row]
+        summaries = batched.trace.features[row][valid][:, model.hidden_size:]  # every step carries it
+        torch.testing.assert_close(summaries, expected.expand_as(summaries), atol=1e-4, rtol=1e-4)
+        alone = _decode(model, [prompt], head, urgency=u, max_new_tokens=6, max_pauses=3, prompt_summary=True)
+        assert alone.answer_ids[0] == batched.answer_ids[row]
+        assert alone.pauses_per_token[0] == batched.pauses_per_token[row]
+    speculative = _decode(model, PROMPTS, head, urgency=us, max_new_tokens=6, max_pauses=3, prompt_summary=True,
+                          speculate_pauses=3)
+    assert speculative.answer_ids == batched.answer_ids and speculative.pauses_per_token == batched.pauses_per_token
+
+
+def test_a_head_reading_the_prompt_summary_needs_a_loop_that_computes_it(contiguous_model):
+    head = decisive_head(contiguous_model.hidden_size, prompt_summary=True)
+    with pytest.raises(ValueError, match=r"reads the prompt summary.*DecodeConfig\(prompt_summary=True\)"):
+        _decode(contiguous_model, PROMPTS, head, max_new_tokens=2)
+    # generate() sets the loop up from the policy it is given
+    out = contiguous_model.generate(PROMPTS, urgency=0.5, policy=head, max_new_tokens=2, max_pauses=2)
+    assert len(out.texts) == len(PROMPTS)

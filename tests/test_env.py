@@ -17,11 +17,14 @@ def model():
     return opinionated_model("slotted")
 
 
-def test_single_env_passes_the_gymnasium_checker(model):
-    env = PauseEnv(model, PauseEnvConfig(max_new_tokens=3, max_pauses=2))
+@pytest.mark.parametrize("prompt_summary", [False, True])
+def test_single_env_passes_the_gymnasium_checker(model, prompt_summary):
+    env = PauseEnv(model, PauseEnvConfig(max_new_tokens=3, max_pauses=2, prompt_summary=prompt_summary))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unbounded hidden-state Box: expected, and only a warning
         check_env(env, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    assert obs["features"].shape == (model.hidden_size * (2 if prompt_summary else 1),)
 
 
 def test_episode_rewards_sum_to_the_meta_reward(model):

@@ -117,3 +117,24 @@ def test_bad_constructor_arguments_name_the_field():
                         (lambda: RandomPauses(math.nan), "p"), (lambda: ConfidenceThreshold(high=1.5), "high")):
         with pytest.raises(ValueError, match=field):
             make()
+
+
+def test_head_with_prompt_summary_round_trips_and_checks_its_input_width(tmp_path):
+    from policies import PauseControllerHead, load_policy, save_policy
+
+    torch.manual_seed(0)
+    head = PauseControllerHead(4, width=8, prompt_summary=True)
+    assert head.input_dim == 8
+    g = torch.Generator().manual_seed(0)
+    inputs = ControllerInputs(torch.randn(5, 8, generator=g), torch.rand(5, generator=g),
+                              torch.zeros(5, dtype=torch.long), torch.zeros(5, dtype=torch.long), torch.rand(5, generator=g))
+    save_policy(head, tmp_path / "c")
+    loaded = load_policy(tmp_path / "c", hidden_size=4)
+    assert loaded.prompt_summary and torch.equal(loaded.action_logits(inputs), head.action_logits(inputs))
+    # the summary half matters
+    other = ControllerInputs(torch.cat([inputs.features[:, :4], torch.randn(5, 4, generator=g)], -1), inputs.urgency,
+                             inputs.pauses_before_token, inputs.pauses_total, inputs.top_prob)
+    assert not torch.allclose(head.action_logits(other), head.action_logits(inputs))
+    with pytest.raises(ValueError, match=r"expected last dimension 8, 2 x 4: the hidden state and the prompt summary"):
+        head.action_logits(ControllerInputs(inputs.features[:, :4], inputs.urgency, inputs.pauses_before_token,
+                                            inputs.pauses_total, inputs.top_prob))

@@ -185,11 +185,13 @@ def tiny_run_dir(tmp_path, tiny_lm):
     return tmp_path / "tiny"
 
 
-def test_lm_source_trace_replays_on_the_head_alone(tiny_run_dir, tmp_path):
+@pytest.mark.parametrize("prompt_summary", [False, True])
+def test_lm_source_trace_replays_on_the_head_alone(tiny_run_dir, tmp_path, prompt_summary):
     """The decode loop's trace maps onto Rollout; re-running only the head on stored features gives the same
-    log-probs and values (what a frozen-LM update relies on)."""
+    log-probs and values (what a frozen-LM update relies on), with or without the prompt summary."""
     config = PPOConfig(env="lm", model_run_dir=str(tiny_run_dir), tasks=["addition:1-2"], max_pauses=3,
-                       max_new_tokens=4, initial_pause_prob=0.6, output_dir=str(tmp_path / "unused"))
+                       max_new_tokens=4, initial_pause_prob=0.6, output_dir=str(tmp_path / "unused"),
+                       prompt_summary=prompt_summary)
     reward = ppo.build_reward(config)
     source, model = ppo.build_source(config, reward, torch.device("cpu"))
     assert model is None and source.max_pauses_total == reward.max_pauses_total == 12
@@ -197,7 +199,9 @@ def test_lm_source_trace_replays_on_the_head_alone(tiny_run_dir, tmp_path):
     policy = ppo.build_policy(config, source.feature_dim)
     rollout = source.collect(policy, torch.linspace(0, 1, 12), torch.Generator().manual_seed(0))
     rollout.validate()
-    assert rollout.features.shape[-1] == source.feature_dim and rollout.top_prob is not None
+    assert policy.prompt_summary == prompt_summary
+    assert rollout.features.shape[-1] == source.feature_dim * (2 if prompt_summary else 1)
+    assert rollout.top_prob is not None
     assert (rollout.actions[rollout.valid] == 1).any() and rollout.forced.any()
     batch = ppo.make_batch(rollout, reward, 1.0, 0.95)
     log_prob, _, value = policy.evaluate(batch.inputs, batch.actions)
@@ -221,3 +225,47 @@ def test_train_controller_on_the_lm_writes_a_loadable_run(tiny_run_dir, tmp_path
     loaded = AdaptivePauseModel.from_pretrained(run_dir)
     out = loaded.generate(["12+34="], urgency=0.2, max_new_tokens=4, max_pauses=3)
     assert len(out.texts) == 1
+
+
+def test_rloo_advantage_is_reward_minus_the_mean_of_the_other_episodes_of_the_group():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.5, 0.5, 0.5, 0.5])
+    adv = ppo.group_advantages(rewards, 4)
+    torch.testing.assert_close(adv, torch.tensor([2 / 3, -2 / 3, -2 / 3, 2 / 3, 0.0, 0.0, 0.0, 0.0]))
+    torch.testing.assert_close(adv.view(2, 4).sum(1), torch.zeros(2))  # a group's advantages sum to zero
+
+
+def test_rloo_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="advantage: rloo needs env 'lm'"):
+        PPOConfig(advantage="rloo", group_size=4)
+    with pytest.raises(ValueError, match="group_size: rloo needs at least 2"):
+        PPOConfig(env="lm", model_run_dir="x", advantage="rloo")
+    with pytest.raises(ValueError, match="group_size: groups are for advantage rloo"):
+        PPOConfig(group_size=4)
+    with pytest.raises(ValueError, match="advantage: must be one of"):
+        PPOConfig(advantage="vtrace")
+
+
+def test_rloo_groups_share_prompt_and_urgency_and_train(tiny_run_dir, tmp_path):
+    config = PPOConfig(env="lm", model_run_dir=str(tiny_run_dir), tasks=["addition:1-3"], max_pauses=3,
+                       max_new_tokens=4, initial_pause_prob=0.5, output_dir=str(tmp_path / "run"), advantage="rloo",
+                       group_size=4, iterations=2, episodes_per_iteration=16, progress=False)
+    reward = ppo.build_reward(config)
+    source, _ = ppo.build_source(config, reward, torch.device("cpu"))
+    torch.manual_seed(0)
+    policy = ppo.build_policy(config, source.feature_dim)
+    urgency = torch.tensor([0.1, 0.6, 0.3, 0.9]).repeat_interleave(4)
+    rollout = source.collect(policy, urgency, torch.Generator().manual_seed(0))
+    # a group's episodes start from the same prompt: same first features, same difficulty
+    first = rollout.features[:, 0].view(4, 4, -1)
+    torch.testing.assert_close(first, first[:, :1].expand_as(first))
+    assert (rollout.difficulty.view(4, 4) == rollout.difficulty.view(4, 4)[:, :1]).all()
+    batch = ppo.make_batch(rollout, reward, 1.0, 0.95, group_size=4)
+    expected = ppo.group_advantages(rollout.episode_rewards(reward).float(), 4)
+    episode_of_sample = torch.arange(16)[:, None].expand_as(rollout.trained)[rollout.trained]
+    torch.testing.assert_close(batch.advantages, expected[episode_of_sample])
+    with pytest.raises(ValueError, match="group_size: 4 does not divide the 6 episodes"):
+        source.collect(policy, torch.rand(6), torch.Generator().manual_seed(0))
+    result = ppo.train(config)
+    assert result["trainer"]["iteration"] == 2 and result["trainer"]["episodes"] == 32
+    with pytest.raises(ValueError, match="group_size: 4 does not divide the 6 episodes per process"):
+        ppo.train(PPOConfig(**{**config.__dict__, "episodes_per_iteration": 6, "output_dir": str(tmp_path / "b")}))

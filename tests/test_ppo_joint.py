@@ -54,14 +54,15 @@ def lora_tensors(path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in load_file(str(path / "adapter" / "adapter_model.safetensors")).items() if "lora_" in k}
 
 
-@pytest.mark.parametrize("numbering", ["slotted", "contiguous"])
-def test_teacher_forced_token_log_probs_and_features_equal_the_decode_loops(finetuned, numbering):
+@pytest.mark.parametrize("numbering,summary", [("slotted", False), ("contiguous", False), ("slotted", True)])
+def test_teacher_forced_token_log_probs_and_features_equal_the_decode_loops(finetuned, numbering, summary):
     model = AdaptivePauseModel.from_pretrained(finetuned / "ft")
     assert model.settings.numbering == "slotted" and hasattr(model.lm, "disable_adapter")
     settings = PauseSettings(model.settings.pause_id, numbering, model.settings.pause_slots)
     torch.manual_seed(0)
-    policy = PauseControllerHead(model.hidden_size, initial_pause_prob=0.5)
-    config = DecodeConfig(max_new_tokens=5, max_pauses=3, do_sample=True, temperature=1.0, controller_greedy=False)
+    policy = PauseControllerHead(model.hidden_size, initial_pause_prob=0.5, prompt_summary=summary)
+    config = DecodeConfig(max_new_tokens=5, max_pauses=3, do_sample=True, temperature=1.0, controller_greedy=False,
+                          prompt_summary=summary)
     prompts = ["1+2=", "12+34=", "5+67=", "88+9=", "3+4="]
     session = DecodeSession(model.lm, model.tokenizer, model.encode(prompts), torch.linspace(0, 1, 5), config,
                             settings.pause_id, settings.numbering, settings.pause_slots, seed=3)
@@ -82,7 +83,8 @@ def test_teacher_forced_token_log_probs_and_features_equal_the_decode_loops(fine
     assert not torch.allclose(tokens.ref_log_probs[emitted], tokens.log_probs[emitted])  # the adapter matters
     with torch.no_grad():
         hidden, _ = ppo.teacher_forced(model.lm, tokens.sequences, tokens.attention_mask, tokens.position_ids,
-                                       tokens.source_columns, settings.pause_id)
+                                       tokens.source_columns, settings.pause_id, prompt_summary=summary)
+    assert hidden.shape[-1] == model.hidden_size * (2 if summary else 1)
     torch.testing.assert_close(hidden[trace.valid], trace.features[trace.valid], atol=2e-5, rtol=0)
 
 
