@@ -72,7 +72,7 @@ def run_demo(config: DemoConfig) -> dict:
     from .ppo import PPOConfig
     from .ppo import train as train_controller
     from .pretrain import run_pretrain
-    from .sweep import SweepConfig, format_table, run_sweep, write_outputs
+    from .sweep import SweepConfig, format_summary, format_table, run_sweep, write_outputs
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,10 +131,12 @@ def run_demo(config: DemoConfig) -> dict:
         from .sweep import format_table as table
 
         result = {"table": table(data["rows"]), "spearman": data["spearman_urgency_pauses"],
-                  "pareto": dirs["sweep"] / "pareto.png", "by_difficulty": dirs["sweep"] / "by_difficulty.png"}
+                  "controller": data.get("controller", []), "pareto": dirs["sweep"] / "pareto.png", "by_difficulty": dirs["sweep"] / "by_difficulty.png"}
     seconds = time.perf_counter() - started
     print(result["table"])
     print(f"plots: {result['pareto']} {result['by_difficulty']}")
+    for summary in result.get("controller", []):
+        print(format_summary(summary))
     print(f"demo: seconds={seconds:.0f} spearman_urgency_pauses={result['spearman']:.3f} pareto={result['pareto']}")
     return {"seconds": seconds, "timings": timings, **result}
 

@@ -26,6 +26,8 @@ def test_demo_end_to_end_then_skips(tmp_path, capsys):
     assert overall == {(p, q, u) for p, q in policies for u in (0.0, 0.5, 1.0)}  # every policy at every urgency
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith("demo: seconds=")
+    assert "controller: task=parity:2-6 spearman_urgency_pauses=" in out  # the controller against the baselines
     second = run_demo(config)
     assert second["timings"] == {}  # every stage was skipped
-    assert "finished before" in capsys.readouterr().out
+    again = capsys.readouterr().out
+    assert "finished before" in again and "controller: task=parity:2-6" in again
