@@ -320,7 +320,8 @@ class PPOConfig(AnalyticEnvConfig):
                                  default=False)
     advantage: str = _help("'gae' (a learned value baseline, CleanRL) or 'rloo' (env lm: group_size episodes per "
                            "prompt at one urgency; each episode's advantage is its reward minus the mean of the "
-                           "others', as in RLOO: the prompt's own difficulty cancels out)", default="gae")
+                           "others', as in RLOO: the prompt's own difficulty cancels out; gamma and gae_lambda "
+                           "then shape only the value head's targets)", default="gae")
     group_size: int = _help("advantage rloo: episodes per prompt (>= 2; divides the episodes per process)",
                             default=1)
     seed: int = _help("seed for the head's initialisation, rollouts and minibatch order", default=0)
@@ -405,6 +406,8 @@ class PPOConfig(AnalyticEnvConfig):
                f"needs env 'lm' (an LM with a LoRA adapter), got env {self.env!r}")
         _check(self.advantage in ADVANTAGES, "advantage", f"must be one of {ADVANTAGES}, got {self.advantage!r}")
         _check(self.group_size >= 1, "group_size", f"must be >= 1, got {self.group_size}")
+        _check(not self.prompt_summary or self.env == "lm", "prompt_summary",
+               f"needs env 'lm' (a prompt to summarise), got env {self.env!r}")
         if self.advantage == "rloo":
             _check(self.env == "lm", "advantage", "rloo needs env 'lm' (groups of episodes on one prompt)")
             _check(self.group_size >= 2, "group_size", f"rloo needs at least 2 episodes per prompt, got {self.group_size}")

@@ -177,15 +177,21 @@ def _as_urgency(value: UrgencyLike, batch: int, device, name: str = "urgency") -
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (batch, hidden)
     """Mean of hidden (batch, length, hidden) over the columns where mask (batch, length) is 1."""
-    weights = mask.to(hidden.dtype)[..., None]
-    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+    keep = mask.bool()[..., None]
+    # masked_fill, not a product: a padded column's state may be NaN/inf (fully masked queries in half precision)
+    return hidden.masked_fill(~keep, 0).sum(1) / keep.sum(1).clamp(min=1).to(hidden.dtype)
 
 
 def check_prompt_summary(policy: PausePolicy, config: DecodeConfig) -> None:
-    """A head that reads the prompt summary needs a loop that computes it (and the reverse is harmless)."""
-    if getattr(policy, "prompt_summary", False) and not config.prompt_summary:
+    """The loop's features must be the ones the policy reads: with or without the prompt summary.
+    (Policies that read no features, the baselines, take either.)"""
+    reads = getattr(policy, "prompt_summary", False)
+    if reads and not config.prompt_summary:
         raise ValueError(f"policy {type(policy).__name__} reads the prompt summary (prompt_summary=True); decode "
-                         "with DecodeConfig(prompt_summary=True)")
+                         "with prompt_summary=True (DecodeConfig, PauseEnvConfig)")
+    if config.prompt_summary and not reads and getattr(policy, "feature_dim", None) is not None:
+        raise ValueError(f"prompt_summary: the decode loop appends the prompt summary to the features, but policy "
+                         f"{type(policy).__name__} was built without it; decode with prompt_summary=False")
 
 
 def context_length(model) -> int | None:

@@ -4,8 +4,10 @@ Owns: the order of the stages and their hand-offs on the embedded default:
 pause-pretraining -> LoRA pause-finetuning -> controller PPO on the LM ->
 urgency sweep, each stage configured by a YAML file shipped with the package
 (`adaptive_pause/configs/demo_*.yaml`, overridable with `--*_config`), each
-written into `OUT/<stage>/` and skipped when rerun once it has finished
-(a `.done` marker is written after the stage's own outputs). It prints the
+written into `OUT/<stage>/` and skipped when rerun once it has finished with the
+same configuration (a `.done` marker holding a fingerprint of the stage's config
+and of the stages before it is written after the stage's own outputs; a stage
+whose fingerprint changed, or that never finished, is cleared and rerun). It prints the
 sweep table and the paths of the plots, and ends with one line:
 `demo: seconds=S spearman_urgency_pauses=R pareto=PATH`.
 
@@ -14,6 +16,8 @@ Must not: implement any stage; it only calls them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -59,12 +63,23 @@ def _stage_yaml(path: Optional[str], stage: str) -> dict:
     return data
 
 
-def _done(stage_dir: Path) -> bool:
-    return (stage_dir / ".done").is_file()
+def _fingerprint(data: dict, upstream: str = "") -> str:
+    """A stage's identity: its resolved config and the fingerprint of the stage it builds on."""
+    kept = {k: v for k, v in data.items() if k != "progress"}  # showing a progress bar changes no result
+    text = json.dumps(kept, sort_keys=True, default=str) + upstream
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _mark_done(stage_dir: Path, seconds: float) -> None:
-    (stage_dir / ".done").write_text(f"{seconds:.1f}\n")
+def _done_fingerprint(stage_dir: Path) -> str | None:
+    """The fingerprint a finished stage recorded; None if it never finished (or wrote an older marker)."""
+    try:
+        return json.loads((stage_dir / ".done").read_text()).get("config")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _mark_done(stage_dir: Path, seconds: float, fingerprint: str) -> None:
+    (stage_dir / ".done").write_text(json.dumps({"seconds": round(seconds, 1), "config": fingerprint}) + "\n")
 
 
 def run_demo(config: DemoConfig) -> dict:
@@ -81,41 +96,52 @@ def run_demo(config: DemoConfig) -> dict:
     dirs = {stage: out / stage for stage in STAGES}
     common = {"seed": config.seed, "progress": config.progress}
 
-    def stage(name: str, fn) -> None:
-        if _done(dirs[name]) and not config.force:
+    def stage(name: str, fn, fingerprint: str) -> None:
+        recorded = _done_fingerprint(dirs[name])
+        if recorded == fingerprint and not config.force:
             print(f"demo: {name}: finished before in {dirs[name]}, skipped")
             return
+        if dirs[name].exists():  # unfinished, forced, or built from another config: start it afresh
+            why = ("--force" if recorded == fingerprint else "its config or an earlier stage changed"
+                   if recorded else "it had not finished")
+            print(f"demo: {name}: clearing {dirs[name]} ({why})", flush=True)
+            shutil.rmtree(dirs[name])
         t0 = time.perf_counter()
         print(f"demo: {name} -> {dirs[name]}", flush=True)
         fn()
         timings[name] = time.perf_counter() - t0
         dirs[name].mkdir(parents=True, exist_ok=True)
-        _mark_done(dirs[name], timings[name])
+        _mark_done(dirs[name], timings[name], fingerprint)
         print(f"demo: {name}: {timings[name]:.0f} s", flush=True)
 
-    pre = from_dict(PretrainConfig, {**_stage_yaml(config.pretrain_config, "pretrain"), **common,
-                                     "output_dir": str(dirs["pretrain"])})
-    stage("pretrain", lambda: run_pretrain(pre))
+    pre_data = {**_stage_yaml(config.pretrain_config, "pretrain"), **common, "output_dir": str(dirs["pretrain"])}
+    pre = from_dict(PretrainConfig, pre_data)
+    pre_print = _fingerprint(pre_data)
+    stage("pretrain", lambda: run_pretrain(pre), pre_print)
 
     ft_data = {**_stage_yaml(config.finetune_config, "finetune"), **common, "output_dir": str(dirs["finetune"]),
                "base_model": str(dirs["pretrain"])}
     ft = from_dict(FinetuneConfig, ft_data)
-    stage("finetune", lambda: run_finetune(ft))
+    ft_print = _fingerprint(ft_data, pre_print)
+    stage("finetune", lambda: run_finetune(ft), ft_print)
+
+    ppo_data = {**_stage_yaml(config.controller_config, "controller"), **common, "env": "lm",
+                "model_run_dir": str(dirs["finetune"]), "output_dir": str(dirs["controller"])}
+    ppo = from_dict(PPOConfig, ppo_data)  # validated before any stage runs
+    ppo_print = _fingerprint(ppo_data, ft_print)
 
     def controller():
-        ppo = from_dict(PPOConfig, {**_stage_yaml(config.controller_config, "controller"), **common, "env": "lm",
-                                    "model_run_dir": str(dirs["finetune"]), "output_dir": str(dirs["controller"])})
         train_controller(ppo)
         # The controller run becomes a complete run directory: the LM it was trained on beside it.
         for part in ("model", "adapter"):
             if (dirs["finetune"] / part).is_dir() and not (dirs["controller"] / part).is_dir():
                 shutil.copytree(dirs["finetune"] / part, dirs["controller"] / part)
 
-    stage("controller", controller)
+    stage("controller", controller, ppo_print)
 
-    sweep_config = from_dict(SweepConfig, {**_stage_yaml(config.sweep_config, "sweep"),
-                                           "progress": config.progress, "run_dir": str(dirs["controller"]),
-                                           "output_dir": str(dirs["sweep"])})
+    sweep_data = {**_stage_yaml(config.sweep_config, "sweep"), "progress": config.progress,
+                  "run_dir": str(dirs["controller"]), "output_dir": str(dirs["sweep"])}
+    sweep_config = from_dict(SweepConfig, sweep_data)
     result = {}
 
     def sweep():
@@ -123,7 +149,7 @@ def run_demo(config: DemoConfig) -> dict:
         result.update(write_outputs(rows, sweep_config))
         result["table"] = format_table(rows)
 
-    stage("sweep", sweep)
+    stage("sweep", sweep, _fingerprint(sweep_data, ppo_print))
     if not result:  # the sweep finished before: read its outputs back
         import json
 

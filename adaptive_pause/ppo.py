@@ -384,7 +384,7 @@ def teacher_forced(lm, sequences: torch.Tensor, attention_mask: torch.Tensor, po
     logits = logits.masked_fill(
         torch.arange(logits.shape[-1], device=logits.device) == pause_id, -math.inf)
     if prompt_summary:
-        prompt_len = int(columns[0, 0]) + 1  # left-padded prompts: step 0 reads the last prompt column
+        prompt_len = sequences.shape[1] - columns.shape[1]  # left-padded prompt, then one column per step
         summary = masked_mean(full[:, :prompt_len], attention_mask[:, :prompt_len])  # (rows, hidden)
         hidden = torch.cat([hidden, summary[:, None].expand_as(hidden)], -1)
     return hidden, logits
@@ -934,7 +934,7 @@ def build_policy(config: PPOConfig, feature_dim: int) -> PauseControllerHead:
     With train_adapter its input hidden state is not detached (`joint`): its gradient reaches the adapter."""
     return PauseControllerHead(feature_dim, width=config.head_width, pause_scale=float(max(config.max_pauses, 1)),
                                use_top_prob=config.env == "lm", initial_pause_prob=config.initial_pause_prob,
-                               joint=config.train_adapter, prompt_summary=config.env == "lm" and config.prompt_summary)
+                               joint=config.train_adapter, prompt_summary=config.prompt_summary)
 
 
 def build_source(config: PPOConfig, reward: Reward, device: torch.device):
@@ -956,12 +956,23 @@ def build_source(config: PPOConfig, reward: Reward, device: torch.device):
 def train(config: PPOConfig) -> dict:
     """Run PPO as configured; returns the final evaluation (analytic) and counters. Raises NonFiniteLoss."""
     from accelerate import Accelerator
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm.auto import tqdm
 
     if config.torch_threads > 0:
         torch.set_num_threads(config.torch_threads)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    try:
+        return _train(config, accelerator)
+    finally:
+        # Whether training finished or raised (a NaN loss and config errors are raised on every rank alike),
+        # the process group goes before the interpreter: a rank exiting with a live gloo group aborts
+        # ("terminate called without an active exception"). Destroying it twice is a no-op.
+        accelerator.end_training()
+
+
+def _train(config: PPOConfig, accelerator) -> dict:
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm.auto import tqdm
+
     run_dir = Path(config.output_dir)
     rank, world = accelerator.process_index, accelerator.num_processes
     if config.episodes_per_iteration % world:
@@ -1089,10 +1100,7 @@ def train(config: PPOConfig) -> dict:
 
             AdaptivePauseModel(source.model.lm, source.model.tokenizer, policy).save_pretrained(run_dir)
         write_json_atomic(result, run_dir / "result.json")
-    # Every rank waits for the main one's saves, then the process group is torn down before the interpreter
-    # exits: a rank leaving with a live gloo group aborts ("terminate called without an active exception").
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    accelerator.wait_for_everyone()  # every rank waits for the main one's saves; `train` then tears down
     return result
 
 

@@ -201,7 +201,10 @@ def controller_summary(rows: list[dict], task: str, reference_u: float = 0.5) ->
     """
     overall = [r for r in rows if r["task"] == task and r["difficulty"] == ALL]
     learned = {r["urgency"]: r for r in overall if r["policy"] == "learned"}
-    fixed = [r for r in overall if r["policy"] == "fixed" and r["urgency"] == 0.0]
+    # fixed k ignores urgency: its accuracy and pauses are the same at every swept urgency; take one of them
+    fixed_all = [r for r in overall if r["policy"] == "fixed"]
+    first_u = min((r["urgency"] for r in fixed_all), default=0.0)
+    fixed = [r for r in fixed_all if r["urgency"] == first_u]
     nan = float("nan")
     out = {"task": task, "spearman_urgency_pauses": spearman_urgency_pauses(rows, task),
            "accuracy_u0": nan, "mean_pauses_u0": nan, "best_fixed_k": None, "best_fixed_accuracy": nan,

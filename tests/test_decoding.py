@@ -272,8 +272,12 @@ def test_prompt_summary_is_the_prompts_mean_state_batched_or_alone(numbering):
 
 def test_a_head_reading_the_prompt_summary_needs_a_loop_that_computes_it(contiguous_model):
     head = decisive_head(contiguous_model.hidden_size, prompt_summary=True)
-    with pytest.raises(ValueError, match=r"reads the prompt summary.*DecodeConfig\(prompt_summary=True\)"):
+    with pytest.raises(ValueError, match=r"reads the prompt summary \(prompt_summary=True\); decode with prompt_summary=True"):
         _decode(contiguous_model, PROMPTS, head, max_new_tokens=2)
+    plain = decisive_head(contiguous_model.hidden_size)
+    with pytest.raises(ValueError, match="prompt_summary: the decode loop appends the prompt summary"):
+        _decode(contiguous_model, PROMPTS, plain, max_new_tokens=2, prompt_summary=True)
+    _decode(contiguous_model, PROMPTS, FixedPauses(1), max_new_tokens=2, prompt_summary=True)  # reads no features
     # generate() sets the loop up from the policy it is given
     out = contiguous_model.generate(PROMPTS, urgency=0.5, policy=head, max_new_tokens=2, max_pauses=2)
     assert len(out.texts) == len(PROMPTS)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from adaptive_pause.demo import DemoConfig, run_demo
+from adaptive_pause.demo import STAGES, DemoConfig, run_demo
 
 DATA = Path(__file__).parent / "data"
 
@@ -31,3 +31,11 @@ def test_demo_end_to_end_then_skips(tmp_path, capsys):
     assert second["timings"] == {}  # every stage was skipped
     again = capsys.readouterr().out
     assert "finished before" in again and "controller: task=parity:2-6" in again
+    # a changed sweep config reruns the sweep only; a changed controller config reruns it and the sweep
+    sweep_yaml = tmp_path / "sweep.yaml"
+    sweep_yaml.write_text((DATA / "demo_sweep.yaml").read_text().replace("num_examples: 20", "num_examples: 12"))
+    third = run_demo(DemoConfig(**{**config.__dict__, "sweep_config": str(sweep_yaml)}))
+    assert set(third["timings"]) == {"sweep"}
+    assert "sweep: clearing" in capsys.readouterr().out
+    forced = run_demo(DemoConfig(**{**config.__dict__, "sweep_config": str(sweep_yaml), "force": True}))
+    assert set(forced["timings"]) == set(STAGES)  # --force reruns every stage over its old outputs

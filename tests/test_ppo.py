@@ -243,6 +243,8 @@ def test_rloo_config_errors_name_the_field():
         PPOConfig(group_size=4)
     with pytest.raises(ValueError, match="advantage: must be one of"):
         PPOConfig(advantage="vtrace")
+    with pytest.raises(ValueError, match="prompt_summary: needs env 'lm'"):
+        PPOConfig(prompt_summary=True)
 
 
 def test_rloo_groups_share_prompt_and_urgency_and_train(tiny_run_dir, tmp_path):

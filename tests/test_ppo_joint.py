@@ -174,7 +174,9 @@ def test_joint_training_under_accelerate_launch_with_two_processes(finetuned, tm
                str(finetuned / "ft"), "--tasks", "addition:1-2", "--output_dir", str(run_dir), "--iterations", "2",
                "--episodes_per_iteration", "16", "--update_epochs", "2", "--num_minibatches", "2", "--max_pauses",
                "3", "--max_new_tokens", "4", "--progress", "false", "--train_adapter", "true",
-               "--adapter_learning_rate", "1e-3"]
+               "--adapter_learning_rate", "1e-3",
+               # and the options: the head reads the prompt summary; RLOO over pairs of episodes per prompt
+               "--prompt_summary", "true", "--advantage", "rloo", "--group_size", "2"]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((run_dir / "result.json").read_text())

@@ -101,6 +101,9 @@ def test_controller_summary_against_the_best_fixed_k():
     assert s["spearman_urgency_pauses"] == pytest.approx(-1.0) and s["spearman_difficulty_pauses"] == 0.6
     line = format_summary(s)
     assert line.startswith("controller: task=t ") and "best_fixed_k=4" in line and "pause_ratio=0.38" in line
+    # fixed k ignores urgency: a sweep without u = 0 still has its reference
+    later = [dict(r, urgency=0.5) for r in rows if r["policy"] == "fixed" and r["urgency"] == 0.0]
+    assert controller_summary(rows[:3] + later, "t")["best_fixed_k"] == 4
     # nothing to compare against: NaN, not an error
     lonely = controller_summary([_row("learned", "", 0.3, 0.7, 1.0)], "t")
     assert lonely["best_fixed_k"] is None and lonely["accuracy_gap"] != lonely["accuracy_gap"]
