@@ -365,6 +365,7 @@ class DecodeSession:
         self._column_times: list[float] = []  # seconds since start at which each trace column was decided
         self._fast = None  # (decoder, output head) when the single-token fast path is verified; see _prefill
         self.prompt_summary = None  # (batch, hidden): set by the prompt pass when config.prompt_summary
+        self._features_of = None  # (hidden, its features): one concatenation per step, not one per reader
         with torch.no_grad():
             self._prefill(input_ids, mask, prompt_positions)
 
@@ -513,8 +514,13 @@ class DecodeSession:
         """The controller's features from hidden states (batch, hidden) or (batch, n, hidden)."""
         if not self.config.prompt_summary:
             return hidden
+        cached = self._features_of
+        if cached is not None and cached[0] is hidden:  # asked again for this step's state (controller, then trace)
+            return cached[1]
         summary = self.prompt_summary if hidden.dim() == 2 else self.prompt_summary[:, None].expand_as(hidden)
-        return torch.cat([hidden, summary.to(hidden.dtype)], -1)
+        features = torch.cat([hidden, summary.to(hidden.dtype)], -1)
+        self._features_of = (hidden, features)  # the session never writes into a state tensor in place
+        return features
 
     def set_urgency(self, urgency: UrgencyLike, rows: torch.Tensor | Sequence[int] | None = None) -> None:
         """Change urgency from the next step on: for all rows, or only `rows` (indices or a (batch,) bool mask)."""
