@@ -1,9 +1,9 @@
-"""Atomic run-directory writes and agreement checks between saved parts.
+"""Atomic run-directory writes, agreement checks between saved parts, and optimizer state as safetensors.
 
-Owns: writing a directory (or file) to a temporary sibling and renaming it into
-place, so a crash never leaves a half-written checkpoint; and checking that a
-tokenizer, model and controller agree (vocab size, hidden size, pause id),
-with a message that says exactly what differs.
+Owns: writing a directory (or file) to a temporary sibling and renaming it into place, so a crash never
+leaves a half-written checkpoint; checking that a tokenizer, model and controller agree (vocab size,
+hidden size, pause id), with a message that says exactly what differs; an optimizer's state as safetensors +
+JSON (never a pickle); `NonFiniteLossError`, the stop that keeps the last good checkpoint.
 
 Must not: know about training loops or decoding.
 """
@@ -16,6 +16,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss was NaN/inf: training stops; the last checkpoint on disk is left as it was."""
 
 
 @contextlib.contextmanager
@@ -62,3 +69,37 @@ def check_agreement(parts: dict[str, dict[str, int]]) -> None:
             problems.append(f"{key}: " + ", ".join(f"{n}={v}" for n, v in seen.items()))
     if problems:
         raise ValueError("checkpoint parts disagree: " + "; ".join(problems))
+
+
+def optimizer_state(model: nn.Module, optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, JSON metadata) of an optimizer's full state: safetensors + JSON, never a pickle.
+    Works under DDP and FSDP (torch's distributed state-dict API); with cpu_offload only rank 0 gets it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    inner = getattr(optimizer, "optimizer", optimizer)
+    state = get_optimizer_state_dict(model, inner,
+                                     options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if "param_groups" not in state:  # with cpu_offload the full state lands on rank 0 only; others get {}
+        return {}, {}
+    tensors, meta = {}, {"param_groups": state["param_groups"], "state": {}}
+    for name, slots in state["state"].items():
+        meta["state"][name] = {}
+        for slot, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"{name}::{slot}"] = value.detach().cpu().contiguous()
+                meta["state"][name][slot] = "tensor"
+            else:
+                meta["state"][name][slot] = value
+    return tensors, meta
+
+
+def load_optimizer_state(model: nn.Module, optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Restore what `optimizer_state` wrote."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    state = {name: {slot: tensors[f"{name}::{slot}"] if value == "tensor" else value
+                    for slot, value in slots.items()} for name, slots in meta["state"].items()}
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
+    inner = getattr(optimizer, "optimizer", optimizer)
+    set_optimizer_state_dict(model, inner, {"state": state, "param_groups": groups},
+                             options=StateDictOptions(full_state_dict=True))

@@ -27,7 +27,12 @@ from typing import Optional
 
 import yaml
 
-from .config import FinetuneConfig, PretrainConfig, _check, _help, from_dict, parse_cli
+from .config import check, from_dict, help_field, parse_cli, read_yaml
+from .eval.sweep import SweepConfig, format_summary, format_table, run_sweep, write_outputs
+from .ppo.config import PPOConfig
+from .ppo.trainer import train as train_controller
+from .training.finetune import FinetuneConfig, run_finetune
+from .training.pretrain import PretrainConfig, run_pretrain
 
 STAGES = ("pretrain", "finetune", "controller", "sweep")
 
@@ -36,31 +41,27 @@ STAGES = ("pretrain", "finetune", "controller", "sweep")
 class DemoConfig:
     """The end-to-end demo: which stages, where, from which stage configs."""
 
-    out: str = _help("output directory; every stage writes OUT/<stage>/", default="runs/demo")
-    seed: int = _help("seed for every stage", default=0)
-    pretrain_config: Optional[str] = _help("YAML for the pretrain stage; empty = the packaged demo config",
+    out: str = help_field("output directory; every stage writes OUT/<stage>/", default="runs/demo")
+    seed: int = help_field("seed for every stage", default=0)
+    pretrain_config: Optional[str] = help_field("YAML for the pretrain stage; empty = the packaged demo config",
                                            default=None)
-    finetune_config: Optional[str] = _help("YAML for the finetune stage; empty = the packaged demo config",
+    finetune_config: Optional[str] = help_field("YAML for the finetune stage; empty = the packaged demo config",
                                            default=None)
-    controller_config: Optional[str] = _help("YAML for controller PPO; empty = the packaged demo config",
+    controller_config: Optional[str] = help_field("YAML for controller PPO; empty = the packaged demo config",
                                              default=None)
-    sweep_config: Optional[str] = _help("YAML for the sweep; empty = the packaged demo config", default=None)
-    force: bool = _help("rerun stages even if they finished before", default=False)
-    progress: bool = _help("show progress bars", default=True)
+    sweep_config: Optional[str] = help_field("YAML for the sweep; empty = the packaged demo config", default=None)
+    force: bool = help_field("rerun stages even if they finished before", default=False)
+    progress: bool = help_field("show progress bars", default=True)
 
     def __post_init__(self):
-        _check(bool(self.out), "out", "must name a directory")
+        check(bool(self.out), "out", "must name a directory")
 
 
 def _stage_yaml(path: Optional[str], stage: str) -> dict:
     if path:
-        text = Path(path).read_text()
-    else:
-        text = resources.files("adaptive_pause").joinpath(f"configs/demo_{stage}.yaml").read_text()
-    data = yaml.safe_load(text) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path or stage}: expected a YAML mapping of field: value")
-    return data
+        return read_yaml(path, f"{stage}_config")
+    data = yaml.safe_load(resources.files("adaptive_pause").joinpath(f"configs/demo_{stage}.yaml").read_text())
+    return data or {}
 
 
 def _fingerprint(data: dict, upstream: str = "") -> str:
@@ -83,12 +84,6 @@ def _mark_done(stage_dir: Path, seconds: float, fingerprint: str) -> None:
 
 
 def run_demo(config: DemoConfig) -> dict:
-    from .finetune import run_finetune
-    from .ppo import PPOConfig
-    from .ppo import train as train_controller
-    from .pretrain import run_pretrain
-    from .sweep import SweepConfig, format_summary, format_table, run_sweep, write_outputs
-
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -130,14 +125,7 @@ def run_demo(config: DemoConfig) -> dict:
     ppo = from_dict(PPOConfig, ppo_data)  # validated before any stage runs
     ppo_print = _fingerprint(ppo_data, ft_print)
 
-    def controller():
-        train_controller(ppo)
-        # The controller run becomes a complete run directory: the LM it was trained on beside it.
-        for part in ("model", "adapter"):
-            if (dirs["finetune"] / part).is_dir() and not (dirs["controller"] / part).is_dir():
-                shutil.copytree(dirs["finetune"] / part, dirs["controller"] / part)
-
-    stage("controller", controller, ppo_print)
+    stage("controller", lambda: train_controller(ppo), ppo_print)  # writes model/, adapter/, controller/
 
     sweep_data = {**_stage_yaml(config.sweep_config, "sweep"), "progress": config.progress,
                   "run_dir": str(dirs["controller"]), "output_dir": str(dirs["sweep"])}
@@ -151,12 +139,8 @@ def run_demo(config: DemoConfig) -> dict:
 
     stage("sweep", sweep, _fingerprint(sweep_data, ppo_print))
     if not result:  # the sweep finished before: read its outputs back
-        import json
-
         data = json.loads((dirs["sweep"] / "sweep.json").read_text())
-        from .sweep import format_table as table
-
-        result = {"table": table(data["rows"]), "spearman": data["spearman_urgency_pauses"],
+        result = {"table": format_table(data["rows"]), "spearman": data["spearman_urgency_pauses"],
                   "controller": data.get("controller", []), "pareto": dirs["sweep"] / "pareto.png", "by_difficulty": dirs["sweep"] / "by_difficulty.png"}
     seconds = time.perf_counter() - started
     print(result["table"])
@@ -168,5 +152,5 @@ def run_demo(config: DemoConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    run_demo(parse_cli(DemoConfig, argv))
+    run_demo(parse_cli(DemoConfig, argv, prog="adaptive-pause demo"))
     return 0

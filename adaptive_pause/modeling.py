@@ -9,14 +9,16 @@ model's own `config.json` so every later stage honours them identically.
 controller/ (with the agreement check), prompt encoding, input validation for
 `generate`, and the `adaptive-pause generate` command.
 
-Must not: contain a decode loop (that is `decoding.py`; `generate` is a
+Must not: contain a decode loop (that is `decoding/`; `generate` is a
 policy-driven run of it) or training code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
+from typing import Optional
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -26,15 +28,50 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 from policies import PausePolicy, load_policy, save_policy
 
 from .checkpoint import atomic_dir, check_agreement
-from .config import ModelConfig
+from .config import check, help_field
 from .decoding import DecodeConfig, DecodeResult, DecodeSession, UrgencyLike, UrgencySchedule, decode
-from .positions import check_numbering
+from .positions import NUMBERINGS, check_numbering
 from .tokens import build_char_tokenizer, ensure_pause_token, pause_token_id
 
 # Keys added to the HF model config (saved in config.json by save_pretrained).
 NUMBERING_KEY = "pause_position_numbering"
 SLOTS_KEY = "pause_slots"
 PAUSE_ID_KEY = "pause_token_id"
+
+
+@dataclass
+class ModelConfig:
+    """Which LM to start from, and how pauses are numbered."""
+
+    name_or_path: Optional[str] = help_field(
+        "HF model id or local directory; empty builds the embedded tiny Llama from the fields below", default=None
+    )
+    hidden_size: int = help_field("tiny model: hidden size (d_model)", default=128)
+    num_layers: int = help_field("tiny model: transformer layers", default=2)
+    num_heads: int = help_field("tiny model: attention heads", default=4)
+    intermediate_size: int = help_field("tiny model: MLP width", default=512)
+    max_position_embeddings: int = help_field("tiny model: longest position id the model is built for", default=4096)
+    position_numbering: str = help_field(
+        "how pauses take position ids: 'slotted' (from-scratch default), 'contiguous' (required for a "
+        "pretrained HF base), or 'auto' (slotted for the tiny model, contiguous otherwise)",
+        default="auto",
+    )
+    pause_slots: int = help_field("slotted numbering: position slots reserved for pauses before each token", default=16)
+
+    def __post_init__(self):
+        check(self.position_numbering in NUMBERINGS + ("auto",), "position_numbering",
+               f"must be one of {NUMBERINGS + ('auto',)}, got {self.position_numbering!r}")
+        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings"):
+            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        check(self.hidden_size % self.num_heads == 0, "hidden_size",
+               f"must be divisible by num_heads={self.num_heads}, got {self.hidden_size}")
+        check(self.pause_slots >= 0, "pause_slots", f"must be >= 0, got {self.pause_slots}")
+
+    def resolved_numbering(self) -> str:
+        if self.position_numbering != "auto":
+            return self.position_numbering
+        return "slotted" if not self.name_or_path else "contiguous"
+
 
 
 @dataclass(frozen=True)
@@ -86,11 +123,11 @@ def pause_settings(model, tokenizer) -> PauseSettings:
 def load_lm(config: ModelConfig, seed: int = 0):
     """(model, tokenizer) with `<pause>` present and pause settings recorded.
 
-    `config.model_name_or_path` may be empty (the tiny model, built from the
+    `config.name_or_path` may be empty (the tiny model, built from the
     config), an HF id, a local HF model directory, or a run directory of ours
     (which holds `model/`).
     """
-    path = config.model_name_or_path
+    path = config.name_or_path
     if not path:
         torch.manual_seed(seed)
         tokenizer = build_char_tokenizer()
@@ -195,7 +232,7 @@ class AdaptivePauseModel:
         self.tokenizer = tokenizer
         self.settings = pause_settings(lm, tokenizer)
         if policy is not None:
-            policy.check_feature_dim(self.hidden_size)
+            policy.check_hidden_size(self.hidden_size)
         self.policy = policy
 
     @property
@@ -239,8 +276,8 @@ class AdaptivePauseModel:
             policy = load_policy(run_dir / CONTROLLER_DIR, hidden_size=hidden)
         facts = {"tokenizer": {"pause_id": settings.pause_id},
                  "model": {"hidden_size": hidden, "embedding_rows": int(lm.get_input_embeddings().weight.shape[0])}}
-        if policy is not None and policy.feature_dim is not None:
-            facts["controller"] = {"hidden_size": int(policy.feature_dim)}
+        if policy is not None and policy.hidden_size is not None:
+            facts["controller"] = {"hidden_size": int(policy.hidden_size)}
         check_agreement(facts)
         lm.eval()
         model = cls(lm, tokenizer, policy)
@@ -286,7 +323,7 @@ class AdaptivePauseModel:
                              "(e.g. policies.FixedPauses(k) or a PauseControllerHead)")
         if not isinstance(policy, PausePolicy):
             raise ValueError(f"policy: expected a policies.PausePolicy, got {type(policy).__name__}")
-        policy.check_feature_dim(self.hidden_size)
+        policy.check_hidden_size(self.hidden_size)
         return policy
 
     def session(self, prompts: Sequence[str], urgency: UrgencyLike, config: DecodeConfig,
@@ -295,35 +332,37 @@ class AdaptivePauseModel:
         return DecodeSession(self.lm, self.tokenizer, self.encode(prompts), urgency, config, self.settings.pause_id,
                              self.settings.numbering, self.settings.pause_slots, seed)
 
+    def decode_config(self, policy: PausePolicy, decode_config: DecodeConfig | None = None,
+                      **overrides) -> DecodeConfig:
+        """`decode_config` (default: `DecodeConfig(record_features=False)`) with `overrides` (DecodeConfig fields)
+        applied, and the prompt summary the policy reads. Unknown fields raise ValueError naming them."""
+        base = decode_config if decode_config is not None else DecodeConfig(record_features=False)
+        if not isinstance(base, DecodeConfig):
+            raise ValueError(f"decode_config: expected a DecodeConfig, got {type(base).__name__}")
+        known = {f.name for f in dataclasses.fields(DecodeConfig)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"{unknown[0]}: not a generate argument or DecodeConfig field; known: {sorted(known)}")
+        overrides.setdefault("prompt_summary", policy.prompt_summary)
+        return dataclasses.replace(base, **overrides)
+
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], urgency: UrgencyLike = 0.3, policy: PausePolicy | None = None,
-                 max_new_tokens: int = 32, max_pauses: int = 8, max_pauses_total: int | None = None,
-                 first_token_pauses_only: bool = False, do_sample: bool = False, seed: int | None = None, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 1.0, stop_strings: Sequence[str] = (), chunk_pauses: bool = False,
-                 speculate_pauses: int = 0,
-                 controller_greedy: bool = True, urgency_schedule: UrgencySchedule | None = None,
-                 on_step: Callable[[DecodeSession], None] | None = None,
-                 record_features: bool = False) -> GenerateOutput:
+                 decode_config: DecodeConfig | None = None, *, seed: int | None = None,
+                 urgency_schedule: UrgencySchedule | None = None,
+                 on_step: Callable[[DecodeSession], None] | None = None, **overrides) -> GenerateOutput:
         """Answer `prompts` under `urgency` (one number or one per prompt, in [0, 1]).
 
-        The controller (`policy`, else the saved one) decides pause/emit before
-        each answer token; at `max_pauses` pauses before a token (or
-        `max_pauses_total` in an answer) the emit is forced. `urgency_schedule`
-        ({step: urgency} or callback(session) -> urgency | None) changes urgency
-        mid-generation; `on_step(session)` may `session.cancel(rows)`. `chunk_pauses` prefills the pauses a
-        policy plans ahead (FixedPauses) in one pass; `speculate_pauses=m` (>= 2) prefills up to m pauses
-        whenever the controller pauses and keeps those it confirms: same decisions, fewer sequential passes.
+        As transformers' `generate(..., generation_config=None, **kwargs)`: `decode_config` holds the limits
+        and sampling (`DecodeConfig`), and any of its fields may be passed as keyword overrides
+        (`max_new_tokens=5, max_pauses=16, first_token_pauses_only=True`). The controller (`policy`, else the
+        saved one) decides pause/emit before each answer token; at a cap the emit is forced.
+        `urgency_schedule` ({step: urgency} or callback(session) -> urgency | None) changes urgency
+        mid-generation; `on_step(session)` may `session.cancel(rows)`.
         """
         policy = self._policy(policy)
         prompt_ids = self.encode(prompts)
-        config = DecodeConfig(max_new_tokens=max_new_tokens, max_pauses=max_pauses,
-                              first_token_pauses_only=first_token_pauses_only,
-                              max_pauses_total=max_pauses_total, do_sample=do_sample, temperature=temperature,
-                              top_k=top_k, top_p=top_p, controller_greedy=controller_greedy,
-                              chunk_pauses=chunk_pauses, speculate_pauses=speculate_pauses,
-                              stop_strings=tuple(stop_strings),
-                              record_features=record_features,
-                              prompt_summary=bool(getattr(policy, "prompt_summary", False)))
+        config = self.decode_config(policy, decode_config, **overrides)
         was_training = self.lm.training
         self.lm.eval()
         try:
@@ -337,78 +376,3 @@ class AdaptivePauseModel:
                               pauses_per_token=result.pauses_per_token, steps=result.steps.tolist(),
                               forward_passes=result.forward_passes, finish_reasons=result.finish_reasons,
                               time_s=result.time_s.tolist(), result=result)
-
-
-def parse_policy(spec: str) -> PausePolicy | None:
-    """CLI policy spec: 'saved' (None: the run's controller), 'fixed:K', 'fixed-each:K', 'confidence:HIGH[:LOW]',
-    'random:P'."""
-    from policies import ConfidenceThreshold, FixedPauses, RandomPauses
-
-    name, _, arg = spec.partition(":")
-    try:
-        if name == "saved" and not arg:
-            return None
-        if name == "fixed":
-            return FixedPauses(int(arg))
-        if name == "fixed-each":
-            return FixedPauses(int(arg), every_token=True)
-        if name == "confidence":
-            high, _, low = arg.partition(":")
-            return ConfidenceThreshold(float(high), float(low) if low else 0.0)
-        if name == "random":
-            return RandomPauses(float(arg))
-    except ValueError as err:
-        raise ValueError(f"--policy {spec!r}: {err}") from None
-    raise ValueError(f"--policy {spec!r}: expected saved, fixed:K, fixed-each:K, confidence:HIGH[:LOW] or random:P")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`adaptive-pause generate RUN_DIR --urgency 0.2 "prompt" ...`: print each answer with its pause count."""
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(prog="adaptive-pause generate",
-                                     description="Answer prompts with a run's LM and pause controller.")
-    parser.add_argument("run_dir", help="run directory (model/, optional adapter/ and controller/)")
-    parser.add_argument("prompts", nargs="+", help="prompt texts")
-    # One value per flag so that `--urgency 0.2 "prompt" ...` leaves the prompts to the positional list.
-    parser.add_argument("--urgency", default="0.3",
-                        help="one urgency in [0, 1] for all prompts, or one per prompt, comma-separated (0.1,0.9)")
-    parser.add_argument("--policy", default="saved",
-                        help="saved (the run's controller), fixed:K, fixed-each:K, confidence:HIGH[:LOW], random:P")
-    parser.add_argument("--max_new_tokens", type=int, default=32, help="answer tokens per prompt (EOS included)")
-    parser.add_argument("--max_pauses", type=int, default=8, help="cap on pauses before one answer token")
-    parser.add_argument("--max_pauses_total", type=int, default=None, help="cap on pauses in one answer")
-    parser.add_argument("--do_sample", action="store_true", help="sample answer tokens (default: greedy)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    parser.add_argument("--seed", type=int, default=None, help="seed for sampled tokens and controller actions")
-    parser.add_argument("--stop_strings", nargs="*", default=[], help="stop a row when its answer ends with one")
-    parser.add_argument("--first_token_pauses_only", action="store_true",
-                        help="pause only before the first answer token (a model finetuned with pauses before the answer)")
-    parser.add_argument("--chunk_pauses", action="store_true", help="prefill planned pauses in one forward pass")
-    parser.add_argument("--speculate_pauses", type=int, default=0,
-                        help="prefill up to this many pauses at once and keep those the controller confirms")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per prompt instead of text")
-    args = parser.parse_args(argv)
-    try:
-        values = [float(v) for v in args.urgency.split(",")]
-    except ValueError:
-        raise ValueError(f"urgency: expected a number or comma-separated numbers, got {args.urgency!r}") from None
-    urgency = values[0] if len(values) == 1 else values
-    model = AdaptivePauseModel.from_pretrained(args.run_dir, device=args.device)
-    out = model.generate(args.prompts, urgency=urgency, policy=parse_policy(args.policy),
-                         max_new_tokens=args.max_new_tokens, max_pauses=args.max_pauses,
-                         max_pauses_total=args.max_pauses_total, do_sample=args.do_sample,
-                         temperature=args.temperature, seed=args.seed, stop_strings=args.stop_strings,
-                         chunk_pauses=args.chunk_pauses, speculate_pauses=args.speculate_pauses,
-                         first_token_pauses_only=args.first_token_pauses_only)
-    for i, prompt in enumerate(args.prompts):
-        if args.json:
-            print(json.dumps({"prompt": prompt, "answer": out.texts[i], "pauses": out.pauses[i],
-                              "pauses_per_token": out.pauses_per_token[i], "steps": out.steps[i],
-                              "finish_reason": out.finish_reasons[i]}))
-        else:
-            print(f"{prompt}{out.texts[i]}\t[pauses={out.pauses[i]} per_token={out.pauses_per_token[i]} "
-                  f"finish={out.finish_reasons[i]}]")
-    return 0

@@ -1,17 +1,11 @@
 """Position numbering: the one rule that gives every token its `position_ids`.
 
-Owns: the two numberings (../shared/RESEARCH.md, section 1) and their
-vectorised implementations, for whole sequences (collators, teacher-forced
-evaluation) and for one step at a time (the decode loop). Both call the same
-arithmetic, so training and decoding cannot drift apart.
-
-- ``contiguous``: every real token takes the next position (HF's default:
-  `cumsum(attention_mask) - 1`). Required for a pretrained HF base.
-- ``slotted``: every non-pause token owns a block of ``pause_slots + 1``
-  positions; the pauses written before it fill the first slots of its block
-  and the token itself takes the last one. A token's position therefore never
-  depends on how many pauses came before it, and pause j before a token always
-  sits at the same offset from it. Padding takes position 0.
+Owns: the two numberings (../shared/RESEARCH.md, section 1), vectorised for whole sequences (collators,
+teacher-forced evaluation) and one step at a time (the decode loop), on the same arithmetic.
+- ``contiguous``: every real token takes the next position (HF's default). Required for a pretrained base.
+- ``slotted``: every non-pause token owns a block of ``pause_slots + 1`` positions; the pauses before it fill
+  the first slots and the token takes the last. A token's position never depends on how many pauses came
+  before it, and pause j before a token always sits at the same offset from it. Padding takes position 0.
 
 Must not: know about tasks, models or policies.
 """

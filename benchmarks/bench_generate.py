@@ -35,8 +35,7 @@ from pathlib import Path
 
 import torch
 
-from adaptive_pause.config import ModelConfig
-from adaptive_pause.modeling import AdaptivePauseModel, load_lm
+from adaptive_pause.modeling import AdaptivePauseModel, ModelConfig, load_lm
 from adaptive_pause.tasks import get_task
 from policies import FixedPauses, PauseControllerHead
 
@@ -62,7 +61,7 @@ def parse_args(argv=None):
 
 
 def build_model(args) -> AdaptivePauseModel:
-    config = ModelConfig(model_name_or_path=args.model, hidden_size=args.hidden_size, num_layers=args.num_layers,
+    config = ModelConfig(name_or_path=args.model, hidden_size=args.hidden_size, num_layers=args.num_layers,
                          num_heads=max(1, args.hidden_size // 32), intermediate_size=4 * args.hidden_size,
                          position_numbering="contiguous")
     lm, tokenizer = load_lm(config, seed=0)

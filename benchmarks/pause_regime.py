@@ -23,15 +23,13 @@ Usage: python benchmarks/pause_regime.py [--seeds 0 1 2] [--workers 2] [--out ru
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import os
 import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from adaptive_pause.tables import markdown_table
+from adaptive_pause.eval.tables import markdown_table
 
 import yaml
 
@@ -52,21 +50,21 @@ def _train_and_eval(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from adaptive_pause.config import FinetuneConfig, PretrainConfig
-    from adaptive_pause.evaluation import greedy_correct, load_run
-    from adaptive_pause.finetune import run_finetune
-    from adaptive_pause.pretrain import run_pretrain
+    from adaptive_pause.config import from_dict
+    from adaptive_pause.eval.eval_pauses import greedy_correct, load_run
     from adaptive_pause.tasks import get_task
+    from adaptive_pause.training.finetune import FinetuneConfig, run_finetune
+    from adaptive_pause.training.pretrain import PretrainConfig, run_pretrain
 
     out = Path(job["out"])
     start = time.time()
-    pre = PretrainConfig(**{**job["pretrain"], "output_dir": str(out / "pretrain"), "seed": job["seed"],
-                            "progress": False})
+    pre = from_dict(PretrainConfig, {**job["pretrain"], "output_dir": str(out / "pretrain"), "seed": job["seed"],
+                                     "progress": False})
     run_pretrain(pre)
     run_dir = out / "pretrain"
     if job["finetune"] is not None and job["finetune"].get("max_steps", 0) > 0:
-        ft = FinetuneConfig(**{**job["finetune"], "output_dir": str(out / "finetune"),
-                               "base_model": str(run_dir), "seed": job["seed"], "progress": False})
+        ft = from_dict(FinetuneConfig, {**job["finetune"], "output_dir": str(out / "finetune"),
+                                        "base_model": str(run_dir), "seed": job["seed"], "progress": False})
         run_finetune(ft)
         run_dir = out / "finetune"
     train_s = time.time() - start
@@ -200,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     out_json = Path(args.json) if args.json else Path(args.out) / "pause_regime.json"
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"train+eval per job (s): " + ", ".join(f"{r['arm']}{r['seed']}={r['total_s']:.0f}" for r in done))
+    print("train+eval per job (s): " + ", ".join(f"{r['arm']}{r['seed']}={r['total_s']:.0f}" for r in done))
     print(f"wall time {report['wall_s']:.0f} s; wrote {out_json}")
     print(summary_line)
     return 0

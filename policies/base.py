@@ -23,7 +23,7 @@ PAUSE = 1
 
 @dataclass
 class ControllerInputs:
-    features: torch.Tensor  # (batch, feature_dim) float: the LM's last hidden state, or env features
+    features: torch.Tensor  # (batch, feature width) float: the LM's last hidden state (+ prompt summary), or env features
     urgency: torch.Tensor  # (batch,) float in [0, 1]
     pauses_before_token: torch.Tensor  # (batch,) long: pauses already spent before the next answer token
     pauses_total: torch.Tensor  # (batch,) long: pauses spent on this answer so far
@@ -33,6 +33,12 @@ class ControllerInputs:
         return ControllerInputs(
             self.features[idx], self.urgency[idx], self.pauses_before_token[idx], self.pauses_total[idx],
             None if self.top_prob is None else self.top_prob[idx],
+        )
+
+    def to(self, device) -> "ControllerInputs":
+        return ControllerInputs(
+            self.features.to(device), self.urgency.to(device), self.pauses_before_token.to(device),
+            self.pauses_total.to(device), None if self.top_prob is None else self.top_prob.to(device),
         )
 
 
@@ -50,8 +56,9 @@ class PausePolicy(nn.Module):
     +/- a large logit so that `decide` and `evaluate` stay well defined.
     """
 
-    trainable: bool = False
-    feature_dim: int | None = None  # the hidden size the policy expects, if it reads features
+    # What the policy reads, declared so the decode loop and loaders can check it (not guessed):
+    hidden_size: int | None = None  # the LM hidden size its features come from; None: it reads no features
+    prompt_summary: bool = False  # its features are [hidden state, mean prompt state] (2 x hidden_size)
 
     def action_logits(self, inputs: ControllerInputs) -> torch.Tensor:  # (batch,)
         raise NotImplementedError
@@ -93,9 +100,9 @@ class PausePolicy(nn.Module):
         """JSON-serialisable constructor arguments (saved beside the weights by `policies.save_policy`)."""
         return {}
 
-    def check_feature_dim(self, hidden_size: int) -> None:
-        if self.feature_dim is not None and self.feature_dim != hidden_size:
+    def check_hidden_size(self, hidden_size: int) -> None:
+        if self.hidden_size is not None and self.hidden_size != hidden_size:
             raise ValueError(
-                f"policy {type(self).__name__} expects hidden size {self.feature_dim} but the model's hidden size "
+                f"policy {type(self).__name__} expects hidden size {self.hidden_size} but the model's hidden size "
                 f"is {hidden_size}"
             )

@@ -5,9 +5,9 @@ urgency features, pauses-spent features, optionally the top answer-token
 probability) and its two outputs. One hidden layer serves both outputs, computed
 once per call (`forward`), so `decide`/`evaluate` cost two small matmuls.
 
-The hidden state is detached unless `joint=True` (joint LoRA + controller
-training), so a PPO update on the controller never reaches into the LM by
-accident.
+The hidden state is detached unless `detach_features=False` (joint LoRA +
+controller training), so a PPO update on the controller never reaches into the
+LM by accident.
 
 Must not: import `adaptive_pause`, know about decoding, or save files (that is
 `policies/io.py`).
@@ -34,7 +34,7 @@ class PauseControllerHead(PausePolicy):
     """MLP over [LayerNorm(hidden)(, LayerNorm(prompt summary)), urgency, pauses spent(, top_prob)]
     -> (pause logit, value).
 
-    feature_dim: the LM's hidden size. prompt_summary: the features also carry the mean of the LM's last
+    hidden_size: the LM's hidden size. prompt_summary: the features also carry the mean of the LM's last
     hidden states over the prompt (the decode loop appends it, `DecodeConfig.prompt_summary`), so the
     head reads the whole prompt, not only the current position. The last position's state is shaped to
     predict the next token; it tells little about how hard the input is (docs/design-notes.md). pause_scale: pauses are fed as
@@ -43,32 +43,30 @@ class PauseControllerHead(PausePolicy):
     logit's bias, i.e. the untrained head's pause probability.
     """
 
-    trainable = True
-
-    def __init__(self, feature_dim: int, width: int = 64, pause_scale: float = 8.0, use_top_prob: bool = True,
-                 initial_pause_prob: float = 0.5, joint: bool = False, prompt_summary: bool = False):
+    def __init__(self, hidden_size: int, width: int = 64, pause_scale: float = 8.0, use_top_prob: bool = True,
+                 initial_pause_prob: float = 0.5, detach_features: bool = True, prompt_summary: bool = False):
         super().__init__()
-        if not (isinstance(feature_dim, int) and feature_dim >= 1):
-            raise ValueError(f"feature_dim: must be an integer >= 1, got {feature_dim!r}")
+        if not (isinstance(hidden_size, int) and hidden_size >= 1):
+            raise ValueError(f"hidden_size: must be an integer >= 1, got {hidden_size!r}")
         if not (isinstance(width, int) and width >= 1):
             raise ValueError(f"width: must be an integer >= 1, got {width!r}")
         if not (math.isfinite(pause_scale) and pause_scale > 0):
             raise ValueError(f"pause_scale: must be > 0, got {pause_scale}")
         if not (0.0 < initial_pause_prob < 1.0):
             raise ValueError(f"initial_pause_prob: must be in (0, 1), got {initial_pause_prob}")
-        self.feature_dim = feature_dim
+        self.hidden_size = hidden_size
         self.width = width
         self.pause_scale = float(pause_scale)
         self.use_top_prob = bool(use_top_prob)
         self.initial_pause_prob = float(initial_pause_prob)
-        self.joint = bool(joint)
+        self.detach_features = bool(detach_features)
         self.prompt_summary = bool(prompt_summary)
         n_scalar = self.num_scalar_features
         # Two small matmuls per step (the controller must not slow decoding down): one hidden layer over
         # [LayerNorm(hidden state), scalar features], then the pause logit and the value together.
-        self.norm = nn.LayerNorm(feature_dim)
+        self.norm = nn.LayerNorm(hidden_size)
         # The summary gets its own normalisation: a mean of states has a smaller scale than one state.
-        self.summary_norm = nn.LayerNorm(feature_dim) if self.prompt_summary else None
+        self.summary_norm = nn.LayerNorm(hidden_size) if self.prompt_summary else None
         self.hidden_layer = _layer(nn.Linear(self.input_dim + n_scalar, width), math.sqrt(2))
         self.out = nn.Linear(width, 2)  # row 0: pause logit, row 1: value
         with torch.no_grad():
@@ -80,7 +78,7 @@ class PauseControllerHead(PausePolicy):
     @property
     def input_dim(self) -> int:
         """Width of `ControllerInputs.features` this head reads: hidden (+ prompt summary)."""
-        return self.feature_dim * (2 if self.prompt_summary else 1)
+        return self.hidden_size * (2 if self.prompt_summary else 1)
 
     @property
     def num_scalar_features(self) -> int:
@@ -102,18 +100,18 @@ class PauseControllerHead(PausePolicy):
         return torch.cat(columns, dim=-1)
 
     def forward(self, inputs: ControllerInputs) -> tuple[torch.Tensor, torch.Tensor]:  # (batch,), (batch,)
-        features = inputs.features if self.joint else inputs.features.detach()
+        features = inputs.features.detach() if self.detach_features else inputs.features
         if features.shape[-1] != self.input_dim:
-            what = (f"2 x {self.feature_dim}: the hidden state and the prompt summary (decode with "
+            what = (f"2 x {self.hidden_size}: the hidden state and the prompt summary (decode with "
                     "DecodeConfig(prompt_summary=True))" if self.prompt_summary
-                    else f"{self.feature_dim} (the head's hidden size)")
+                    else f"{self.hidden_size} (the head's hidden size)")
             raise ValueError(f"features: expected last dimension {self.input_dim}, {what}; got {features.shape[-1]}")
         dtype = self.out.weight.dtype
         if features.dtype != dtype:
             features = features.to(dtype)
         scalars = self.scalar_features(inputs)
         if self.prompt_summary:
-            current, summary = features.split(self.feature_dim, dim=-1)
+            current, summary = features.split(self.hidden_size, dim=-1)
             normed = [self.norm(current), self.summary_norm(summary)]
         else:
             normed = [self.norm(features)]
@@ -147,6 +145,6 @@ class PauseControllerHead(PausePolicy):
         return dist.log_prob(actions.float()), dist.entropy(), value
 
     def config(self) -> dict:
-        return {"feature_dim": self.feature_dim, "width": self.width, "pause_scale": self.pause_scale,
+        return {"hidden_size": self.hidden_size, "width": self.width, "pause_scale": self.pause_scale,
                 "use_top_prob": self.use_top_prob, "initial_pause_prob": self.initial_pause_prob,
-                "joint": self.joint, "prompt_summary": self.prompt_summary}
+                "detach_features": self.detach_features, "prompt_summary": self.prompt_summary}

@@ -33,6 +33,17 @@ WEIGHTS_NAME = "controller.safetensors"
 CONFIG_NAME = "config.json"
 
 
+def _current_names(config: dict) -> dict:
+    """Constructor arguments under today's names: controllers saved before the head's arguments were renamed
+    (`feature_dim` -> `hidden_size`, `joint` -> `detach_features`, its negation) still load."""
+    config = dict(config)
+    if "feature_dim" in config:
+        config["hidden_size"] = config.pop("feature_dim")
+    if "joint" in config:
+        config["detach_features"] = not config.pop("joint")
+    return config
+
+
 def save_policy(policy: PausePolicy, path: str | os.PathLike) -> None:
     """Write `path/config.json` ({"type": ..., "config": {...}}) and, if it has any, `path/controller.safetensors`."""
     name = type(policy).__name__
@@ -70,11 +81,11 @@ def load_policy(path: str | os.PathLike, hidden_size: int | None = None,
         name = data.get("type")
         if name not in POLICY_TYPES:
             raise ValueError(f"unknown policy type {name!r}; known: {sorted(POLICY_TYPES)}")
-        policy = POLICY_TYPES[name](**data.get("config", {}))
+        policy = POLICY_TYPES[name](**_current_names(data.get("config", {})))
     except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as err:
         raise ValueError(f"{config_file}: corrupt or mismatched controller config: {err}") from err
     if hidden_size is not None:
-        policy.check_feature_dim(hidden_size)
+        policy.check_hidden_size(hidden_size)
     weights = path / WEIGHTS_NAME
     expected = policy.state_dict()
     if expected:

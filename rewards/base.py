@@ -1,30 +1,13 @@
 """Urgency-conditioned episode rewards and their exact per-step decomposition.
 
-Owns: the `Reward` interface (`reward(score, pauses, urgency)` for whole
-episodes, `per_step(...)` spreading it over decision steps) and three shapes:
+Owns: the `Reward` interface (`reward(score, pauses, urgency)` for whole episodes, `per_step(...)` spreading
+it over decision steps) and three shapes: `MetaReward` (the default, `(1 - u) * score - u * pauses /
+max_pauses_total`), `DeadlineReward` (the score counts only if `pauses <= budget(u)`, a budget shrinking
+linearly from `max_pauses_total` at u = 0 to `min_budget` at u = 1) and `DiscountedReward` (`score *
+exp(-rate * u * pauses / max_pauses_total)`). The score comes from a task scorer the caller runs.
 
-* `MetaReward` (the default): `(1 - u) * score - u * pauses / max_pauses_total`.
-* `DeadlineReward`: the score counts only if `pauses <= budget(u)`, a budget
-  that shrinks linearly from `max_pauses_total` at u = 0 to `min_budget` at u = 1.
-* `DiscountedReward`: `score * exp(-rate * u * pauses / max_pauses_total)`:
-  each pause multiplies what a correct answer is worth.
-
-`per_step` is one generic, causal rule for every shape: the pause that brings
-the count from j-1 to j is charged `step_cost(j) = reward(0, j) - reward(0, j-1)`
-(what the pause costs whatever the outcome), and the last valid step receives
-`final_step = reward(score, k) - reward(0, k) + reward(0, 0)`. The sum
-telescopes to the episode reward exactly (up to float rounding), and each
-step's reward depends only on what is known when it is paid: a pause's cost
-never depends on the final score, so returns-to-go stay an unbiased policy-
-gradient signal, and an online environment can pay the same rewards step by
-step. The meta-reward decomposes into "-u / max_pauses_total at each pause,
-(1 - u) * score at the end"; for the deadline and discounted shapes pauses
-cost 0 at score 0, so the whole reward arrives with the answer. The score
-itself comes from a task scorer (exact match, numeric, partial credit) that
-the caller runs.
-
-Must not: import `adaptive_pause` (this is a small torch-only library the core
-plugs in), or loop over rows in Python.
+Must not: import `adaptive_pause` (a small torch-only library the core plugs in), or loop over rows in
+Python.
 """
 
 from __future__ import annotations
@@ -54,7 +37,7 @@ def _check_episode(score: torch.Tensor, pauses: torch.Tensor, urgency: torch.Ten
 
 
 class Reward:
-    """An urgency-conditioned episode reward. Subclasses implement `_reward` (no validation)."""
+    """An urgency-conditioned episode reward. Subclasses implement `formula` (no validation)."""
 
     name: str = "reward"
 
@@ -63,26 +46,28 @@ class Reward:
             raise ValueError(f"max_pauses_total: must be an integer >= 1, got {max_pauses_total!r}")
         self.max_pauses_total = max_pauses_total
 
-    def _reward(self, score: torch.Tensor, pauses: torch.Tensor, urgency: torch.Tensor) -> torch.Tensor:
+    def formula(self, score: torch.Tensor, pauses: torch.Tensor, urgency: torch.Tensor) -> torch.Tensor:
+        """The reward's formula, elementwise and unvalidated, in any float dtype (exact tables use float64);
+        `reward` is the checked entry point."""
         raise NotImplementedError
 
     def reward(self, score: torch.Tensor, pauses: torch.Tensor, urgency: torch.Tensor) -> torch.Tensor:
         """Episode reward, elementwise over any common shape (usually (batch,))."""
         _check_episode(score, pauses, urgency)
-        return self._reward(score.float(), pauses.float(), urgency.float())
+        return self.formula(score.float(), pauses.float(), urgency.float())
 
     def step_cost(self, pauses_after: torch.Tensor, urgency: torch.Tensor) -> torch.Tensor:
         """Reward paid at the pause that brings the count to `pauses_after` (elementwise; no validation)."""
         pauses_after = pauses_after.float()
         zero = torch.zeros_like(pauses_after)
-        return self._reward(zero, pauses_after, urgency.float()) - self._reward(zero, pauses_after - 1, urgency.float())
+        return self.formula(zero, pauses_after, urgency.float()) - self.formula(zero, pauses_after - 1, urgency.float())
 
     def final_step(self, score: torch.Tensor, pauses: torch.Tensor, urgency: torch.Tensor) -> torch.Tensor:
         """Reward paid with the answer after `pauses` pauses, so that the steps sum to `reward` (no validation)."""
         score, pauses, urgency = score.float(), pauses.float(), urgency.float()
         zero = torch.zeros_like(score)
-        return (self._reward(score, pauses, urgency) - self._reward(zero, pauses, urgency)
-                + self._reward(zero, torch.zeros_like(pauses), urgency))
+        return (self.formula(score, pauses, urgency) - self.formula(zero, pauses, urgency)
+                + self.formula(zero, torch.zeros_like(pauses), urgency))
 
     def per_step(self, score: torch.Tensor, paused: torch.Tensor, urgency: torch.Tensor,
                  valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -93,6 +78,12 @@ class Reward:
         (default: all). Returns (batch, steps) float whose sum over steps equals
         `reward(score, pauses, urgency)` with `pauses = (paused & valid).sum(1)`. A row with
         no valid step gets no reward at all.
+
+        One causal rule for every shape: the pause that brings the count from j-1 to j is charged
+        `step_cost(j) = reward(0, j) - reward(0, j-1)` (what the pause costs whatever the outcome), and the
+        last valid step receives `final_step = reward(score, k) - reward(0, k) + reward(0, 0)`. The sum
+        telescopes to the episode reward, and a pause's cost never depends on the final score, so
+        returns-to-go stay an unbiased signal and an online env can pay the same rewards step by step.
         """
         if paused.dim() != 2:
             raise ValueError(f"paused: expected shape (batch, steps), got {tuple(paused.shape)}")
@@ -126,7 +117,7 @@ class MetaReward(Reward):
 
     name = "meta"
 
-    def _reward(self, score, pauses, urgency):
+    def formula(self, score, pauses, urgency):
         return (1 - urgency) * score - urgency * pauses / self.max_pauses_total
 
 
@@ -147,7 +138,7 @@ class DeadlineReward(Reward):
     def budget(self, urgency: torch.Tensor) -> torch.Tensor:
         return self.min_budget + (1 - urgency) * (self.max_pauses_total - self.min_budget)
 
-    def _reward(self, score, pauses, urgency):
+    def formula(self, score, pauses, urgency):
         # A small tolerance so that a budget of exactly k pauses (up to float rounding of u) admits k.
         within = pauses <= self.budget(urgency) + 1e-6
         return torch.where(within, score, torch.zeros_like(score))
@@ -164,7 +155,7 @@ class DiscountedReward(Reward):
             raise ValueError(f"rate: must be a finite number >= 0, got {rate}")
         self.rate = float(rate)
 
-    def _reward(self, score, pauses, urgency):
+    def formula(self, score, pauses, urgency):
         return score * torch.exp(-self.rate * urgency * pauses / self.max_pauses_total)
 
 

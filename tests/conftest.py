@@ -15,9 +15,21 @@ hf_logging.disable_progress_bar()
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One tiny pretrain -> LoRA finetune run (slotted numbering, addition 1-2 and parity 2-4, K = 4) shared by
+    every test that needs a trained run: root/pre (model/) and root/ft (model/ + adapter/). Read-only: a
+    test that writes into a run copies it first."""
+    from helpers import tiny_pipeline
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    tiny_pipeline(root, ["addition:1-2", "parity:2-4"], max_pauses=4)
+    return root
+
+
 @pytest.fixture
 def tiny_model_config():
-    from adaptive_pause.config import ModelConfig
+    from adaptive_pause.modeling import ModelConfig
 
     return ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, pause_slots=8)
 

@@ -2,9 +2,11 @@
 
 from pathlib import Path
 
+from helpers import REPO
+
 from adaptive_pause.demo import STAGES, DemoConfig, run_demo
 
-DATA = Path(__file__).parent / "data"
+DATA = REPO / "tests" / "data"
 
 
 def test_demo_end_to_end_then_skips(tmp_path, capsys):

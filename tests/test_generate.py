@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from decode_helpers import PROMPTS, decisive_head, opinionated_model
+from helpers import PROMPTS, decisive_head, opinionated_model
 
 from adaptive_pause.cli import main as cli_main
 from adaptive_pause.modeling import AdaptivePauseModel

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from decode_helpers import decisive_head  # noqa: F401  (sets torch threads for tiny models)
+from helpers import decisive_head  # noqa: F401  (sets torch threads for tiny models)
 
 from policies import (ConfidenceThreshold, ControllerInputs, FixedPauses, PauseControllerHead, RandomPauses,
                       load_policy, save_policy)
@@ -63,7 +63,7 @@ def test_head_decide_and_evaluate_agree_and_value_is_learned():
 
 def test_head_detaches_hidden_unless_joint():
     for joint, expect_grad in ((False, False), (True, True)):
-        head = PauseControllerHead(16, joint=joint)
+        head = PauseControllerHead(16, detach_features=not joint)
         inputs = _inputs()
         inputs.features.requires_grad_(True)
         log_prob, _, value = head.evaluate(inputs, torch.ones(6))
@@ -112,7 +112,7 @@ def test_load_with_wrong_hidden_size_names_both_sizes(tmp_path):
 
 
 def test_bad_constructor_arguments_name_the_field():
-    for make, field in ((lambda: PauseControllerHead(0), "feature_dim"),
+    for make, field in ((lambda: PauseControllerHead(0), "hidden_size"),
                         (lambda: PauseControllerHead(8, initial_pause_prob=1.0), "initial_pause_prob"),
                         (lambda: RandomPauses(math.nan), "p"), (lambda: ConfidenceThreshold(high=1.5), "high")):
         with pytest.raises(ValueError, match=field):

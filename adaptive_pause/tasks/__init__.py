@@ -12,7 +12,10 @@ from .jsonl import JsonlTask
 from .scoring import SCORERS, get_scorer
 from .synthetic import SYNTHETIC_TASKS
 
-__all__ = ["Example", "Task", "JsonlTask", "SCORERS", "SYNTHETIC_TASKS", "get_scorer", "get_task"]
+# Every built-in task at its default difficulty range: the default mixture of the training stages.
+ALL_TASKS = ["addition", "parity", "sum_mod10", "multihop", "threesum", "primes"]
+
+__all__ = ["ALL_TASKS", "Example", "Task", "JsonlTask", "SCORERS", "SYNTHETIC_TASKS", "get_scorer", "get_task"]
 
 
 def get_task(spec: str) -> Task:

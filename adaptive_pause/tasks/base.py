@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass
-from typing import Iterator
 
 from .scoring import get_scorer
 
@@ -43,18 +42,8 @@ class Task:
         rng = random.Random(f"{self.name}:{seed}")
         return [self.sample(rng) for _ in range(n)]
 
-    def stream(self, seed: int) -> Iterator[Example]:
-        rng = random.Random(f"{self.name}:stream:{seed}")
-        while True:
-            yield self.sample(rng)
-
     def to_dataset(self, n: int, seed: int):
         """An HF `datasets.Dataset` with columns prompt, answer, difficulty, task."""
         from datasets import Dataset
 
         return Dataset.from_list([asdict(e) for e in self.examples(n, seed)])
-
-    def max_answer_chars(self) -> int:
-        """An upper bound on answer length, for decode budgets."""
-        rng = random.Random(0)
-        return max(len(self.sample(rng).answer) for _ in range(256))

@@ -59,8 +59,5 @@ class JsonlTask(Task):
             return rng.sample(self.items, n)
         return [self.sample(rng) for _ in range(n)]
 
-    def max_answer_chars(self) -> int:
-        return max(len(e.answer) for e in self.items)
-
     def __repr__(self) -> str:
         return f"jsonl:{self.path}:{self.scorer}"

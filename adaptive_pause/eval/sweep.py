@@ -1,0 +1,286 @@
+"""Urgency sweeps: accuracy versus delay for the learned controller and the baselines.
+
+Owns: `adaptive-pause sweep RUN_DIR`: for every policy (the run's learned
+controller, fixed k, confidence threshold, random) and every urgency, run the
+held-out examples of each task through the one decode loop
+(`AdaptivePauseModel.generate`), score the answers with the task's scorer and
+report accuracy, mean / p50 / p95 pauses, meta-reward and milliseconds per
+answer, overall and per difficulty bucket; write `sweep.csv`, `sweep.json`,
+`pareto.png` and `by_difficulty.png`.
+
+Policies whose decisions do not read urgency (fixed k, random) are decoded
+once and their meta-reward is computed at every urgency; urgency-aware ones
+(learned, confidence) are decoded once per urgency.
+
+Must not: train anything or implement decoding.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from policies import ConfidenceThreshold, FixedPauses, RandomPauses
+from rewards import MetaReward
+
+from ..checkpoint import write_json_atomic
+from ..config import check, help_field, parse_cli
+from ..decoding import pause_budget
+from ..modeling import AdaptivePauseModel
+from ..tasks import get_task
+from .plots import ALL, plot
+from .tables import markdown_table
+
+
+@dataclass
+class SweepConfig:
+    """Urgency sweep of a run's controller against baselines."""
+
+    run_dir: str = help_field("run directory with model/, adapter/ and controller/")
+    urgencies: list[float] = help_field("urgencies to sweep", default_factory=lambda: [i / 10 for i in range(11)])
+    tasks: Optional[list[str]] = help_field("task specs; empty = the run's own tasks", default=None)
+    num_examples: int = help_field("held-out examples per task", default=300)
+    fixed_ks: list[int] = help_field("fixed-k baselines (pauses before the answer)",
+                                default_factory=lambda: [0, 1, 2, 4, 8, 16])
+    confidence_high: float = help_field("confidence baseline: threshold at u=0 (falls linearly to 0 at u=1); "
+                                   "negative disables it", default=0.95)
+    random_ps: list[float] = help_field("random baselines: pause probability per step", default_factory=lambda: [0.5])
+    learned: bool = help_field("sweep the run's learned controller (needs RUN_DIR/controller)", default=True)
+    max_pauses: int = help_field("cap on pauses before one answer token", default=16)
+    max_pauses_total: Optional[int] = help_field("cap on pauses per answer (also the meta-reward's normaliser); "
+                                                 "empty = the decode loop's budget (decoding.pause_budget)",
+                                                 default=None)
+    first_token_pauses_only: bool = help_field("policies may pause only before the first answer token (as the model "
+                                          "was finetuned); later tokens are forced emits", default=False)
+    batch_size: int = help_field("prompts per decode call", default=256)
+    seed: int = help_field("seed of the held-out examples", default=1_000_003)
+    output_dir: Optional[str] = help_field("where tables and plots go; empty = RUN_DIR/sweep", default=None)
+    progress: bool = help_field("show a progress bar", default=True)
+
+    def __post_init__(self):
+        check(len(self.urgencies) > 0, "urgencies", "needs at least one urgency")
+        for u in self.urgencies:
+            check(isinstance(u, (int, float)) and math.isfinite(u) and 0 <= u <= 1, "urgencies",
+                   f"every urgency must be a number in [0, 1], got {u!r}")
+        check(all(k >= 0 for k in self.fixed_ks), "fixed_ks", f"must be >= 0, got {self.fixed_ks}")
+        check(all(0 <= p <= 1 for p in self.random_ps), "random_ps", f"must be in [0, 1], got {self.random_ps}")
+        check(self.num_examples >= 1, "num_examples", f"must be >= 1, got {self.num_examples}")
+        check(self.max_pauses >= 0, "max_pauses", f"must be >= 0, got {self.max_pauses}")
+        check(self.max_pauses_total is None or self.max_pauses_total >= 1, "max_pauses_total",
+               f"must be >= 1, got {self.max_pauses_total}")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+
+    def pause_budget(self, max_new_tokens: int) -> int:
+        """The answer's pause budget (the meta-reward's normaliser): the decode loop's one rule."""
+        return pause_budget(self.max_pauses, max_new_tokens, self.max_pauses_total, self.first_token_pauses_only)
+
+
+def _policies(config: SweepConfig, model: AdaptivePauseModel):
+    """(name, param, policy, reads_urgency) for every policy in the sweep."""
+    out = []
+    if config.learned:
+        if model.policy is None:
+            raise ValueError(
+                f"{config.run_dir} has no controller/ to sweep; train one with `adaptive-pause train-controller`, "
+                "or pass --learned false to sweep only the baselines"
+            )
+        out.append(("learned", "", model.policy, True))
+    for k in config.fixed_ks:
+        if k > config.max_pauses:
+            raise ValueError(f"fixed_ks: k={k} exceeds max_pauses={config.max_pauses}")
+        out.append(("fixed", str(k), FixedPauses(k), False))
+    if config.confidence_high >= 0:
+        out.append(("confidence", f"{config.confidence_high:g}", ConfidenceThreshold(config.confidence_high, 0.0), True))
+    for p in config.random_ps:
+        out.append(("random", f"{p:g}", RandomPauses(p), False))
+    return out
+
+
+def _summarise(scores: torch.Tensor, pauses: torch.Tensor, ms: torch.Tensor, u: float, budget: int) -> dict:
+    pauses_f = pauses.float()
+    meta = MetaReward(max(budget, 1)).reward(scores, pauses, torch.full_like(scores, u))
+    return {
+        "n": int(scores.numel()),
+        "accuracy": scores.mean().item(),
+        "mean_pauses": pauses_f.mean().item(),
+        "p50_pauses": pauses_f.quantile(0.5).item(),
+        "p95_pauses": pauses_f.quantile(0.95).item(),
+        "meta_reward": meta.mean().item(),
+        "ms_per_answer": ms.mean().item(),
+    }
+
+
+@torch.no_grad()
+def run_sweep(config: SweepConfig) -> list[dict]:
+    model = AdaptivePauseModel.from_pretrained(config.run_dir)
+    run_config = {}
+    if (Path(config.run_dir) / "config.yaml").is_file():
+        import yaml
+
+        run_config = yaml.safe_load((Path(config.run_dir) / "config.yaml").read_text()) or {}
+    specs = config.tasks or run_config.get("tasks")
+    if not specs:
+        raise ValueError(f"{config.run_dir}: no tasks given and none recorded in config.yaml; pass --tasks")
+    tasks = [get_task(s) for s in specs]
+    policies = _policies(config, model)
+    if model.settings.numbering == "slotted" and config.max_pauses > model.settings.pause_slots:
+        raise ValueError(f"max_pauses={config.max_pauses} exceeds the model's pause_slots={model.settings.pause_slots}")
+    jobs = sum(len(config.urgencies) if aware else 1 for *_, aware in policies) * len(tasks)
+    bar = tqdm(total=jobs, desc="sweep", disable=not config.progress)
+    rows = []
+    per_instance: dict[tuple[str, float], float] = {}
+    for spec, task in zip(specs, tasks):
+        examples = task.examples(config.num_examples, config.seed)
+        prompts = [e.prompt for e in examples]
+        difficulty = torch.tensor([e.difficulty for e in examples])
+        max_new = max(len(model.tokenizer(e.answer, add_special_tokens=False)["input_ids"]) for e in examples) + 1
+        budget = config.pause_budget(max_new)
+        for name, param, policy, aware in policies:
+            for u_decode in (config.urgencies if aware else [0.0]):
+                scores, pauses, ms = [], [], []
+                for start in range(0, len(prompts), config.batch_size):
+                    chunk = slice(start, start + config.batch_size)
+                    started = time.perf_counter()
+                    out = model.generate(prompts[chunk], urgency=float(u_decode), policy=policy,
+                                         max_new_tokens=max_new, max_pauses=config.max_pauses,
+                                         max_pauses_total=budget,
+                                         first_token_pauses_only=config.first_token_pauses_only, seed=config.seed)
+                    scores += [task.score(text, e.answer) for text, e in zip(out.texts, examples[chunk])]
+                    pauses += out.pauses
+                    # wall-clock of the batched call shared by its answers: throughput-based ms per answer
+                    ms += [(time.perf_counter() - started) * 1000 / len(out.texts)] * len(out.texts)
+                scores_t, pauses_t, ms_t = torch.tensor(scores, dtype=torch.float), torch.tensor(pauses), torch.tensor(ms)
+                if name == "learned":
+                    per_instance[(spec, float(u_decode))] = _spearman(difficulty.tolist(), pauses_t.tolist())
+                for u in (config.urgencies if not aware else [u_decode]):
+                    for bucket in [ALL] + sorted(set(difficulty.tolist())):
+                        mask = torch.ones_like(difficulty, dtype=torch.bool) if bucket == ALL else difficulty == bucket
+                        row = {"policy": name, "param": param, "urgency": float(u), "task": spec,
+                               "difficulty": bucket}
+                        row.update(_summarise(scores_t[mask], pauses_t[mask], ms_t[mask], float(u), budget))
+                        rows.append(row)
+                bar.update(1)
+    bar.close()
+    # Per-instance Spearman(difficulty, pauses) of the learned controller, one number per (task, urgency):
+    # stored on its overall rows so that tables, CSV and JSON carry it.
+    for row in rows:
+        row["spearman_difficulty_pauses"] = (per_instance.get((row["task"], row["urgency"]), float("nan"))
+                                             if row["policy"] == "learned" and row["difficulty"] == ALL
+                                             else float("nan"))
+    return rows
+
+
+def _spearman(x: list, y: list) -> float:
+    from scipy.stats import spearmanr
+
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
+
+
+def spearman_urgency_pauses(rows: list[dict], task: str | None = None) -> float:
+    """Spearman correlation of urgency and mean pauses of the learned controller (overall rows)."""
+    sel = [r for r in rows if r["policy"] == "learned" and r["difficulty"] == ALL and (task is None or r["task"] == task)]
+    return _spearman([r["urgency"] for r in sel], [r["mean_pauses"] for r in sel])
+
+
+def controller_summary(rows: list[dict], task: str, reference_u: float = 0.5) -> dict:
+    """The learned controller against the fixed-k baseline on one task, from the overall rows.
+
+    - `spearman_urgency_pauses`: urgency vs the controller's mean pauses over the swept urgencies;
+    - at u = 0: its accuracy and mean pauses beside the best fixed k (highest accuracy; a tie goes to the
+      fewer pauses, the stricter reference), `accuracy_gap` in points (controller minus best fixed) and
+      `pause_ratio` (controller's mean pauses over the best fixed k's);
+    - `spearman_difficulty_pauses` per instance at `reference_u`.
+    Values are NaN where the sweep lacks what they need (no u = 0, no fixed k, ...).
+    """
+    overall = [r for r in rows if r["task"] == task and r["difficulty"] == ALL]
+    learned = {r["urgency"]: r for r in overall if r["policy"] == "learned"}
+    # fixed k ignores urgency: its accuracy and pauses are the same at every swept urgency; take one of them
+    fixed_all = [r for r in overall if r["policy"] == "fixed"]
+    first_u = min((r["urgency"] for r in fixed_all), default=0.0)
+    fixed = [r for r in fixed_all if r["urgency"] == first_u]
+    nan = float("nan")
+    out = {"task": task, "spearman_urgency_pauses": spearman_urgency_pauses(rows, task),
+           "accuracy_u0": nan, "mean_pauses_u0": nan, "best_fixed_k": None, "best_fixed_accuracy": nan,
+           "best_fixed_mean_pauses": nan, "accuracy_gap": nan, "pause_ratio": nan,
+           "reference_urgency": reference_u,
+           "spearman_difficulty_pauses": learned[reference_u]["spearman_difficulty_pauses"]
+           if reference_u in learned else nan}
+    if fixed:
+        best = max(fixed, key=lambda r: (r["accuracy"], -r["mean_pauses"]))
+        out.update(best_fixed_k=int(best["param"]), best_fixed_accuracy=best["accuracy"],
+                   best_fixed_mean_pauses=best["mean_pauses"])
+    if 0.0 in learned:
+        out.update(accuracy_u0=learned[0.0]["accuracy"], mean_pauses_u0=learned[0.0]["mean_pauses"])
+        if fixed:
+            out["accuracy_gap"] = 100 * (out["accuracy_u0"] - out["best_fixed_accuracy"])
+            if out["best_fixed_mean_pauses"] > 0:
+                out["pause_ratio"] = out["mean_pauses_u0"] / out["best_fixed_mean_pauses"]
+    return out
+
+
+def format_summary(summary: dict) -> str:
+    """One line per task: `controller: task=... spearman_u=... ...` (NaN where not measurable)."""
+    s = summary
+    return (f"controller: task={s['task']} spearman_urgency_pauses={s['spearman_urgency_pauses']:.3f} "
+            f"accuracy_u0={s['accuracy_u0']:.3f} best_fixed_k={s['best_fixed_k']} "
+            f"best_fixed_accuracy={s['best_fixed_accuracy']:.3f} accuracy_gap_points={s['accuracy_gap']:+.1f} "
+            f"pause_ratio={s['pause_ratio']:.2f} "
+            f"spearman_difficulty_pauses@u{s['reference_urgency']:g}={s['spearman_difficulty_pauses']:.3f}")
+
+
+def format_table(rows: list[dict]) -> str:
+    """The overall (all-difficulty) rows, one line per policy and urgency."""
+    head = ["task", "policy", "param", "u", "accuracy", "mean_pauses", "p50", "p95", "meta_reward", "ms/answer",
+            "rho(d,pauses)"]
+    body = []
+    for r in rows:
+        if r["difficulty"] != ALL:
+            continue
+        if r["policy"] in ("fixed", "random") and r["urgency"] not in (0.0, 0.5, 1.0):
+            continue  # their decisions ignore urgency; a few urgencies show the meta-reward trade-off
+        body.append([r["task"], r["policy"], r["param"], f"{r['urgency']:.2f}", f"{r['accuracy']:.3f}",
+                     f"{r['mean_pauses']:.2f}", f"{r['p50_pauses']:.0f}", f"{r['p95_pauses']:.0f}",
+                     f"{r['meta_reward']:+.3f}", f"{r['ms_per_answer']:.1f}",
+                     "" if math.isnan(r["spearman_difficulty_pauses"]) else f"{r['spearman_difficulty_pauses']:+.2f}"])
+    return markdown_table(head, body)
+
+
+def write_outputs(rows: list[dict], config: SweepConfig) -> dict:
+    if not rows:
+        raise ValueError("sweep: no policy to sweep (learned false, no fixed_ks, confidence_high < 0, no random_ps)")
+    out_dir = Path(config.output_dir) if config.output_dir else Path(config.run_dir) / "sweep"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "sweep.csv.tmp").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out_dir / "sweep.csv.tmp").replace(out_dir / "sweep.csv")
+    spearman = spearman_urgency_pauses(rows)
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    summaries = [controller_summary(rows, t) for t in tasks] if any(r["policy"] == "learned" for r in rows) else []
+    write_json_atomic({"run_dir": config.run_dir, "spearman_urgency_pauses": spearman, "controller": summaries,
+                       "rows": rows}, out_dir / "sweep.json")
+    pareto, by_difficulty = plot(rows, out_dir)
+    return {"dir": out_dir, "pareto": pareto, "by_difficulty": by_difficulty, "spearman": spearman,
+            "controller": summaries}
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_cli(SweepConfig, argv, positional=("run_dir",), prog="adaptive-pause sweep")
+    rows = run_sweep(config)
+    outputs = write_outputs(rows, config)
+    print(format_table(rows))
+    print(f"plots: {outputs['pareto']} {outputs['by_difficulty']}")
+    for summary in outputs["controller"]:
+        print(format_summary(summary))
+    print(f"sweep: spearman_urgency_pauses={outputs['spearman']:.3f} csv={outputs['dir'] / 'sweep.csv'}")
+    return 0

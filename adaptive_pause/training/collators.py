@@ -1,0 +1,162 @@
+"""Collators: text examples -> padded tensors with pauses, labels and position ids.
+
+Owns: where pauses go in training sequences and which targets carry loss. `PretrainCollator`: `<pause>` at
+random positions of the whole sequence; loss on every real token, never on a pause target. `FinetuneCollator`:
+prompt, then k pauses (k ~ a distribution over [0, K], `check_k_weights`) before the answer, optionally before
+every answer token; loss on answer tokens (and EOS) only. Position ids come from `positions.position_ids`,
+the decode loop's rule. Pause placement draws from its own generator, separate from the task streams, so a
+no-pause control sees exactly the same examples.
+
+Must not: sample examples (tasks do) or run models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from ..config import check
+from ..positions import position_ids
+from ..tasks import Example
+
+
+def check_k_weights(k_weights: Optional[list[float]], max_pauses: int) -> None:
+    """k_weights: the relative weight of each pause count k in 0..max_pauses (None: uniform)."""
+    if k_weights is None:
+        return
+    check(len(k_weights) == max_pauses + 1, "k_weights",
+           f"needs max_pauses + 1 = {max_pauses + 1} numbers, got {len(k_weights)}")
+    check(all(w >= 0 and math.isfinite(w) for w in k_weights) and sum(k_weights) > 0,
+           "k_weights", "must be non-negative and not all zero")
+
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class TokenBatch:
+    input_ids: torch.Tensor  # (batch, seq) long, right-padded
+    attention_mask: torch.Tensor  # (batch, seq) long
+    position_ids: torch.Tensor  # (batch, seq) long
+    labels: torch.Tensor  # (batch, seq) long, IGNORE_INDEX where no loss
+
+    def rows(self, start: int, stop: int) -> "TokenBatch":
+        return TokenBatch(*(t[start:stop] for t in (self.input_ids, self.attention_mask, self.position_ids, self.labels)))
+
+    def to(self, device) -> "TokenBatch":
+        return TokenBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.position_ids, self.labels)))
+
+    def model_inputs(self) -> dict:
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": self.position_ids}
+
+    @property
+    def num_targets(self) -> int:
+        """Tokens that carry loss (after HF's one-position shift)."""
+        return int((self.labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+class _Collator:
+    def __init__(self, tokenizer, pause_id: int, numbering: str, pause_slots: int, max_length: int):
+        self.tokenizer = tokenizer
+        self.pause_id = pause_id
+        self.numbering = numbering
+        self.pause_slots = pause_slots
+        self.max_length = max_length
+        self.pad_id = tokenizer.pad_token_id
+        self.eos_id = tokenizer.eos_token_id
+        if self.eos_id is None:
+            raise ValueError("tokenizer has no EOS token; answers must end in one so the model learns to stop")
+
+    def encode(self, example: Example) -> tuple[list[int], list[int]]:
+        if not example.prompt:
+            raise ValueError(f"empty prompt in task {example.task!r}")
+        prompt = self.tokenizer(example.prompt, add_special_tokens=True)["input_ids"]
+        answer = self.tokenizer(example.answer, add_special_tokens=False)["input_ids"] + [self.eos_id]
+        return prompt, answer
+
+    def pad(self, sequences: list[list[int]], labels: list[list[int]]) -> TokenBatch:
+        longest = max(len(s) for s in sequences)
+        if longest > self.max_length:
+            raise ValueError(f"a training sequence has {longest} tokens, more than max_length={self.max_length}")
+        n = len(sequences)
+        input_ids = torch.full((n, longest), self.pad_id, dtype=torch.long)
+        label_ids = torch.full((n, longest), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((n, longest), dtype=torch.long)
+        for row, (seq, lab) in enumerate(zip(sequences, labels)):
+            input_ids[row, : len(seq)] = torch.tensor(seq)
+            label_ids[row, : len(lab)] = torch.tensor(lab)
+            attention_mask[row, : len(seq)] = 1
+        positions = position_ids(input_ids, attention_mask, self.pause_id, self.numbering, self.pause_slots)
+        return TokenBatch(input_ids, attention_mask, positions, label_ids)
+
+
+class PretrainCollator(_Collator):
+    """Random pause insertion over the whole sequence; `pause_rate` pauses per token on average."""
+
+    def __init__(self, tokenizer, pause_id, numbering, pause_slots, pause_rate: float, max_length: int = 4096):
+        super().__init__(tokenizer, pause_id, numbering, pause_slots, max_length)
+        if pause_rate < 0:
+            raise ValueError(f"pause_rate must be >= 0, got {pause_rate}")
+        self.pause_rate = pause_rate
+
+    def __call__(self, examples: Sequence[Example], generator: torch.Generator) -> TokenBatch:
+        sequences, labels = [], []
+        for example in examples:
+            prompt, answer = self.encode(example)
+            tokens = prompt + answer
+            # Pauses per gap (before tokens 1..L-1: never before the first token, which has no
+            # context to think about) ~ Poisson(rate), capped by the slots a run may use.
+            counts = torch.poisson(torch.full((len(tokens),), float(self.pause_rate)), generator=generator).long()
+            counts[0] = 0
+            if self.numbering == "slotted":
+                counts.clamp_(max=self.pause_slots)
+            seq = []
+            for token, count in zip(tokens, counts.tolist()):
+                seq += [self.pause_id] * count + [token]
+            sequences.append(seq)
+            labels.append([IGNORE_INDEX if t == self.pause_id else t for t in seq])
+        return self.pad(sequences, labels)
+
+
+class FinetuneCollator(_Collator):
+    """k pauses between prompt and answer (and, optionally, before every answer token)."""
+
+    def __init__(self, tokenizer, pause_id, numbering, pause_slots, max_pauses: int,
+                 k_weights: Sequence[float] | None = None, pauses_before_each_answer_token: bool = False,
+                 max_length: int = 4096):
+        super().__init__(tokenizer, pause_id, numbering, pause_slots, max_length)
+        if max_pauses < 0:
+            raise ValueError(f"max_pauses (K) must be >= 0, got {max_pauses}")
+        if numbering == "slotted" and max_pauses > pause_slots:
+            raise ValueError(f"max_pauses={max_pauses} exceeds the model's pause_slots={pause_slots}")
+        weights = torch.ones(max_pauses + 1) if k_weights is None else torch.tensor(k_weights, dtype=torch.float)
+        if weights.numel() != max_pauses + 1 or bool((weights < 0).any()) or float(weights.sum()) <= 0:
+            raise ValueError(f"k_weights needs {max_pauses + 1} non-negative numbers, not all zero; got {k_weights}")
+        self.max_pauses = max_pauses
+        self.k_probs = weights / weights.sum()
+        self.before_each = pauses_before_each_answer_token
+
+    def build(self, example: Example, k: int) -> tuple[list[int], list[int]]:
+        """One sequence with exactly k pauses before the answer (before each answer token if so configured)."""
+        prompt, answer = self.encode(example)
+        seq = list(prompt)
+        lab = [IGNORE_INDEX] * len(prompt)
+        for i, token in enumerate(answer):
+            if i == 0 or self.before_each:
+                seq += [self.pause_id] * k
+                lab += [IGNORE_INDEX] * k
+            seq.append(token)
+            lab.append(token)
+        return seq, lab
+
+    def __call__(self, examples: Sequence[Example], generator: torch.Generator, k: int | None = None) -> TokenBatch:
+        """`k` fixes the pauses for every row (evaluation); otherwise k is drawn per example."""
+        if k is None:
+            ks = torch.multinomial(self.k_probs, len(examples), replacement=True, generator=generator).tolist()
+        else:
+            ks = [k] * len(examples)
+        built = [self.build(e, ki) for e, ki in zip(examples, ks)]
+        return self.pad([s for s, _ in built], [lab for _, lab in built])

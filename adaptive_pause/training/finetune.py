@@ -1,0 +1,113 @@
+"""LoRA pause-finetuning: k pauses before answer tokens, loss on answers only.
+
+Owns: the `finetune` stage: load a pause-pretrained model (our run dir, an HF
+id or a local path; `<pause>` is added if missing), wrap it in a peft LoRA
+adapter whose `trainable_token_indices` make the `<pause>` embedding row
+trainable, train with k pauses per example drawn from [0, K] (optionally before
+every answer token) under Accelerate, and write
+`output_dir/{config.yaml, model/, adapter/, logs/, history.json}`. `model/` is
+the base the adapter was trained on, so the run directory is self-contained.
+With `max_pauses 0` the same command trains the no-pause control.
+
+Why not TRL's SFTTrainer: see `loop.py` (per-batch pause draws with
+explicit position ids, and an exact loss across process counts).
+
+Must not: contain the training loop (`loop.py`) or pause placement (`collators.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from peft import LoraConfig, get_peft_model
+
+from ..checkpoint import atomic_dir
+from ..config import check, help_field, parse_cli, save_yaml
+from ..modeling import ModelConfig, load_lm, pause_settings, save_lm
+from ..tasks import get_task
+from .collators import FinetuneCollator, check_k_weights
+from .loop import TrainConfig, finish, make_accelerator, tracker_config, train
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    """LoRA pause-finetuning: k pauses before the answer, loss on answer tokens only."""
+
+    base_model: str = help_field("a pretrain run directory, an HF model id or a local model directory",
+                            default="runs/default/pretrain")
+    max_pauses: int = help_field("K: pauses per example are drawn from [0, K]; 0 trains a no-pause control", default=8)
+    k_weights: Optional[list[float]] = help_field(
+        "relative weight of each k in 0..K (K+1 numbers); empty = uniform", default=None
+    )
+    pauses_before_each_answer_token: bool = help_field("also put the k pauses before every answer token", default=False)
+    lora_r: int = help_field("LoRA rank", default=16)
+    lora_alpha: float = help_field("LoRA alpha", default=32.0)
+    lora_dropout: float = help_field("LoRA dropout", default=0.0)
+    lora_target_modules: list[str] = help_field("modules LoRA adapts ('all-linear' for every linear layer)",
+                                           default_factory=lambda: ["all-linear"])
+    learning_rate: float = help_field("peak AdamW learning rate", default=2e-3)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.max_pauses >= 0, "max_pauses", f"K must be >= 0, got {self.max_pauses}")
+        check_k_weights(self.k_weights, self.max_pauses)
+        check(self.lora_r >= 1, "lora_r", f"must be >= 1, got {self.lora_r}")
+        check(0 <= self.lora_dropout < 1, "lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+
+
+
+
+def lora_config(config: FinetuneConfig, pause_id: int) -> LoraConfig:
+    targets = config.lora_target_modules
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets[0] if targets == ["all-linear"] else targets,
+        trainable_token_indices=[pause_id],
+        task_type="CAUSAL_LM",
+    )
+
+
+def run_finetune(config: FinetuneConfig) -> Path:
+    out = Path(config.output_dir)
+    tasks = [get_task(spec) for spec in config.tasks]
+    accelerator = make_accelerator(out, config.seed)
+    base, tokenizer = load_lm(ModelConfig(name_or_path=config.base_model), seed=config.seed)
+    settings = pause_settings(base, tokenizer)
+    collate = FinetuneCollator(tokenizer, settings.pause_id, settings.numbering, settings.pause_slots,
+                               config.max_pauses, config.k_weights, config.pauses_before_each_answer_token,
+                               max_length=base.config.max_position_embeddings)
+    pending = out / ".model-pending"
+    if accelerator.is_main_process:
+        # Saved before training (peft then wraps `base` in place) so that model/ is the exact base the
+        # adapter is trained on; it becomes model/ only with the adapter, so a crashed run never looks
+        # like a finished one whose adapter is missing.
+        save_lm(base, tokenizer, pending)
+    model = get_peft_model(base, lora_config(config, settings.pause_id))
+    accelerator.init_trackers("finetune", config=tracker_config(config))
+    if accelerator.is_main_process:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        print(f"finetune: {trainable} trainable parameters, K={config.max_pauses}, "
+              f"numbering={settings.numbering}, tasks={config.tasks}")
+    train(model, accelerator, config, tasks, collate, out, "finetune")
+    accelerator.wait_for_everyone()
+    state = accelerator.get_state_dict(model)  # every rank takes part (FSDP gathers the full weights here)
+    if accelerator.is_main_process:
+        with atomic_dir(out / "adapter") as tmp:
+            # model/ holds the (resized) base embeddings; the adapter needs only its own weights.
+            accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state, save_embedding_layers=False)
+        if (out / "model").exists():
+            shutil.rmtree(out / "model")
+        os.replace(pending, out / "model")
+        save_yaml(config, out / "config.yaml")
+    finish(accelerator)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    run_finetune(parse_cli(FinetuneConfig, argv, prog="adaptive-pause finetune"))
+    return 0

@@ -1,0 +1,184 @@
+"""The supervised training loop shared by pause-pretraining and LoRA pause-finetuning.
+
+Owns: the Accelerate loop (AdamW, warm-up + cosine schedule, gradient clipping, NaN guard, tensorboard,
+progress bar), the per-step data (a seeded mixture of task streams), `TrainConfig` (the fields every
+supervised stage shares), the one accelerator builder (`make_accelerator`) and `tracker_config`.
+Why our own loop and not TRL's SFTTrainer: see `train`.
+
+Must not: know which stage it runs (the stage passes a collate function).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from ..checkpoint import NonFiniteLossError, write_json_atomic
+from ..config import check, help_field, to_dict
+from ..tasks import ALL_TASKS, Example, Task
+from .collators import IGNORE_INDEX, TokenBatch
+
+
+@dataclass
+class TrainConfig:
+    """Fields shared by every training stage."""
+
+    output_dir: str = help_field("run directory (created; a new run replaces what it holds)", default="runs/default")
+    tasks: list[str] = help_field("task specs, e.g. addition addition:1-4 jsonl:data.jsonl:numeric",
+                             default_factory=lambda: list(ALL_TASKS))
+    seed: int = help_field("seed for data, pause placement and initialisation", default=0)
+    max_steps: int = help_field("optimizer steps", default=1500)
+    batch_size: int = help_field("global batch size (split across processes)", default=128)
+    learning_rate: float = help_field("peak AdamW learning rate", default=2e-3)
+    warmup_steps: int = help_field("linear warm-up steps before cosine decay", default=100)
+    weight_decay: float = help_field("AdamW weight decay", default=0.0)
+    max_grad_norm: float = help_field("gradient clipping norm (0 disables)", default=1.0)
+    log_every: int = help_field("steps between logged scalars", default=50)
+    progress: bool = help_field("show a progress bar", default=True)
+
+    def __post_init__(self):
+        check(len(self.tasks) > 0, "tasks", "needs at least one task")
+        check(self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        check(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
+               f"must be a positive number, got {self.learning_rate}")
+        check(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        check(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
+        check(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
+
+
+
+def examples_for_step(tasks: Sequence[Task], seed: int, step: int, batch_size: int) -> list[Example]:
+    """The global batch of step `step`: tasks mixed uniformly, a pure function of (seed, step)."""
+    rng = random.Random(f"data:{seed}:{step}")
+    return [tasks[rng.randrange(len(tasks))].sample(rng) for _ in range(batch_size)]
+
+
+def pause_generator(seed: int, step: int) -> torch.Generator:
+    """The generator for pause placement at `step`: separate from the data stream."""
+    # Not Python's hash(): it is salted per process, and every process must draw the same pauses.
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 2 + 1)
+
+
+def token_loss_sum(model, batch: TokenBatch) -> torch.Tensor:
+    """Sum (not mean) of next-token cross-entropy over the batch's targets."""
+    logits = model(**batch.model_inputs()).logits  # (batch, seq, vocab)
+    logits = logits[:, :-1].float()
+    targets = batch.labels[:, 1:]
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+
+
+def train(
+    model,
+    accelerator: Accelerator,
+    config: TrainConfig,
+    tasks: Sequence[Task],
+    collate: Callable[[list[Example], torch.Generator], TokenBatch],
+    output_dir: Path,
+    stage: str,
+) -> list[dict]:
+    """Run `config.max_steps` optimizer steps on trainable parameters of `model`; return the loss history.
+
+    Why not TRL's SFTTrainer / transformers' Trainer: every batch needs freshly drawn pause counts and explicit
+    `position_ids` from our numbering rule, so SFTTrainer's preparation and collation would both be bypassed,
+    leaving only the Trainer loop, and that loop is not exact across process counts. Here every process builds
+    the same *global* batch (a function of (seed, step)) and keeps its rows; the loss is a sum over target
+    tokens divided by the global target count, so 2 processes follow the 1-process loss curve. The Trainer
+    averages per-process means instead, which differs whenever processes hold different target counts.
+    """
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if config.batch_size % world:
+        raise ValueError(f"batch_size={config.batch_size} must be divisible by the number of processes ({world})")
+    per_process = config.batch_size // world
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{stage}: the model has no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    # The schedule is stepped by hand once per optimizer step: Accelerate's wrapped scheduler would
+    # step once per process, which is right for per-process batches but not for our global batch.
+    scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.max_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    history: list[dict] = []
+    bar = tqdm(range(config.max_steps), desc=stage, disable=not (config.progress and accelerator.is_main_process))
+    model.train()
+    for step in bar:
+        batch = collate(examples_for_step(tasks, config.seed, step, config.batch_size), pause_generator(config.seed, step))
+        num_targets = batch.num_targets  # global: every process built the same global batch
+        local = batch.rows(rank * per_process, (rank + 1) * per_process).to(accelerator.device)
+        loss_sum = token_loss_sum(model, local)
+        # DDP averages gradients over processes, hence the factor `world`: the result is the
+        # gradient of (global loss sum / global target count), exactly as on one process.
+        loss = loss_sum * world / max(num_targets, 1)
+        global_loss = accelerator.reduce(loss_sum.detach(), reduction="sum").item() / max(num_targets, 1)
+        if not math.isfinite(global_loss):
+            raise NonFiniteLossError(
+                f"{stage}: loss became {global_loss} at step {step}; stopping without saving "
+                f"(lower learning_rate={config.learning_rate} or check the data)"
+            )
+        accelerator.backward(loss)
+        grad_norm = None
+        if config.max_grad_norm > 0:
+            grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        record = {"step": step + 1, "loss": global_loss, "lr": scheduler.get_last_lr()[0], "num_processes": world}
+        history.append(record)
+        if (step + 1) % config.log_every == 0 or step + 1 == config.max_steps:
+            scalars = {"losses/lm_loss": global_loss, "charts/learning_rate": record["lr"]}
+            if grad_norm is not None:
+                scalars["charts/grad_norm"] = float(grad_norm)
+            accelerator.log(scalars, step=step + 1)
+            bar.set_postfix(loss=f"{global_loss:.4f}")
+    if accelerator.is_main_process:
+        write_json_atomic(history, output_dir / "history.json")
+    return history
+
+
+def finish(accelerator: Accelerator) -> None:
+    """End a stage on every rank: no rank tears the process group down while rank 0 still saves."""
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
+def tracker_config(config) -> dict:
+    """Tensorboard hparams accept only scalars and strings (nested configs are flattened to their string)."""
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in to_dict(config).items()}
+
+
+def multi_process_cpu() -> bool:
+    """True when launched as several processes on a machine without CUDA.
+
+    Accelerate only sets up gloo (MULTI_CPU) when asked for the CPU explicitly;
+    otherwise each of `accelerate launch --multi_gpu --num_processes 2` processes
+    on a GPU-less machine would silently train alone.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world > 1 and not torch.cuda.is_available()
+
+
+def make_accelerator(output_dir: Path, seed: int | None = None) -> Accelerator:
+    """The accelerator of every stage: gloo on GPU-less multi-process launches, tensorboard under
+    output_dir/logs; with `seed`, Accelerate's `set_seed` (python, numpy, torch) as well."""
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    accelerator = Accelerator(
+        cpu=multi_process_cpu(),
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    if seed is not None:
+        set_seed(seed)
+    return accelerator
