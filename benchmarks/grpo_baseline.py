@@ -368,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         if (out / part).exists():
             raise ValueError(f"out: {out / part} exists (an earlier run); choose another --out, and pass "
                              f"--model_run_dir {out / 'model' / 'finetune'} to reuse its model")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     model_run_dir = Path(args.model_run_dir) if args.model_run_dir else build_model(out, args.seed)
