@@ -1,20 +1,17 @@
 """What a user would pick instead: TRL GRPO with pause-as-token, beside our controller PPO (issue 18).
 
-Both start from the same pause-finetuned model (the demo's: `--model_run_dir` of a finetune run, or
-built here by the demo's pretrain + finetune stages), get the same wall-clock budget on the same
-threads, and are evaluated on the same held-out examples at the same urgencies:
+Both start from the same pause-finetuned model (`--model_run_dir`, or the demo's pretrain + finetune
+stages run here), get the same wall-clock budget and threads, and are scored on the same held-out
+examples at the same urgencies. Ours: the shipped demo controller recipe (frozen LM, head-only PPO),
+its iterations capped to fit the budget (timed on a probe run), evaluated by `sweep.run_sweep`. GRPO:
+TRL's `GRPOTrainer` with a fresh LoRA over the merged finetuned LM, which emits `<pause>` itself; the
+urgency is a prompt prefix (`u0.25 `) and a dataset column for `rewards.MetaReward`; it trains for the
+budget (at least as long as ours took) and is evaluated by greedy `generate`.
+Prints a table, writes OUT/grpo_baseline.{json,png}, ends with `grpo_baseline: ours_episodes_per_s=A
+grpo_episodes_per_s=B speed_ratio=A/B ours_mean_meta_reward=C grpo_mean_meta_reward=D`.
+Must not: re-implement GRPO, the reward or our recipe: it configures TRL and calls our stages.
 
-- ours: `train-controller --env lm` with the shipped demo recipe (frozen LM, head-only PPO), its
-  iterations capped so that it fits the budget (measured on a short probe run); evaluated with
-  `sweep.run_sweep` (learned controller and fixed k);
-- GRPO: TRL's `GRPOTrainer`, configured: a fresh LoRA (the finetune stage's LoRA config) over the
-  merged finetuned model, the LM emits `<pause>` itself, urgency shown as a prompt prefix `u0.25 `
-  and passed as a dataset column to `rewards.MetaReward`; it trains until the budget (at least as
-  long as ours took) runs out; evaluated by greedy `generate` on the same examples.
-
-Prints a table, writes OUT/grpo_baseline.json and OUT/grpo_baseline.png, and ends with
-`grpo_baseline: ours_episodes_per_s=A grpo_episodes_per_s=B speed_ratio=A/B ours_mean_meta_reward=C
-grpo_mean_meta_reward=D` (meta-reward averaged over the urgencies on the held-out examples).
+Usage: python benchmarks/grpo_baseline.py [--model_run_dir RUN] [--budget_s 540] [--out DIR]
 """
 
 from __future__ import annotations
