@@ -51,7 +51,8 @@ class PauseRules:
     A pre-hook on the decoder fills `position_ids` from the model's numbering (`positions.position_ids`,
     the collators' rule: a slotted model would otherwise see contiguous positions it was never trained
     on), and a hook on the output layer makes `<pause>` unavailable once a row holds `max_pauses_total`
-    pauses (the pause budget: at the cap the step is an emit), in sampling and in scoring alike.
+    pauses (the pause budget: at the cap the step is an emit). TRL 1.16 scores log-probs with a fused head
+    that reads the output weights directly, so there the cap holds in sampling, not in the scored log-probs.
     Positions need whole sequences, so generation must run with `use_cache=False` (a cached step is refused).
     """
 
