@@ -253,12 +253,17 @@ class AdaptivePauseModel:
     @classmethod
     def from_pretrained(cls, run_dir: str | os.PathLike, merge_adapter: bool = False,
                         device: str | torch.device | None = None) -> "AdaptivePauseModel":
-        """Load run_dir/model (or an HF model dir), run_dir/adapter if present, run_dir/controller if present.
+        """Load run_dir/model (or a plain HF model dir: `<pause>` added, contiguous numbering; pass a policy such
+        as `policies.FixedPauses(k)` to `generate`), run_dir/adapter if present, run_dir/controller if present.
 
         merge_adapter folds LoRA into the weights (faster decoding; the result is a plain HF model).
         """
         run_dir = Path(run_dir)
         lm, tokenizer = load_saved_lm(run_dir)
+        if getattr(lm.config, NUMBERING_KEY, None) is None:
+            # A plain HF directory (load_saved_lm added <pause>): numbered as load_lm numbers a pretrained base.
+            plain = ModelConfig(name_or_path=str(run_dir))
+            set_pause_settings(lm, plain.resolved_numbering(), plain.pause_slots, pause_token_id(tokenizer))
         settings = pause_settings(lm, tokenizer)
         hidden = int(lm.config.hidden_size)
         if (run_dir / ADAPTER_DIR).is_dir():

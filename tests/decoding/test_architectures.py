@@ -8,34 +8,20 @@ window the sequences pass (Mistral, Qwen2, Gemma2, Gemma3).
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from helpers import bpe_tokenizer, opinionated_model
 from transformers import (FalconConfig, FalconForCausalLM, Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM,
                           Gemma3TextConfig, GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM,
                           LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Olmo2Config,
-                          Olmo2ForCausalLM, Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast, Qwen2Config,
+                          Olmo2ForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen2Config,
                           Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 from adaptive_pause.modeling import AdaptivePauseModel, set_pause_settings
 from adaptive_pause.tokens import ensure_pause_token
 from policies import FixedPauses
 
-EOS = "<|endoftext|>"
 PROMPTS = ["What is 17 + 25? The answer", "Hi", "Count: one two three four five six", "2+2="]
 WINDOW = 4  # shorter than every prompt + pauses + answer below
 MAX_NEW = 8
-
-
-def bpe_tokenizer() -> PreTrainedTokenizerFast:
-    """A small byte-level BPE (GPT-2 style) trained here, with an EOS but neither `<pause>` nor a pad token."""
-    corpus = ["What is the answer to one plus two? Three.", "Count to ten: one two three four five six seven",
-              "12+34=46 7+5=12 123+456=579 2+2=4", "Hello there, hi! The quick brown fox jumps over the lazy dog."]
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    backend.train_from_iterator(corpus * 4, trainers.BpeTrainer(
-        vocab_size=320, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
-    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS, clean_up_tokenization_spaces=False)
 
 
 SMALL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
@@ -128,4 +114,6 @@ def test_fast_path_only_where_exact():
         model = build(name)
         session = model.session(PROMPTS, 0.0, model.decode_config(FixedPauses(0), max_new_tokens=2))
         fast[name] = session._fast is not None
-    assert fast == {"llama": True, "gpt2": True, "gemma2": False, "mistral_window": False, "gemma3_window": False}
+    embedded = opinionated_model("slotted")  # the embedded tiny Llama the benchmarks time
+    fast["embedded"] = embedded.session(PROMPTS, 0.0, embedded.decode_config(FixedPauses(0)))._fast is not None
+    assert fast == {"embedded": True, "llama": True, "gpt2": True, "gemma2": False, "mistral_window": False, "gemma3_window": False}
