@@ -31,7 +31,8 @@ from .checkpoint import atomic_dir, check_agreement
 from .config import check, help_field
 from .decoding import DecodeConfig, DecodeResult, DecodeSession, UrgencyLike, UrgencySchedule, decode
 from .positions import NUMBERINGS, check_numbering
-from .tokens import build_char_tokenizer, ensure_pause_token, pause_token_id
+from .tokens import (PROMPT_FORMAT_KEY, build_char_tokenizer, encode_prompts, ensure_pause_token,
+                     pause_token_id, set_prompt_format)
 
 # Keys added to the HF model config (saved in config.json by save_pretrained).
 NUMBERING_KEY = "pause_position_numbering"
@@ -57,6 +58,11 @@ class ModelConfig:
         default="auto",
     )
     pause_slots: int = help_field("slotted numbering: position slots reserved for pauses before each token", default=16)
+    prompt_format: str = help_field(
+        "how prompts are encoded: 'raw' (the text), 'chat' (one user turn through the tokenizer's chat template) or "
+        "'auto' (chat when the tokenizer has a template, else raw); recorded with the tokenizer for later stages",
+        default="auto")
+    system_prompt: Optional[str] = help_field("chat format: a system message before each prompt", default=None)
 
     def __post_init__(self):
         check(self.position_numbering in NUMBERINGS + ("auto",), "position_numbering",
@@ -66,6 +72,8 @@ class ModelConfig:
         check(self.hidden_size % self.num_heads == 0, "hidden_size",
                f"must be divisible by num_heads={self.num_heads}, got {self.hidden_size}")
         check(self.pause_slots >= 0, "pause_slots", f"must be >= 0, got {self.pause_slots}")
+        check(self.prompt_format in ("auto", "raw", "chat"), "prompt_format",
+              f"must be one of ('auto', 'raw', 'chat'), got {self.prompt_format!r}")
 
     def resolved_numbering(self) -> str:
         if self.position_numbering != "auto":
@@ -134,11 +142,14 @@ def load_lm(config: ModelConfig, seed: int = 0):
         model = build_tiny_lm(config, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id,
                               tokenizer.eos_token_id)
         set_pause_settings(model, config.resolved_numbering(), config.pause_slots, pause_token_id(tokenizer))
+        set_prompt_format(tokenizer, config.prompt_format, config.system_prompt)
         return model, tokenizer
     model, tokenizer = load_saved_lm(path)
     if getattr(model.config, NUMBERING_KEY, None) is None:
         # A plain HF model: its positions were learned contiguously.
         set_pause_settings(model, config.resolved_numbering(), config.pause_slots, pause_token_id(tokenizer))
+    if PROMPT_FORMAT_KEY not in tokenizer.init_kwargs:  # a plain HF tokenizer (one of our runs recorded its format)
+        set_prompt_format(tokenizer, config.prompt_format, config.system_prompt)
     return model, tokenizer
 
 
@@ -264,6 +275,8 @@ class AdaptivePauseModel:
             # A plain HF directory (load_saved_lm added <pause>): numbered as load_lm numbers a pretrained base.
             plain = ModelConfig(name_or_path=str(run_dir))
             set_pause_settings(lm, plain.resolved_numbering(), plain.pause_slots, pause_token_id(tokenizer))
+        if PROMPT_FORMAT_KEY not in tokenizer.init_kwargs:
+            set_prompt_format(tokenizer, "auto")
         settings = pause_settings(lm, tokenizer)
         hidden = int(lm.config.hidden_size)
         if (run_dir / ADAPTER_DIR).is_dir():
@@ -307,19 +320,17 @@ class AdaptivePauseModel:
 
     # ---- generation ----------------------------------------------------------------------------------------------
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:
-        """Prompt texts -> token ids, exactly as the collators encode prompts (special tokens added)."""
+        """Prompt texts -> token ids, exactly as the collators encode prompts (`tokens.encode_prompts`)."""
         if isinstance(prompts, str):
             raise ValueError("prompts: expected a list of strings, got a single string (wrap it in a list)")
         if len(prompts) == 0:
             raise ValueError("prompts: need at least one prompt")
-        ids = []
         for i, prompt in enumerate(prompts):
             if not isinstance(prompt, str):
                 raise ValueError(f"prompts[{i}]: expected a string, got {type(prompt).__name__}")
             if not prompt:
                 raise ValueError(f"prompts[{i}]: empty prompt")
-            ids.append(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
-        return ids
+        return encode_prompts(self.tokenizer, list(prompts))
 
     def _policy(self, policy: PausePolicy | None) -> PausePolicy:
         policy = self.policy if policy is None else policy

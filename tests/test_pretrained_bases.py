@@ -96,3 +96,50 @@ def test_import_gguf_gives_an_hf_directory_with_the_same_logits(tmp_path, capsys
     assert "missing.gguf: no such GGUF file" in capsys.readouterr().err
     assert cli_main(["import-gguf", str(tmp_path / "tiny.gguf"), "--output_dir", str(tmp_path / "hf")]) == 2
     assert "output_dir" in capsys.readouterr().err
+
+
+TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|endoftext|>{% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def test_chat_format_round_trip_and_one_encoding_for_every_stage(tmp_path):
+    from adaptive_pause.tasks import Example
+    from adaptive_pause.training.collators import FinetuneCollator
+
+    model, tokenizer = plain_llama()
+    tokenizer.chat_template = TEMPLATE
+    model.save_pretrained(tmp_path / "plain")
+    tokenizer.save_pretrained(tmp_path / "plain")
+    loaded = AdaptivePauseModel.from_pretrained(tmp_path / "plain")  # a template: 'auto' chooses chat
+    rendered = "<|user|>What is 17 + 25?<|endoftext|><|assistant|>"
+    expected = loaded.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    assert loaded.encode([PROMPTS[0]]) == [expected]
+    loaded.save_pretrained(tmp_path / "run")
+    again = AdaptivePauseModel.from_pretrained(tmp_path / "run")
+    assert again.encode(PROMPTS) == loaded.encode(PROMPTS)
+    s = again.settings
+    collate = FinetuneCollator(again.tokenizer, s.pause_id, s.numbering, s.pause_slots, max_pauses=0, max_length=256)
+    assert collate.encode(Example(prompt=PROMPTS[0], answer="42", difficulty=1, task="t"))[0] == expected
+    assert again.generate(PROMPTS, policy=FixedPauses(1), max_new_tokens=2).pauses == [1] * len(PROMPTS)
+
+
+def test_prompt_format_choices_and_errors(tmp_path):
+    from adaptive_pause.modeling import ModelConfig, load_lm
+
+    model, tokenizer = plain_llama()
+    tokenizer.chat_template = TEMPLATE
+    model.save_pretrained(tmp_path / "plain")
+    tokenizer.save_pretrained(tmp_path / "plain")
+    _, raw = load_lm(ModelConfig(name_or_path=str(tmp_path / "plain"), prompt_format="raw"))
+    assert AdaptivePauseModel(*load_lm(ModelConfig(name_or_path=str(tmp_path / "plain"), prompt_format="raw"))
+                              ).encode(["Hi"]) == [raw("Hi")["input_ids"]]
+    system = AdaptivePauseModel(*load_lm(ModelConfig(name_or_path=str(tmp_path / "plain"), prompt_format="chat",
+                                                     system_prompt="Be brief.")))
+    assert system.tokenizer.decode(system.encode(["Hi"])[0]) == \
+        "<|system|>Be brief.<|endoftext|><|user|>Hi<|endoftext|><|assistant|>"
+    tiny = AdaptivePauseModel(*load_lm(ModelConfig(hidden_size=16, num_heads=2)))  # no template: raw
+    assert tiny.encode(["7+5="]) == [tiny.tokenizer("7+5=")["input_ids"]]
+    with pytest.raises(ValueError, match="prompt_format: 'chat' needs a tokenizer with a chat template"):
+        load_lm(ModelConfig(hidden_size=16, num_heads=2, prompt_format="chat"))
+    with pytest.raises(ValueError, match="prompt_format"):
+        ModelConfig(prompt_format="markdown")
