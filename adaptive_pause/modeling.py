@@ -27,6 +27,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from policies import PausePolicy, load_policy, save_policy
 
+from .base_ref import BASE_ATTR, is_reference, load_reference, should_refer, write_reference
 from .checkpoint import atomic_dir, check_agreement
 from .config import check, help_field
 from .decoding import DecodeConfig, DecodeResult, DecodeSession, UrgencyLike, UrgencySchedule, decode
@@ -161,6 +162,8 @@ def load_saved_lm(path: str | os.PathLike):
     local = Path(path).expanduser()
     if not local.exists() and (local.is_absolute() or path.startswith((".", "~")) or path.count("/") > 1):
         raise ValueError(f"{path}: no such model or run directory")
+    if is_reference(local):  # a lean run: model/ refers to its (fingerprinted) base
+        return load_reference(local)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path)
@@ -169,6 +172,8 @@ def load_saved_lm(path: str | os.PathLike):
         raise ValueError(f"{path}: {kind}: {type(err).__name__}: {err}") from err
     if getattr(model.config, NUMBERING_KEY, None) is None:
         ensure_pause_token(tokenizer, model)  # a plain HF model: add <pause> and resize
+        if local.is_dir():  # runs over it may refer to it instead of copying it (base_ref.should_refer)
+            setattr(model, BASE_ATTR, local.resolve())
     else:
         # One of our runs: its tokenizer must already have the <pause> the model was trained with.
         saved_id = getattr(model.config, PAUSE_ID_KEY, None)
@@ -189,7 +194,11 @@ def save_lm(model, tokenizer, path: str | os.PathLike, state_dict: dict | None =
 
     `state_dict`: the full weights when they are sharded (FSDP: `accelerator.get_state_dict(model)`).
     """
+    base = should_refer(model) if state_dict is None else None
     with atomic_dir(path) as tmp:
+        if base is not None:
+            write_reference(model, tokenizer, base, tmp)
+            return
         model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
 
@@ -289,6 +298,8 @@ class AdaptivePauseModel:
                                  f"{type(err).__name__}: {err}") from err
             if merge_adapter:
                 lm = lm.merge_and_unload()
+                if hasattr(lm, BASE_ATTR):  # merged weights are no longer the base's: save them in full
+                    delattr(lm, BASE_ATTR)
         policy = None
         if (run_dir / CONTROLLER_DIR).is_dir():
             policy = load_policy(run_dir / CONTROLLER_DIR, hidden_size=hidden)
@@ -307,11 +318,15 @@ class AdaptivePauseModel:
         is_peft = hasattr(self.lm, "get_base_model")
         with atomic_dir(run_dir / MODEL_DIR) as tmp:
             base = _base_model(self.lm)
-            if is_peft:
+            reference = should_refer(base)
+            if reference is not None:  # a large base: refer to it (path + fingerprint), do not copy it
+                write_reference(base, self.tokenizer, reference, tmp)
+            elif is_peft:
                 base.save_pretrained(tmp, state_dict=_base_state_dict(self.lm), safe_serialization=True)
             else:
                 base.save_pretrained(tmp, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp)
+            if reference is None:
+                self.tokenizer.save_pretrained(tmp)
         if is_peft:
             with atomic_dir(run_dir / ADAPTER_DIR) as tmp:
                 self.lm.save_pretrained(tmp, save_embedding_layers=False)

@@ -143,3 +143,41 @@ def test_prompt_format_choices_and_errors(tmp_path):
         load_lm(ModelConfig(hidden_size=16, num_heads=2, prompt_format="chat"))
     with pytest.raises(ValueError, match="prompt_format"):
         ModelConfig(prompt_format="markdown")
+
+
+def test_run_over_a_large_base_refers_to_it_and_checks_its_fingerprint(tmp_path, monkeypatch):
+    from policies import PauseControllerHead
+
+    from adaptive_pause.base_ref import REFERENCE_FILE, THRESHOLD_ENV
+
+    model, tokenizer = plain_llama()
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    base_bytes = (tmp_path / "base" / "model.safetensors").stat().st_size
+    monkeypatch.setenv(THRESHOLD_ENV, str(base_bytes / 2**20 / 2))  # this tiny base counts as "large"
+    loaded = AdaptivePauseModel.from_pretrained(tmp_path / "base")
+    head = PauseControllerHead(loaded.hidden_size)
+    AdaptivePauseModel(loaded.lm, loaded.tokenizer, head).save_pretrained(tmp_path / "run")  # as PPO saves its run
+    files = {p.relative_to(tmp_path / "run").as_posix(): p.stat().st_size
+             for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    assert "model/model.safetensors" not in files and f"model/{REFERENCE_FILE}" in files
+    assert sum(files.values()) < base_bytes / 2  # tokenizer, config, added rows, controller: no weight copy
+    reloaded = AdaptivePauseModel.from_pretrained(tmp_path / "run")
+    ids = torch.tensor(loaded.encode(PROMPTS[:1]))
+    with torch.no_grad():
+        assert torch.equal(reloaded.lm(ids).logits, loaded.lm(ids).logits)  # the <pause> row included
+    assert reloaded.settings == loaded.settings and reloaded.policy is not None
+    # Below the threshold the base is copied as before.
+    monkeypatch.setenv(THRESHOLD_ENV, "50")
+    AdaptivePauseModel.from_pretrained(tmp_path / "base").save_pretrained(tmp_path / "copied")
+    assert (tmp_path / "copied" / "model" / "model.safetensors").is_file()
+    # A changed base: the error names the base and the expected fingerprint.
+    with torch.no_grad():
+        model.get_input_embeddings().weight.add_(1.0)
+    model.save_pretrained(tmp_path / "base")
+    with pytest.raises(ValueError, match=r"base model .*base changed since this run was written: expected weight "
+                                         r"files \{'model.safetensors': '[0-9a-f]{64}'\}"):
+        AdaptivePauseModel.from_pretrained(tmp_path / "run")
+    (tmp_path / "base").rename(tmp_path / "moved")
+    with pytest.raises(ValueError, match=r"the base model directory .*base is missing"):
+        AdaptivePauseModel.from_pretrained(tmp_path / "run")
