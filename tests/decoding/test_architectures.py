@@ -115,5 +115,7 @@ def test_fast_path_only_where_exact():
         session = model.session(PROMPTS, 0.0, model.decode_config(FixedPauses(0), max_new_tokens=2))
         fast[name] = session._fast is not None
     embedded = opinionated_model("slotted")  # the embedded tiny Llama the benchmarks time
-    fast["embedded"] = embedded.session(PROMPTS, 0.0, embedded.decode_config(FixedPauses(0)))._fast is not None
-    assert fast == {"embedded": True, "llama": True, "gpt2": True, "gemma2": False, "mistral_window": False, "gemma3_window": False}
+    fast["embedded"] = embedded.session(PROMPTS, 0.0, embedded.decode_config(FixedPauses(0), max_new_tokens=2,
+                                                                            max_pauses=2))._fast is not None
+    assert fast == {"embedded": True, "llama": True, "gpt2": True, "gemma2": False, "mistral_window": False,
+                    "gemma3_window": False}
