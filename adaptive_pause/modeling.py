@@ -27,11 +27,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from policies import PausePolicy, load_policy, save_policy
 
+from .base_ref import BASE_ATTR, is_reference, load_reference, should_refer, write_reference
 from .checkpoint import atomic_dir, check_agreement
 from .config import check, help_field
 from .decoding import DecodeConfig, DecodeResult, DecodeSession, UrgencyLike, UrgencySchedule, decode
 from .positions import NUMBERINGS, check_numbering
-from .tokens import build_char_tokenizer, ensure_pause_token, pause_token_id
+from .tokens import (PROMPT_FORMAT_KEY, build_char_tokenizer, encode_prompts, ensure_pause_token,
+                     pause_token_id, set_prompt_format)
 
 # Keys added to the HF model config (saved in config.json by save_pretrained).
 NUMBERING_KEY = "pause_position_numbering"
@@ -57,6 +59,11 @@ class ModelConfig:
         default="auto",
     )
     pause_slots: int = help_field("slotted numbering: position slots reserved for pauses before each token", default=16)
+    prompt_format: str = help_field(
+        "how prompts are encoded: 'raw' (the text), 'chat' (one user turn through the tokenizer's chat template) or "
+        "'auto' (chat when the tokenizer has a template, else raw); recorded with the tokenizer for later stages",
+        default="auto")
+    system_prompt: Optional[str] = help_field("chat format: a system message before each prompt", default=None)
 
     def __post_init__(self):
         check(self.position_numbering in NUMBERINGS + ("auto",), "position_numbering",
@@ -66,6 +73,8 @@ class ModelConfig:
         check(self.hidden_size % self.num_heads == 0, "hidden_size",
                f"must be divisible by num_heads={self.num_heads}, got {self.hidden_size}")
         check(self.pause_slots >= 0, "pause_slots", f"must be >= 0, got {self.pause_slots}")
+        check(self.prompt_format in ("auto", "raw", "chat"), "prompt_format",
+              f"must be one of ('auto', 'raw', 'chat'), got {self.prompt_format!r}")
 
     def resolved_numbering(self) -> str:
         if self.position_numbering != "auto":
@@ -134,11 +143,14 @@ def load_lm(config: ModelConfig, seed: int = 0):
         model = build_tiny_lm(config, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id,
                               tokenizer.eos_token_id)
         set_pause_settings(model, config.resolved_numbering(), config.pause_slots, pause_token_id(tokenizer))
+        set_prompt_format(tokenizer, config.prompt_format, config.system_prompt)
         return model, tokenizer
     model, tokenizer = load_saved_lm(path)
     if getattr(model.config, NUMBERING_KEY, None) is None:
         # A plain HF model: its positions were learned contiguously.
         set_pause_settings(model, config.resolved_numbering(), config.pause_slots, pause_token_id(tokenizer))
+    if PROMPT_FORMAT_KEY not in tokenizer.init_kwargs:  # a plain HF tokenizer (one of our runs recorded its format)
+        set_prompt_format(tokenizer, config.prompt_format, config.system_prompt)
     return model, tokenizer
 
 
@@ -150,6 +162,8 @@ def load_saved_lm(path: str | os.PathLike):
     local = Path(path).expanduser()
     if not local.exists() and (local.is_absolute() or path.startswith((".", "~")) or path.count("/") > 1):
         raise ValueError(f"{path}: no such model or run directory")
+    if is_reference(local):  # a lean run: model/ refers to its (fingerprinted) base
+        return load_reference(local)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path)
@@ -158,6 +172,8 @@ def load_saved_lm(path: str | os.PathLike):
         raise ValueError(f"{path}: {kind}: {type(err).__name__}: {err}") from err
     if getattr(model.config, NUMBERING_KEY, None) is None:
         ensure_pause_token(tokenizer, model)  # a plain HF model: add <pause> and resize
+        if local.is_dir():  # runs over it may refer to it instead of copying it (base_ref.should_refer)
+            setattr(model, BASE_ATTR, local.resolve())
     else:
         # One of our runs: its tokenizer must already have the <pause> the model was trained with.
         saved_id = getattr(model.config, PAUSE_ID_KEY, None)
@@ -178,7 +194,11 @@ def save_lm(model, tokenizer, path: str | os.PathLike, state_dict: dict | None =
 
     `state_dict`: the full weights when they are sharded (FSDP: `accelerator.get_state_dict(model)`).
     """
+    base = should_refer(model) if state_dict is None else None
     with atomic_dir(path) as tmp:
+        if base is not None:
+            write_reference(model, tokenizer, base, tmp)
+            return
         model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
 
@@ -253,12 +273,19 @@ class AdaptivePauseModel:
     @classmethod
     def from_pretrained(cls, run_dir: str | os.PathLike, merge_adapter: bool = False,
                         device: str | torch.device | None = None) -> "AdaptivePauseModel":
-        """Load run_dir/model (or an HF model dir), run_dir/adapter if present, run_dir/controller if present.
+        """Load run_dir/model (or a plain HF model dir: `<pause>` added, contiguous numbering; pass a policy such
+        as `policies.FixedPauses(k)` to `generate`), run_dir/adapter if present, run_dir/controller if present.
 
         merge_adapter folds LoRA into the weights (faster decoding; the result is a plain HF model).
         """
         run_dir = Path(run_dir)
         lm, tokenizer = load_saved_lm(run_dir)
+        if getattr(lm.config, NUMBERING_KEY, None) is None:
+            # A plain HF directory (load_saved_lm added <pause>): numbered as load_lm numbers a pretrained base.
+            plain = ModelConfig(name_or_path=str(run_dir))
+            set_pause_settings(lm, plain.resolved_numbering(), plain.pause_slots, pause_token_id(tokenizer))
+        if PROMPT_FORMAT_KEY not in tokenizer.init_kwargs:
+            set_prompt_format(tokenizer, "auto")
         settings = pause_settings(lm, tokenizer)
         hidden = int(lm.config.hidden_size)
         if (run_dir / ADAPTER_DIR).is_dir():
@@ -271,6 +298,8 @@ class AdaptivePauseModel:
                                  f"{type(err).__name__}: {err}") from err
             if merge_adapter:
                 lm = lm.merge_and_unload()
+                if hasattr(lm, BASE_ATTR):  # merged weights are no longer the base's: save them in full
+                    delattr(lm, BASE_ATTR)
         policy = None
         if (run_dir / CONTROLLER_DIR).is_dir():
             policy = load_policy(run_dir / CONTROLLER_DIR, hidden_size=hidden)
@@ -289,11 +318,15 @@ class AdaptivePauseModel:
         is_peft = hasattr(self.lm, "get_base_model")
         with atomic_dir(run_dir / MODEL_DIR) as tmp:
             base = _base_model(self.lm)
-            if is_peft:
+            reference = should_refer(base)
+            if reference is not None:  # a large base: refer to it (path + fingerprint), do not copy it
+                write_reference(base, self.tokenizer, reference, tmp)
+            elif is_peft:
                 base.save_pretrained(tmp, state_dict=_base_state_dict(self.lm), safe_serialization=True)
             else:
                 base.save_pretrained(tmp, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp)
+            if reference is None:
+                self.tokenizer.save_pretrained(tmp)
         if is_peft:
             with atomic_dir(run_dir / ADAPTER_DIR) as tmp:
                 self.lm.save_pretrained(tmp, save_embedding_layers=False)
@@ -302,19 +335,17 @@ class AdaptivePauseModel:
 
     # ---- generation ----------------------------------------------------------------------------------------------
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:
-        """Prompt texts -> token ids, exactly as the collators encode prompts (special tokens added)."""
+        """Prompt texts -> token ids, exactly as the collators encode prompts (`tokens.encode_prompts`)."""
         if isinstance(prompts, str):
             raise ValueError("prompts: expected a list of strings, got a single string (wrap it in a list)")
         if len(prompts) == 0:
             raise ValueError("prompts: need at least one prompt")
-        ids = []
         for i, prompt in enumerate(prompts):
             if not isinstance(prompt, str):
                 raise ValueError(f"prompts[{i}]: expected a string, got {type(prompt).__name__}")
             if not prompt:
                 raise ValueError(f"prompts[{i}]: empty prompt")
-            ids.append(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
-        return ids
+        return encode_prompts(self.tokenizer, list(prompts))
 
     def _policy(self, policy: PausePolicy | None) -> PausePolicy:
         policy = self.policy if policy is None else policy

@@ -2,8 +2,9 @@
 
 Owns: adding `<pause>` to any HF tokenizer and resizing a model's embeddings to
 match (idempotently), finding the pause id with a clear error when it is
-missing, and the small character-level `PreTrainedTokenizerFast` used by the
-embedded default model.
+missing, the small character-level `PreTrainedTokenizerFast` used by the
+embedded default model, and the prompt format (raw or chat template) with the
+one function that encodes prompts (`encode_prompts`).
 
 Must not: know about tasks, training or decoding.
 """
@@ -84,3 +85,47 @@ def ensure_pause_token(tokenizer: PreTrainedTokenizerBase, model=None) -> int:
         if vocab_size < len(tokenizer):
             model.resize_token_embeddings(len(tokenizer))
     return pause_token_id(tokenizer)
+
+
+# ---- prompt format ----------------------------------------------------------------------------------------------
+# Recorded in the tokenizer's own config (tokenizer_config.json), so that every stage that loads a run's tokenizer
+# encodes prompts the same way without passing the setting along.
+PROMPT_FORMAT_KEY = "pause_prompt_format"
+SYSTEM_PROMPT_KEY = "pause_system_prompt"
+PROMPT_FORMATS = ("raw", "chat")
+
+
+def set_prompt_format(tokenizer: PreTrainedTokenizerBase, prompt_format: str = "auto",
+                      system_prompt: str | None = None) -> str:
+    """Record how prompts are encoded: 'raw' (the text, special tokens added), 'chat' (one user turn through the
+    tokenizer's chat template, with `system_prompt` if given, and the assistant prefix), or 'auto' (chat when
+    the tokenizer carries a template, else raw). Returns the resolved format."""
+    if prompt_format not in PROMPT_FORMATS + ("auto",):
+        raise ValueError(f"prompt_format: must be one of {PROMPT_FORMATS + ('auto',)}, got {prompt_format!r}")
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if prompt_format == "auto":
+        prompt_format = "chat" if has_template else "raw"
+    if prompt_format == "chat" and not has_template:
+        raise ValueError(f"prompt_format: 'chat' needs a tokenizer with a chat template; "
+                         f"{type(tokenizer).__name__} has none (use 'raw')")
+    if system_prompt is not None and prompt_format != "chat":
+        raise ValueError("system_prompt: only used with prompt_format 'chat'")
+    tokenizer.init_kwargs[PROMPT_FORMAT_KEY] = prompt_format
+    tokenizer.init_kwargs[SYSTEM_PROMPT_KEY] = system_prompt
+    return prompt_format
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> list[list[int]]:
+    """Prompt texts -> token ids in the tokenizer's recorded format (raw when none is recorded): the one place
+    every stage (collators, `AdaptivePauseModel.encode`) encodes a prompt."""
+    prompt_format = tokenizer.init_kwargs.get(PROMPT_FORMAT_KEY) or "raw"
+    if prompt_format == "raw":
+        return [tokenizer(prompt, add_special_tokens=True)["input_ids"] for prompt in prompts]
+    system = tokenizer.init_kwargs.get(SYSTEM_PROMPT_KEY)
+    head = [{"role": "system", "content": system}] if system else []
+    ids = []
+    for prompt in prompts:  # the template renders one conversation at a time
+        ids.append(list(tokenizer.apply_chat_template(head + [{"role": "user", "content": prompt}],
+                                                      add_generation_prompt=True, tokenize=True,
+                                                      return_dict=True)["input_ids"]))
+    return ids

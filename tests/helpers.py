@@ -93,3 +93,22 @@ def decisive_head(hidden: int, seed: int = 0, use_top_prob: bool = True, prompt_
     with torch.no_grad():
         head.out.weight[0].normal_(0, 3.0)
     return head.eval()
+
+
+BPE_EOS = "<|endoftext|>"
+
+
+def bpe_tokenizer():
+    """A small byte-level BPE (GPT-2 style) trained here, with an EOS but neither `<pause>` nor a pad token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = ["What is the answer to one plus two? Three.", "Count to ten: one two three four five six seven",
+              "12+34=46 7+5=12 123+456=579 2+2=4", "Hello there, hi! The quick brown fox jumps over the lazy dog."]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.train_from_iterator(corpus * 4, trainers.BpeTrainer(
+        vocab_size=320, special_tokens=[BPE_EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=BPE_EOS, clean_up_tokenization_spaces=False)

@@ -1,12 +1,15 @@
 """The decode loop's KV cache: transformers' `DynamicCache` with preallocated full-attention layers.
 
-Owns: `decode_cache(model, capacity)` and the layer it substitutes; `context_length(model)`.
-Other layer kinds (sliding-window, hybrid) are left as transformers builds them.
+Owns: `decode_cache(model, capacity)` and the layer it substitutes; `context_length(model)`; whether a
+cache holds full attention only (`full_attention_only`); the name under which a model takes its cache
+(`cache_argument`). Other layer kinds (sliding-window, hybrid) are left as transformers builds them.
 
 Must not: run the model or know about pauses.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 from transformers import DynamicCache
@@ -66,3 +69,15 @@ def decode_cache(model, capacity: int) -> DynamicCache:
     elif getattr(cache, "layer_class_to_replicate", None) is DynamicLayer:
         cache.layer_class_to_replicate = lambda: PreallocatedLayer(capacity)
     return cache
+
+
+def full_attention_only(cache: DynamicCache) -> bool:
+    """True when every layer of `cache` keeps every position (no sliding window, no linear-attention state)."""
+    return bool(cache.layers) and all(type(layer) in (DynamicLayer, PreallocatedLayer) for layer in cache.layers)
+
+
+def cache_argument(module) -> str:
+    """The keyword `module.forward` takes its KV cache under: `cache` (transformers >= 5.2x, where
+    `past_key_values` is deprecated) or `past_key_values` (older releases the dependency range still allows)."""
+    module = module.get_base_model() if hasattr(module, "get_base_model") else module
+    return "cache" if "cache" in inspect.signature(type(module).forward).parameters else "past_key_values"

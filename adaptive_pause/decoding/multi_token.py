@@ -32,7 +32,7 @@ class MultiTokenSteps:
         logits (batch, n, vocab), top_prob (batch, n)) without changing the session's current state."""
         n = input_ids.shape[1]
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                         past_key_values=self.cache, use_cache=True, output_hidden_states=True, logits_to_keep=n)
+                         use_cache=True, output_hidden_states=True, logits_to_keep=n, **{self._cache_key: self.cache})
         logits = mask_pause(out.logits.float(), self.pause_id)
         return out.hidden_states[-1][:, -n:], logits, logits.softmax(-1).amax(-1)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from typing import Sequence
 
 import torch
@@ -21,7 +22,7 @@ from transformers import StopStringCriteria
 from policies.base import PAUSE, ControllerInputs, Decision
 
 from ..positions import PositionState, advance, check_numbering, initial_state, next_position_ids, position_ids
-from .cache import context_length, decode_cache
+from .cache import cache_argument, context_length, decode_cache, full_attention_only
 from .config import DecodeConfig, UrgencyLike, as_urgency
 from .multi_token import MultiTokenSteps
 from .trace import (CANCELLED, FINISH_NAMES, FINISHED_EOS, FINISHED_LENGTH, FINISHED_STOP, DecodeResult,
@@ -77,6 +78,42 @@ def left_pad(prompt_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Te
         mask[row, width - len(ids):] = 1
     return input_ids, mask
 
+
+
+# base model -> whether its logits are exactly head(last hidden state); structural, so checked once per model.
+_WHOLE_OUTPUT: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _head_is_whole_output(base, decoder, head) -> bool:
+    """Whether `base`'s logits are head(decoder's last hidden state) with nothing after it (a final-logit
+    softcap, a logit scale). Why a probe: on a random or lightly trained model the real logits may stay small
+    enough that a softcap (c * tanh(x / c)) bends them less than any tolerance. Here the decoder's output is
+    replaced (forward hook) by a probe whose logits reach +-50, where any such post-processing shows."""
+    known = _WHOLE_OUTPUT.get(base)
+    if known is not None:
+        return known
+    param = head.weight
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randn(1, 1, param.shape[1], generator=generator).to(param.device, param.dtype)
+    with torch.no_grad():
+        probe = probe * (50.0 / head(probe).float().abs().max().clamp(min=1e-6)).to(param.dtype)
+        expected = head(probe).float()
+
+        def replace_output(module, args, output):
+            if isinstance(output, tuple):
+                return (probe,) + tuple(output[1:])
+            output.last_hidden_state = probe
+            return output
+
+        handle = decoder.register_forward_hook(replace_output)
+        try:
+            token = torch.zeros((1, 1), dtype=torch.long, device=param.device)
+            logits = base(input_ids=token, use_cache=False).logits[:, -1:].float()
+        finally:
+            handle.remove()
+    exact = logits.shape == expected.shape and torch.allclose(logits, expected, rtol=1e-4, atol=5e-3)
+    _WHOLE_OUTPUT[base] = exact
+    return exact
 
 class DecodeSession(MultiTokenSteps):
     """A batch being decoded. Construct (prefills), then call `step` until `done`.
@@ -164,20 +201,26 @@ class DecodeSession(MultiTokenSteps):
     def _prefill(self, input_ids, attention_mask, positions) -> None:
         """The prompt pass, through the model's own forward; also decides whether the fast path is exact.
 
-        The fast path (single-token steps) calls the decoder with a ready 4D additive mask and applies the
-        output head to the last hidden state: it skips the per-step mask building and output wrappers. It is
-        used only for sdpa/eager attention and only if, on this very prompt, head(last hidden) reproduces the
-        model's own logits (so models that post-process logits, e.g. soft-capping, keep the generic path).
+        The fast path (single-token steps) calls the decoder with a ready 4D additive mask over the whole
+        sequence and applies the output head to the last hidden state: it skips the per-step mask building and
+        output wrappers. It is used only where that is exact: sdpa/eager attention, a cache of full-attention
+        layers only (a sliding-window layer keeps only its window, which one whole-sequence mask cannot match),
+        logits that are the output head of the last hidden state (`_head_is_whole_output`: no softcap or
+        scaling), and, on this very prompt, head(last hidden) reproducing the model's own logits.
         """
+        self._cache_key = cache_argument(self.model)
         self._forward(input_ids, attention_mask, positions)
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         impl = getattr(getattr(base, "config", None), "_attn_implementation", None)
         get_decoder = getattr(base, "get_decoder", None)
         head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
-        if impl in ("sdpa", "eager") and get_decoder is not None and head is not None:
+        if impl in ("sdpa", "eager") and get_decoder is not None and head is not None \
+                and full_attention_only(self.cache):
             check = mask_pause(head(self.hidden[:, None])[:, -1].float(), self.pause_id)
-            if torch.allclose(check, self.logits, rtol=1e-4, atol=1e-4 * float(self.logits.abs().max())):
+            if torch.allclose(check, self.logits, rtol=1e-4, atol=1e-4 * float(self.logits.abs().max())) \
+                    and _head_is_whole_output(base, get_decoder(), head):
                 self._fast = (get_decoder(), head)
+                self._decoder_cache_key = cache_argument(self._fast[0])
 
     def _forward(self, input_ids, attention_mask, positions) -> None:
         """Run the LM on new tokens (batch, n) over the cache; keep the last position's hidden state and
@@ -186,12 +229,12 @@ class DecodeSession(MultiTokenSteps):
             decoder, head = self._fast
             bias = self._bias[:, :, :, : self.length]  # (batch, 1, 1, length): 0 attend, min masked
             hidden = decoder(input_ids=input_ids, attention_mask=bias, position_ids=positions,
-                             past_key_values=self.cache, use_cache=True).last_hidden_state[:, -1]
+                             use_cache=True, **{self._decoder_cache_key: self.cache}).last_hidden_state[:, -1]
             logits = head(hidden).float()
         else:
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                             past_key_values=self.cache, use_cache=True, output_hidden_states=True,
-                             logits_to_keep=1)
+                             use_cache=True, output_hidden_states=True, logits_to_keep=1,
+                             **{self._cache_key: self.cache})
             hidden = out.hidden_states[-1][:, -1]
             logits = out.logits[:, -1].float()
             if self.config.prompt_summary and self.prompt_summary is None:  # the prompt pass

@@ -20,6 +20,7 @@ import torch
 
 from ..config import check
 from ..positions import position_ids
+from ..tokens import encode_prompts
 from ..tasks import Example
 
 
@@ -73,7 +74,7 @@ class _Collator:
     def encode(self, example: Example) -> tuple[list[int], list[int]]:
         if not example.prompt:
             raise ValueError(f"empty prompt in task {example.task!r}")
-        prompt = self.tokenizer(example.prompt, add_special_tokens=True)["input_ids"]
+        prompt = encode_prompts(self.tokenizer, [example.prompt])[0]
         answer = self.tokenizer(example.answer, add_special_tokens=False)["input_ids"] + [self.eos_id]
         return prompt, answer
 

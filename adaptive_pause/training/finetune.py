@@ -38,6 +38,10 @@ class FinetuneConfig(TrainConfig):
 
     base_model: str = help_field("a pretrain run directory, an HF model id or a local model directory",
                             default="runs/default/pretrain")
+    prompt_format: str = help_field(
+        "a plain HF base: 'raw', 'chat' (its chat template) or 'auto' (chat when it has a template); a run of ours "
+        "keeps the format it recorded", default="auto")
+    system_prompt: Optional[str] = help_field("chat format: a system message before each prompt", default=None)
     max_pauses: int = help_field("K: pauses per example are drawn from [0, K]; 0 trains a no-pause control", default=8)
     k_weights: Optional[list[float]] = help_field(
         "relative weight of each k in 0..K (K+1 numbers); empty = uniform", default=None
@@ -76,7 +80,8 @@ def run_finetune(config: FinetuneConfig) -> Path:
     out = Path(config.output_dir)
     tasks = [get_task(spec) for spec in config.tasks]
     accelerator = make_accelerator(out, config.seed)
-    base, tokenizer = load_lm(ModelConfig(name_or_path=config.base_model), seed=config.seed)
+    base, tokenizer = load_lm(ModelConfig(name_or_path=config.base_model, prompt_format=config.prompt_format,
+                                          system_prompt=config.system_prompt), seed=config.seed)
     settings = pause_settings(base, tokenizer)
     collate = FinetuneCollator(tokenizer, settings.pause_id, settings.numbering, settings.pause_slots,
                                config.max_pauses, config.k_weights, config.pauses_before_each_answer_token,
