@@ -216,6 +216,10 @@ def _train(config: PPOConfig, accelerator) -> dict:
                 postfix.update(acc=f"{metrics['rollout/accuracy']:.3f}", kl_ref=f"{metrics['losses/kl_ref']:.4f}")
             bar.set_postfix(**postfix)
             bar.update(1)
+            if not config.progress and accelerator.is_main_process and (
+                    iteration % config.eval_every == 0 or iteration == config.iterations):
+                print(f"train-controller: iteration {iteration}/{config.iterations} "
+                      + " ".join(f"{k}={v}" for k, v in postfix.items()), flush=True)
             if iteration % config.checkpoint_every == 0 or iteration == config.iterations:
                 trainer["last_good_iteration"] = iteration
                 save_checkpoint(run_dir, policy, evaluator, optimizer, generators, dict(trainer),
@@ -276,4 +280,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trained {result['trainer']['iteration']} iterations, {result['trainer']['episodes']} episodes, "
               f"{minutes:.2f} min on {result['num_processes']} process(es)")
         print(f"analytic: min_fraction_of_optimum={min(r['fraction_of_optimum'] for r in rows):.4f}")
+    elif PartialState().is_main_process:  # an LM run: its last iteration's gathered figures, one line
+        metrics, trainer = result["metrics"], result["trainer"]
+        figures = " ".join(f"{key.split('/')[-1]}={metrics[key]:.3f}" for key in
+                           ("rollout/meta_reward", "rollout/accuracy", "rollout/pauses") if key in metrics)
+        print(f"train-controller: done iterations={trainer['iteration']} episodes={trainer['episodes']} {figures} "
+              f"minutes={trainer['elapsed_s'] / 60:.2f} split=dev")
     return 0

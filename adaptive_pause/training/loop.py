@@ -148,7 +148,12 @@ def train(
                 scalars["charts/grad_norm"] = float(grad_norm)
             accelerator.log(scalars, step=step + 1)
             bar.set_postfix(loss=f"{global_loss:.4f}")
+            if not config.progress and accelerator.is_main_process:  # no bar: the same figures as lines
+                print(f"{stage}: step {step + 1}/{config.max_steps} loss={global_loss:.4f} lr={record['lr']:.3g}",
+                      flush=True)
     if accelerator.is_main_process:
+        print(f"{stage}: done steps={config.max_steps} first_loss={history[0]['loss']:.4f} "
+              f"final_loss={history[-1]['loss']:.4f} processes={world} split={STAGE_SPLITS[stage]}", flush=True)
         write_json_atomic(history, output_dir / "history.json")
         write_json_atomic(data_record(stage, STAGE_SPLITS[stage], list(config.tasks), list(tasks), seen),
                           output_dir / "data.json")
