@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -45,12 +46,24 @@ def atomic_dir(path: str | os.PathLike):
         shutil.rmtree(old, ignore_errors=True)
 
 
+def json_safe(data):
+    """`data` with every NaN or infinite float replaced by None: JSON has no NaN (strict parsers refuse it)."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {key: json_safe(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(value) for value in data]
+    return data
+
+
 def write_json_atomic(data, path: str | os.PathLike) -> None:
+    """Valid JSON (NaN written as null), written to a temporary file and renamed into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
+        json.dump(json_safe(data), f, indent=2, allow_nan=False)
         f.write("\n")
     os.replace(tmp, path)
 

@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from policies import PausePolicy, load_policy, save_policy
 
 from .base_ref import BASE_ATTR, is_reference, load_reference, should_refer, write_reference
 from .checkpoint import atomic_dir, check_agreement
-from .config import check, help_field
+from .config import check, from_dict, help_field, read_yaml
 from .decoding import DecodeConfig, DecodeResult, DecodeSession, UrgencyLike, UrgencySchedule, decode
 from .positions import NUMBERINGS, check_numbering
 from .tokens import (PROMPT_FORMAT_KEY, build_char_tokenizer, encode_prompts, ensure_pause_token,
@@ -203,6 +205,51 @@ def save_lm(model, tokenizer, path: str | os.PathLike, state_dict: dict | None =
         tokenizer.save_pretrained(tmp)
 
 
+# ---- the decode settings a controller was trained under ----------------------------------------------------------
+
+TRAINED_DECODE = "decode.yaml"
+TRAINED_FIELDS = ("max_pauses", "max_pauses_total", "first_token_pauses_only")
+
+
+def write_trained_decode(run_dir: str | os.PathLike, settings: dict) -> None:
+    """RUN_DIR/decode.yaml: the pause settings a controller was trained under (written atomically)."""
+    path = Path(run_dir) / TRAINED_DECODE
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(yaml.safe_dump({k: settings[k] for k in TRAINED_FIELDS if k in settings}, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def read_trained_decode(run_dir: str | os.PathLike) -> dict:
+    """The settings of RUN_DIR/decode.yaml ({} when the run has none), checked as DecodeConfig fields."""
+    path = Path(run_dir) / TRAINED_DECODE
+    if not path.is_file():
+        return {}
+    data = read_yaml(path, TRAINED_DECODE)
+    unknown = sorted(set(data) - set(TRAINED_FIELDS))
+    if unknown:
+        raise ValueError(f"{path}: unknown field {unknown[0]!r}; expected some of {TRAINED_FIELDS}")
+    from_dict(DecodeConfig, data)  # types and ranges, with errors that name the field
+    return data
+
+
+def warn_outside_training(config: DecodeConfig, trained: dict) -> None:
+    """A warning (not an error: a caller may mean it) when `config` lets the controller decide where it was
+    never trained: pausing after the first answer token, or more pauses than it was trained with."""
+    if not trained:
+        return
+    problems = []
+    if trained.get("first_token_pauses_only") and not config.first_token_pauses_only:
+        problems.append("first_token_pauses_only=False (trained with True: no pauses after the first token)")
+    if config.max_pauses > trained.get("max_pauses", config.max_pauses):
+        problems.append(f"max_pauses={config.max_pauses} (trained with {trained['max_pauses']})")
+    budget, trained_budget = config.max_pauses_total, trained.get("max_pauses_total")
+    if trained_budget is not None and (budget is None or budget > trained_budget):
+        problems.append(f"max_pauses_total={budget} (trained with {trained_budget})")
+    if problems:
+        warnings.warn("decoding outside the settings the controller was trained under: " + "; ".join(problems),
+                      stacklevel=3)
+
+
 # ---- AdaptivePauseModel -------------------------------------------------------------------------------------------
 
 ADAPTER_DIR = "adapter"
@@ -254,6 +301,9 @@ class AdaptivePauseModel:
         if policy is not None:
             policy.check_hidden_size(self.hidden_size)
         self.policy = policy
+        # The pause settings the saved controller was trained under (RUN_DIR/decode.yaml, written by
+        # train-controller): generate's defaults, so that a run is decoded as it was trained.
+        self.trained_decode: dict = {}
 
     @property
     def hidden_size(self) -> int:
@@ -310,6 +360,7 @@ class AdaptivePauseModel:
         check_agreement(facts)
         lm.eval()
         model = cls(lm, tokenizer, policy)
+        model.trained_decode = read_trained_decode(run_dir) if policy is not None else {}
         return model.to(device) if device is not None else model
 
     def save_pretrained(self, run_dir: str | os.PathLike) -> None:
@@ -332,6 +383,8 @@ class AdaptivePauseModel:
                 self.lm.save_pretrained(tmp, save_embedding_layers=False)
         if self.policy is not None:
             save_policy(self.policy, run_dir / CONTROLLER_DIR)
+            if self.trained_decode:
+                write_trained_decode(run_dir, self.trained_decode)
 
     # ---- generation ----------------------------------------------------------------------------------------------
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:
@@ -365,17 +418,26 @@ class AdaptivePauseModel:
 
     def decode_config(self, policy: PausePolicy, decode_config: DecodeConfig | None = None,
                       **overrides) -> DecodeConfig:
-        """`decode_config` (default: `DecodeConfig(record_features=False)`) with `overrides` (DecodeConfig fields)
-        applied, and the prompt summary the policy reads. Unknown fields raise ValueError naming them."""
-        base = decode_config if decode_config is not None else DecodeConfig(record_features=False)
-        if not isinstance(base, DecodeConfig):
-            raise ValueError(f"decode_config: expected a DecodeConfig, got {type(base).__name__}")
+        """`decode_config` (default: `DecodeConfig(record_features=False)` with the pause settings the saved
+        controller was trained under, `trained_decode`) with `overrides` (DecodeConfig fields) applied, and the
+        prompt summary the policy reads. Unknown fields raise ValueError naming them; overrides that take the
+        saved controller outside the settings it was trained under are warned about."""
+        if decode_config is None:
+            trained = self.trained_decode if policy is self.policy else {}
+            base = DecodeConfig(record_features=False, **trained)
+        elif not isinstance(decode_config, DecodeConfig):
+            raise ValueError(f"decode_config: expected a DecodeConfig, got {type(decode_config).__name__}")
+        else:
+            base = decode_config
         known = {f.name for f in dataclasses.fields(DecodeConfig)}
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(f"{unknown[0]}: not a generate argument or DecodeConfig field; known: {sorted(known)}")
         overrides.setdefault("prompt_summary", policy.prompt_summary)
-        return dataclasses.replace(base, **overrides)
+        config = dataclasses.replace(base, **overrides)
+        if policy is self.policy:
+            warn_outside_training(config, self.trained_decode)
+        return config
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], urgency: UrgencyLike = 0.3, policy: PausePolicy | None = None,

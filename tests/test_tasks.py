@@ -60,11 +60,13 @@ def test_unknown_task_and_bad_range():
 
 def test_jsonl_task(tmp_path):
     path = tmp_path / "qa.jsonl"
-    rows = [{"prompt": "2+2=", "answer": 4, "difficulty": 1}, {"prompt": "10*10=", "answer": "100"}]
+    rows = [{"prompt": f"{i}+{i}=", "answer": 2 * i, "difficulty": i % 2} for i in range(60)]
+    rows.append({"prompt": "10*10=", "answer": "100"})
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     task = get_task(f"jsonl:{path}:numeric")
-    assert task.scorer == "numeric" and task.difficulties == (0, 1)
-    assert sorted(e.answer for e in task.examples(2, 0)) == ["100", "4"]
+    assert task.name == "qa" and task.scorer == "numeric" and task.difficulties == (0, 1)
+    test = task.splits["test"]
+    assert test and sorted(e.prompt for e in task.examples(len(test), 0)) == sorted(e.prompt for e in test)
     assert task.score("4.0", "4") == 1.0
 
 

@@ -21,7 +21,7 @@ from ..checkpoint import write_json_atomic
 from ..config import check, help_field, parse_cli
 from ..decoding.trace import mask_pause
 from ..modeling import AdaptivePauseModel, PauseSettings
-from ..tasks import Example, get_task
+from ..tasks import Example, check_split, get_task, task_label
 from ..training.collators import IGNORE_INDEX, FinetuneCollator
 from .tables import markdown_table
 
@@ -38,8 +38,11 @@ class EvalPausesConfig:
     seed: int = help_field("seed of the held-out examples (training streams use other seeds)", default=1_000_003)
     output: Optional[str] = help_field("JSON output path; empty = RUN_DIR/eval_pauses.json", default=None)
     control_dir: Optional[str] = help_field("a no-pause control run to evaluate at k=0 beside this run", default=None)
+    split: str = help_field("the tasks' split to evaluate on: test (held out, the default), dev, or train (reported "
+                            "as training data, never as held-out)", default="test")
 
     def __post_init__(self):
+        check_split(self.split)
         check(len(self.ks) > 0 and all(k >= 0 for k in self.ks), "ks", f"must be non-empty and >= 0, got {self.ks}")
         check(self.num_examples >= 1, "num_examples", f"must be >= 1, got {self.num_examples}")
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
@@ -92,12 +95,12 @@ def greedy_correct(run: LoadedRun, examples: Sequence[Example], k: int, batch_si
 
 
 def evaluate_run(run: LoadedRun, tasks: Sequence[str], ks: Sequence[int], num_examples: int, seed: int,
-                 batch_size: int) -> dict:
-    """{task: {"n": n, "by_k": {k: {"all": acc, "by_difficulty": {d: acc}}}}}"""
+                 batch_size: int, split: str = "test") -> dict:
+    """{task label: {"n": n, "by_k": {k: {"all": acc, "by_difficulty": {d: acc}}}}} on `split`."""
     results = {}
     for spec in tasks:
         task = get_task(spec)
-        examples = task.examples(num_examples, seed)
+        examples = task.examples(num_examples, seed, split)
         difficulty = torch.tensor([e.difficulty for e in examples])
         by_k = {}
         for k in ks:
@@ -107,7 +110,7 @@ def evaluate_run(run: LoadedRun, tasks: Sequence[str], ks: Sequence[int], num_ex
                 "by_difficulty": {int(d): correct[difficulty == d].mean().item() for d in difficulty.unique()},
             }
         counts = {int(d): int((difficulty == d).sum()) for d in difficulty.unique()}
-        results[spec] = {"n": len(examples), "n_by_difficulty": counts, "by_k": by_k}
+        results[task_label(spec, task)] = {"n": len(examples), "n_by_difficulty": counts, "by_k": by_k}
     return results
 
 
@@ -133,18 +136,28 @@ def format_table(results: dict, control: dict | None = None) -> str:
     return markdown_table(head, rows)
 
 
+def split_note(split: str) -> str:
+    """How a report names the split it read: training examples are never passed off as held-out."""
+    if split == "train":
+        return "split=train: TRAINING examples, not held out (these figures overstate held-out accuracy)"
+    return f"split={split} (held out from training)"
+
+
 def run_eval_pauses(config: EvalPausesConfig) -> dict:
     run = load_run(config.run_dir)
     tasks = config.tasks or run.config.get("tasks")
     if not tasks:
         raise ValueError(f"{config.run_dir}: no tasks given and none recorded in config.yaml; pass --tasks")
-    results = evaluate_run(run, tasks, config.ks, config.num_examples, config.seed, config.batch_size)
+    results = evaluate_run(run, tasks, config.ks, config.num_examples, config.seed, config.batch_size, config.split)
     control = None
     if config.control_dir:
         control_run = load_run(config.control_dir)
-        control = evaluate_run(control_run, tasks, [0], config.num_examples, config.seed, config.batch_size)
+        control = evaluate_run(control_run, tasks, [0], config.num_examples, config.seed, config.batch_size,
+                               config.split)
+    print(f"eval-pauses: {split_note(config.split)}")
     print(format_table(results, control))
-    payload = {"run_dir": str(config.run_dir), "seed": config.seed, "results": results}
+    payload = {"run_dir": str(config.run_dir), "seed": config.seed, "split": config.split,
+               "held_out": config.split != "train", "results": results}
     if control is not None:
         payload["control_dir"] = str(config.control_dir)
         payload["control"] = control

@@ -18,6 +18,7 @@ Must not: train anything or implement decoding.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from ..checkpoint import write_json_atomic
 from ..config import check, help_field, parse_cli
 from ..decoding import pause_budget
 from ..modeling import AdaptivePauseModel
-from ..tasks import get_task
+from ..tasks import check_split, get_task, task_label
 from .plots import ALL, plot
 from .tables import markdown_table
 
@@ -46,19 +47,23 @@ class SweepConfig:
     run_dir: str = help_field("run directory with model/, adapter/ and controller/")
     urgencies: list[float] = help_field("urgencies to sweep", default_factory=lambda: [i / 10 for i in range(11)])
     tasks: Optional[list[str]] = help_field("task specs; empty = the run's own tasks", default=None)
-    num_examples: int = help_field("held-out examples per task", default=300)
+    num_examples: int = help_field("held-out examples per task (the demo's 500 by default)", default=500)
     fixed_ks: list[int] = help_field("fixed-k baselines (pauses before the answer)",
                                 default_factory=lambda: [0, 1, 2, 4, 8, 16])
     confidence_high: float = help_field("confidence baseline: threshold at u=0 (falls linearly to 0 at u=1); "
                                    "negative disables it", default=0.95)
     random_ps: list[float] = help_field("random baselines: pause probability per step", default_factory=lambda: [0.5])
     learned: bool = help_field("sweep the run's learned controller (needs RUN_DIR/controller)", default=True)
-    max_pauses: int = help_field("cap on pauses before one answer token", default=16)
+    max_pauses: Optional[int] = help_field("cap on pauses before one answer token; empty = what the run's controller "
+                                           "was trained with (RUN_DIR/decode.yaml), else 16", default=None)
     max_pauses_total: Optional[int] = help_field("cap on pauses per answer (also the meta-reward's normaliser); "
-                                                 "empty = the decode loop's budget (decoding.pause_budget)",
-                                                 default=None)
-    first_token_pauses_only: bool = help_field("policies may pause only before the first answer token (as the model "
-                                          "was finetuned); later tokens are forced emits", default=False)
+                                                 "empty = the trained setting, else the decode loop's budget "
+                                                 "(decoding.pause_budget)", default=None)
+    first_token_pauses_only: Optional[bool] = help_field(
+        "policies may pause only before the first answer token (as the model was finetuned); later tokens are "
+        "forced emits; empty = the trained setting, else false", default=None)
+    split: str = help_field("the tasks' split: test (held out, the default), dev, or train (labelled as training "
+                            "data)", default="test")
     batch_size: int = help_field("prompts per decode call", default=256)
     seed: int = help_field("seed of the held-out examples", default=1_000_003)
     output_dir: Optional[str] = help_field("where tables and plots go; empty = RUN_DIR/sweep", default=None)
@@ -72,14 +77,26 @@ class SweepConfig:
         check(all(k >= 0 for k in self.fixed_ks), "fixed_ks", f"must be >= 0, got {self.fixed_ks}")
         check(all(0 <= p <= 1 for p in self.random_ps), "random_ps", f"must be in [0, 1], got {self.random_ps}")
         check(self.num_examples >= 1, "num_examples", f"must be >= 1, got {self.num_examples}")
-        check(self.max_pauses >= 0, "max_pauses", f"must be >= 0, got {self.max_pauses}")
+        check(self.max_pauses is None or self.max_pauses >= 0, "max_pauses", f"must be >= 0, got {self.max_pauses}")
+        check_split(self.split)
         check(self.max_pauses_total is None or self.max_pauses_total >= 1, "max_pauses_total",
                f"must be >= 1, got {self.max_pauses_total}")
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
 
+    def resolved(self, trained: dict) -> "SweepConfig":
+        """This config with its empty pause settings taken from the run's trained ones (`trained`), else the
+        defaults (16, no total cap, pauses before every token)."""
+        def pick(name, fallback):
+            mine = getattr(self, name)
+            return mine if mine is not None else trained.get(name, fallback)
+
+        return dataclasses.replace(self, max_pauses=pick("max_pauses", 16),
+                                   max_pauses_total=pick("max_pauses_total", None),
+                                   first_token_pauses_only=pick("first_token_pauses_only", False))
+
     def pause_budget(self, max_new_tokens: int) -> int:
         """The answer's pause budget (the meta-reward's normaliser): the decode loop's one rule."""
-        return pause_budget(self.max_pauses, max_new_tokens, self.max_pauses_total, self.first_token_pauses_only)
+        return pause_budget(self.max_pauses, max_new_tokens, self.max_pauses_total, bool(self.first_token_pauses_only))
 
 
 def _policies(config: SweepConfig, model: AdaptivePauseModel):
@@ -103,12 +120,31 @@ def _policies(config: SweepConfig, model: AdaptivePauseModel):
     return out
 
 
+def wilson_interval(mean: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a mean score in [0, 1] over n answers (exact for 0/1 scores)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    centre = (mean + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def within_noise(accuracy: float, best: float, n: int, z: float = 1.96) -> bool:
+    """Is `accuracy` within noise of `best` (both means over n answers)? A two-proportion z test at 95%:
+    best - accuracy <= z * sqrt(p_b (1 - p_b) / n + p_a (1 - p_a) / n)."""
+    spread = math.sqrt(best * (1 - best) / n + accuracy * (1 - accuracy) / n)
+    return best - accuracy <= z * spread + 1e-12
+
+
 def _summarise(scores: torch.Tensor, pauses: torch.Tensor, ms: torch.Tensor, u: float, budget: int) -> dict:
     pauses_f = pauses.float()
     meta = MetaReward(max(budget, 1)).reward(scores, pauses, torch.full_like(scores, u))
+    low, high = wilson_interval(scores.mean().item(), int(scores.numel()))
     return {
         "n": int(scores.numel()),
         "accuracy": scores.mean().item(),
+        "accuracy_low": low,  # 95% Wilson interval of the mean score
+        "accuracy_high": high,
         "mean_pauses": pauses_f.mean().item(),
         "p50_pauses": pauses_f.quantile(0.5).item(),
         "p95_pauses": pauses_f.quantile(0.95).item(),
@@ -120,6 +156,7 @@ def _summarise(scores: torch.Tensor, pauses: torch.Tensor, ms: torch.Tensor, u: 
 @torch.no_grad()
 def run_sweep(config: SweepConfig) -> list[dict]:
     model = AdaptivePauseModel.from_pretrained(config.run_dir)
+    config = config.resolved(model.trained_decode)
     run_config = {}
     if (Path(config.run_dir) / "config.yaml").is_file():
         import yaml
@@ -137,7 +174,8 @@ def run_sweep(config: SweepConfig) -> list[dict]:
     rows = []
     per_instance: dict[tuple[str, float], float] = {}
     for spec, task in zip(specs, tasks):
-        examples = task.examples(config.num_examples, config.seed)
+        label = task_label(spec, task)
+        examples = task.examples(config.num_examples, config.seed, config.split)
         prompts = [e.prompt for e in examples]
         difficulty = torch.tensor([e.difficulty for e in examples])
         max_new = max(len(model.tokenizer(e.answer, add_special_tokens=False)["input_ids"]) for e in examples) + 1
@@ -158,12 +196,12 @@ def run_sweep(config: SweepConfig) -> list[dict]:
                     ms += [(time.perf_counter() - started) * 1000 / len(out.texts)] * len(out.texts)
                 scores_t, pauses_t, ms_t = torch.tensor(scores, dtype=torch.float), torch.tensor(pauses), torch.tensor(ms)
                 if name == "learned":
-                    per_instance[(spec, float(u_decode))] = _spearman(difficulty.tolist(), pauses_t.tolist())
+                    per_instance[(label, float(u_decode))] = _spearman(difficulty.tolist(), pauses_t.tolist())
                 for u in (config.urgencies if not aware else [u_decode]):
                     for bucket in [ALL] + sorted(set(difficulty.tolist())):
                         mask = torch.ones_like(difficulty, dtype=torch.bool) if bucket == ALL else difficulty == bucket
-                        row = {"policy": name, "param": param, "urgency": float(u), "task": spec,
-                               "difficulty": bucket}
+                        row = {"policy": name, "param": param, "urgency": float(u), "task": label,
+                               "split": config.split, "difficulty": bucket}
                         row.update(_summarise(scores_t[mask], pauses_t[mask], ms_t[mask], float(u), budget))
                         rows.append(row)
                 bar.update(1)
@@ -171,21 +209,21 @@ def run_sweep(config: SweepConfig) -> list[dict]:
     # Per-instance Spearman(difficulty, pauses) of the learned controller, one number per (task, urgency):
     # stored on its overall rows so that tables, CSV and JSON carry it.
     for row in rows:
-        row["spearman_difficulty_pauses"] = (per_instance.get((row["task"], row["urgency"]), float("nan"))
+        row["spearman_difficulty_pauses"] = (per_instance.get((row["task"], row["urgency"]))
                                              if row["policy"] == "learned" and row["difficulty"] == ALL
-                                             else float("nan"))
+                                             else None)
     return rows
 
 
-def _spearman(x: list, y: list) -> float:
+def _spearman(x: list, y: list) -> float | str:
     from scipy.stats import spearmanr
 
     if len(set(x)) < 2 or len(set(y)) < 2:
-        return float("nan")
+        return "constant"  # undefined when one side does not vary: said so, not NaN
     return float(spearmanr(x, y).statistic)
 
 
-def spearman_urgency_pauses(rows: list[dict], task: str | None = None) -> float:
+def spearman_urgency_pauses(rows: list[dict], task: str | None = None) -> float | str:
     """Spearman correlation of urgency and mean pauses of the learned controller (overall rows)."""
     sel = [r for r in rows if r["policy"] == "learned" and r["difficulty"] == ALL and (task is None or r["task"] == task)]
     return _spearman([r["urgency"] for r in sel], [r["mean_pauses"] for r in sel])
@@ -194,32 +232,38 @@ def spearman_urgency_pauses(rows: list[dict], task: str | None = None) -> float:
 def controller_summary(rows: list[dict], task: str, reference_u: float = 0.5) -> dict:
     """The learned controller against the fixed-k baseline on one task, from the overall rows.
 
-    - `spearman_urgency_pauses`: urgency vs the controller's mean pauses over the swept urgencies;
-    - at u = 0: its accuracy and mean pauses beside the best fixed k (highest accuracy; a tie goes to the
-      fewer pauses, the stricter reference), `accuracy_gap` in points (controller minus best fixed) and
-      `pause_ratio` (controller's mean pauses over the best fixed k's);
+    - `spearman_urgency_pauses`: urgency vs the controller's mean pauses over the swept urgencies ("constant"
+      when the mean pauses do not vary: a correlation is then undefined, not zero);
+    - at u = 0: its accuracy (with its 95% interval) and mean pauses beside the best fixed k, `accuracy_gap`
+      in points (controller minus best fixed k) and `pause_ratio` (its mean pauses over the best fixed k's).
+      The best fixed k is the smallest k whose accuracy is within noise of the most accurate fixed k
+      (`within_noise`: a two-proportion z test at 95%), so a noise-level winner with more pauses is not the
+      reference; `most_accurate_fixed_k` is reported beside it;
     - `spearman_difficulty_pauses` per instance at `reference_u`.
-    Values are NaN where the sweep lacks what they need (no u = 0, no fixed k, ...).
+    Values are None where the sweep lacks what they need (no u = 0, no fixed k, ...).
     """
     overall = [r for r in rows if r["task"] == task and r["difficulty"] == ALL]
     learned = {r["urgency"]: r for r in overall if r["policy"] == "learned"}
     # fixed k ignores urgency: its accuracy and pauses are the same at every swept urgency; take one of them
     fixed_all = [r for r in overall if r["policy"] == "fixed"]
     first_u = min((r["urgency"] for r in fixed_all), default=0.0)
-    fixed = [r for r in fixed_all if r["urgency"] == first_u]
-    nan = float("nan")
+    fixed = sorted((r for r in fixed_all if r["urgency"] == first_u), key=lambda r: int(r["param"]))
     out = {"task": task, "spearman_urgency_pauses": spearman_urgency_pauses(rows, task),
-           "accuracy_u0": nan, "mean_pauses_u0": nan, "best_fixed_k": None, "best_fixed_accuracy": nan,
-           "best_fixed_mean_pauses": nan, "accuracy_gap": nan, "pause_ratio": nan,
+           "accuracy_u0": None, "accuracy_u0_low": None, "accuracy_u0_high": None, "mean_pauses_u0": None,
+           "best_fixed_k": None, "best_fixed_accuracy": None, "best_fixed_mean_pauses": None,
+           "most_accurate_fixed_k": None, "accuracy_gap": None, "pause_ratio": None,
            "reference_urgency": reference_u,
            "spearman_difficulty_pauses": learned[reference_u]["spearman_difficulty_pauses"]
-           if reference_u in learned else nan}
+           if reference_u in learned else None}
     if fixed:
-        best = max(fixed, key=lambda r: (r["accuracy"], -r["mean_pauses"]))
+        top = max(fixed, key=lambda r: (r["accuracy"], -r["mean_pauses"]))
+        best = next(r for r in fixed if within_noise(r["accuracy"], top["accuracy"], min(r["n"], top["n"])))
         out.update(best_fixed_k=int(best["param"]), best_fixed_accuracy=best["accuracy"],
-                   best_fixed_mean_pauses=best["mean_pauses"])
+                   best_fixed_mean_pauses=best["mean_pauses"], most_accurate_fixed_k=int(top["param"]))
     if 0.0 in learned:
-        out.update(accuracy_u0=learned[0.0]["accuracy"], mean_pauses_u0=learned[0.0]["mean_pauses"])
+        row = learned[0.0]
+        out.update(accuracy_u0=row["accuracy"], accuracy_u0_low=row["accuracy_low"],
+                   accuracy_u0_high=row["accuracy_high"], mean_pauses_u0=row["mean_pauses"])
         if fixed:
             out["accuracy_gap"] = 100 * (out["accuracy_u0"] - out["best_fixed_accuracy"])
             if out["best_fixed_mean_pauses"] > 0:
@@ -227,14 +271,26 @@ def controller_summary(rows: list[dict], task: str, reference_u: float = 0.5) ->
     return out
 
 
+def _fmt(value, spec: str) -> str:
+    """A summary figure: "constant" / "n/a" for what is not a number, else formatted."""
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return format(value, spec)
+
+
 def format_summary(summary: dict) -> str:
-    """One line per task: `controller: task=... spearman_u=... ...` (NaN where not measurable)."""
+    """One line per task: `controller: task=... spearman_urgency_pauses=... ...`."""
     s = summary
-    return (f"controller: task={s['task']} spearman_urgency_pauses={s['spearman_urgency_pauses']:.3f} "
-            f"accuracy_u0={s['accuracy_u0']:.3f} best_fixed_k={s['best_fixed_k']} "
-            f"best_fixed_accuracy={s['best_fixed_accuracy']:.3f} accuracy_gap_points={s['accuracy_gap']:+.1f} "
-            f"pause_ratio={s['pause_ratio']:.2f} "
-            f"spearman_difficulty_pauses@u{s['reference_urgency']:g}={s['spearman_difficulty_pauses']:.3f}")
+    interval = (f"[{_fmt(s['accuracy_u0_low'], '.3f')},{_fmt(s['accuracy_u0_high'], '.3f')}]"
+                if s["accuracy_u0_low"] is not None else "")
+    return (f"controller: task={s['task']} spearman_urgency_pauses={_fmt(s['spearman_urgency_pauses'], '.3f')} "
+            f"accuracy_u0={_fmt(s['accuracy_u0'], '.3f')}{interval} best_fixed_k={s['best_fixed_k']} "
+            f"best_fixed_accuracy={_fmt(s['best_fixed_accuracy'], '.3f')} "
+            f"accuracy_gap_points={_fmt(s['accuracy_gap'], '+.1f')} pause_ratio={_fmt(s['pause_ratio'], '.2f')} "
+            f"spearman_difficulty_pauses@u{s['reference_urgency']:g}="
+            f"{_fmt(s['spearman_difficulty_pauses'], '.3f')}")
 
 
 def format_table(rows: list[dict]) -> str:
@@ -250,7 +306,7 @@ def format_table(rows: list[dict]) -> str:
         body.append([r["task"], r["policy"], r["param"], f"{r['urgency']:.2f}", f"{r['accuracy']:.3f}",
                      f"{r['mean_pauses']:.2f}", f"{r['p50_pauses']:.0f}", f"{r['p95_pauses']:.0f}",
                      f"{r['meta_reward']:+.3f}", f"{r['ms_per_answer']:.1f}",
-                     "" if math.isnan(r["spearman_difficulty_pauses"]) else f"{r['spearman_difficulty_pauses']:+.2f}"])
+                     "" if r["spearman_difficulty_pauses"] is None else _fmt(r["spearman_difficulty_pauses"], "+.2f")])
     return markdown_table(head, body)
 
 
@@ -267,7 +323,8 @@ def write_outputs(rows: list[dict], config: SweepConfig) -> dict:
     spearman = spearman_urgency_pauses(rows)
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     summaries = [controller_summary(rows, t) for t in tasks] if any(r["policy"] == "learned" for r in rows) else []
-    write_json_atomic({"run_dir": config.run_dir, "spearman_urgency_pauses": spearman, "controller": summaries,
+    write_json_atomic({"run_dir": config.run_dir, "split": config.split, "held_out": config.split != "train",
+                       "spearman_urgency_pauses": spearman, "controller": summaries,
                        "rows": rows}, out_dir / "sweep.json")
     pareto, by_difficulty = plot(rows, out_dir)
     return {"dir": out_dir, "pareto": pareto, "by_difficulty": by_difficulty, "spearman": spearman,
@@ -282,5 +339,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"plots: {outputs['pareto']} {outputs['by_difficulty']}")
     for summary in outputs["controller"]:
         print(format_summary(summary))
-    print(f"sweep: spearman_urgency_pauses={outputs['spearman']:.3f} csv={outputs['dir'] / 'sweep.csv'}")
+    print(f"sweep: split={config.split} spearman_urgency_pauses={_fmt(outputs['spearman'], '.3f')} "
+          f"csv={outputs['dir'] / 'sweep.csv'}")
     return 0

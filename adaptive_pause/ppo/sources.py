@@ -27,6 +27,7 @@ from ..decoding import DecodeConfig, decode
 from ..decoding.replay import source_columns, teacher_forced, token_log_probs
 from ..envs.analytic import AnalyticBatchEnv, AnalyticModel
 from ..positions import position_ids
+from ..tasks import example_id
 from .algorithm import Rollout, TokenTrace
 
 if TYPE_CHECKING:
@@ -98,6 +99,8 @@ class LMSource:
     def __init__(self, model, tasks: list, config: "PPOConfig"):
         self.model = model
         self.tasks = tasks
+        # ids of the file-backed examples rollouts used (the run's data.json records them)
+        self.seen: dict[str, set[str]] = {task.name: set() for task in tasks if hasattr(task, "splits")}
         self.train_adapter = config.train_adapter
         self.group_size = config.group_size
         model.lm.requires_grad_(False)
@@ -130,7 +133,10 @@ class LMSource:
         if urgency.shape[0] % group:
             raise ValueError(f"group_size: {group} does not divide the {urgency.shape[0]} episodes of a rollout")
         chosen = [self.tasks[rng.randrange(len(self.tasks))] for _ in range(urgency.shape[0] // group)]
-        examples = [task.sample(rng) for task in chosen]
+        examples = [task.sample(rng, "dev") for task in chosen]  # PPO reads the dev split (tasks.STAGE_SPLITS)
+        for example in examples:
+            if example.task in self.seen:
+                self.seen[example.task].add(example_id(example))
         chosen = [task for task in chosen for _ in range(group)]
         examples = [e for e in examples for _ in range(group)]
         settings, device = self.model.settings, self.model.device

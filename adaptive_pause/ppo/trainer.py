@@ -12,6 +12,7 @@ controller (`policies/`) or a reward (`rewards/`).
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from ..checkpoint import NonFiniteLossError, write_json_atomic
 from ..config import load_yaml, parse_cli, save_yaml
 from ..envs.analytic import AnalyticModel, evaluate_analytic, format_analytic
 from ..modeling import AdaptivePauseModel
-from ..tasks import get_task
+from ..tasks import data_record, get_task
 from ..training.loop import make_accelerator
 from .algorithm import JointEvaluation, PolicyEvaluation, Rollout, explained_variance, make_batch, ppo_update
 from .checkpoint import check_resumable, load_checkpoint, save_checkpoint
@@ -215,6 +216,10 @@ def _train(config: PPOConfig, accelerator) -> dict:
                 postfix.update(acc=f"{metrics['rollout/accuracy']:.3f}", kl_ref=f"{metrics['losses/kl_ref']:.4f}")
             bar.set_postfix(**postfix)
             bar.update(1)
+            if not config.progress and accelerator.is_main_process and (
+                    iteration % config.eval_every == 0 or iteration == config.iterations):
+                print(f"train-controller: iteration {iteration}/{config.iterations} "
+                      + " ".join(f"{k}={v}" for k, v in postfix.items()), flush=True)
             if iteration % config.checkpoint_every == 0 or iteration == config.iterations:
                 trainer["last_good_iteration"] = iteration
                 save_checkpoint(run_dir, policy, evaluator, optimizer, generators, dict(trainer),
@@ -239,10 +244,26 @@ def _train(config: PPOConfig, accelerator) -> dict:
               "metrics": metrics}  # the last iteration's gathered scalars
     if accelerator.is_main_process:
         if isinstance(source, LMSource):  # make run_dir a loadable AdaptivePauseModel: model/, adapter/, controller/
-            AdaptivePauseModel(source.model.lm, source.model.tokenizer, policy).save_pretrained(run_dir)
+            trained = AdaptivePauseModel(source.model.lm, source.model.tokenizer, policy)
+            # the pause settings the controller was trained under: generate and sweep decode with them by default
+            trained.trained_decode = {"max_pauses": config.max_pauses, "max_pauses_total": config.max_pauses_total,
+                                      "first_token_pauses_only": config.first_token_pauses_only}
+            trained.save_pretrained(run_dir)
         write_json_atomic(result, run_dir / "result.json")
+        if isinstance(source, LMSource):
+            write_json_atomic(data_record("train-controller", "dev", list(config.tasks), source.tasks,
+                                          _with_earlier(run_dir, source.seen)), run_dir / "data.json")
     accelerator.wait_for_everyone()  # every rank waits for the main one's saves; `train` then tears down
     return result
+
+
+def _with_earlier(run_dir: Path, seen: dict[str, set[str]]) -> dict[str, set[str]]:
+    """`seen` joined with the ids an earlier part of this run recorded (a resumed run saw both)."""
+    try:
+        earlier = json.loads((run_dir / "data.json").read_text())["tasks"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return seen
+    return {name: ids | set(earlier.get(name, {}).get("example_ids", [])) for name, ids in seen.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,4 +280,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trained {result['trainer']['iteration']} iterations, {result['trainer']['episodes']} episodes, "
               f"{minutes:.2f} min on {result['num_processes']} process(es)")
         print(f"analytic: min_fraction_of_optimum={min(r['fraction_of_optimum'] for r in rows):.4f}")
+    elif PartialState().is_main_process:  # an LM run: its last iteration's gathered figures, one line
+        metrics, trainer = result["metrics"], result["trainer"]
+        figures = " ".join(f"{key.split('/')[-1]}={metrics[key]:.3f}" for key in
+                           ("rollout/meta_reward", "rollout/accuracy", "rollout/pauses") if key in metrics)
+        print(f"train-controller: done iterations={trainer['iteration']} episodes={trainer['episodes']} {figures} "
+              f"minutes={trainer['elapsed_s'] / 60:.2f} split=dev")
     return 0

@@ -40,7 +40,7 @@ class Addition(_RangedTask):
     name = "addition"
     default_range = (1, 3)
 
-    def sample(self, rng):
+    def sample(self, rng, split="train"):
         n = self._difficulty(rng)
         a, b = rng.randrange(10**n), rng.randrange(10**n)
         return Example(f"{a:0{n}d}+{b:0{n}d}=", f"{a + b:0{n + 1}d}", n, self.name)
@@ -52,7 +52,7 @@ class Parity(_RangedTask):
     name = "parity"
     default_range = (2, 8)
 
-    def sample(self, rng):
+    def sample(self, rng, split="train"):
         n = self._difficulty(rng)
         bits = [rng.randrange(2) for _ in range(n)]
         return Example(f"par{''.join(map(str, bits))}=", str(sum(bits) % 2), n, self.name)
@@ -64,7 +64,7 @@ class SumMod10(_RangedTask):
     name = "sum_mod10"
     default_range = (2, 8)
 
-    def sample(self, rng):
+    def sample(self, rng, split="train"):
         n = self._difficulty(rng)
         digits = [rng.randrange(10) for _ in range(n)]
         return Example(f"sum{''.join(map(str, digits))}=", str(sum(digits) % 10), n, self.name)
@@ -76,7 +76,7 @@ class MultiHop(_RangedTask):
     name = "multihop"
     default_range = (1, 4)
 
-    def sample(self, rng):
+    def sample(self, rng, split="train"):
         hops = self._difficulty(rng)
         distractor_hops = rng.randint(1, self.hi)
         names = rng.sample("abcdefghijklmnopqrstuvwxyz", hops + 1 + distractor_hops + 1)
@@ -106,7 +106,7 @@ class ThreeSum(_RangedTask):
             all((a + b + c) % 10 == 0 for a, b, c in zip(x, y, z)) for x, y, z in itertools.combinations(xs, 3)
         )
 
-    def sample(self, rng):
+    def sample(self, rng, split="train"):
         n = self._difficulty(rng)
         positive = rng.random() < 0.5
         while True:
@@ -131,7 +131,7 @@ class PrimeDigitSum(_RangedTask):
     name = "primes"
     default_range = (1, 4)
 
-    def sample(self, rng):
+    def sample(self, rng, split="train"):
         n = self._difficulty(rng)
         p = rng.randrange(2, 100)
         primes, q = [], p + 1

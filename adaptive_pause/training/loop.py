@@ -24,7 +24,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from ..checkpoint import NonFiniteLossError, write_json_atomic
 from ..config import check, help_field, to_dict
-from ..tasks import ALL_TASKS, Example, Task
+from ..tasks import ALL_TASKS, STAGE_SPLITS, Example, Task, data_record, example_id
 from .collators import IGNORE_INDEX, TokenBatch
 
 
@@ -60,7 +60,7 @@ class TrainConfig:
 def examples_for_step(tasks: Sequence[Task], seed: int, step: int, batch_size: int) -> list[Example]:
     """The global batch of step `step`: tasks mixed uniformly, a pure function of (seed, step)."""
     rng = random.Random(f"data:{seed}:{step}")
-    return [tasks[rng.randrange(len(tasks))].sample(rng) for _ in range(batch_size)]
+    return [tasks[rng.randrange(len(tasks))].sample(rng, "train") for _ in range(batch_size)]
 
 
 def pause_generator(seed: int, step: int) -> torch.Generator:
@@ -111,10 +111,16 @@ def train(
     model, optimizer = accelerator.prepare(model, optimizer)
 
     history: list[dict] = []
+    file_tasks = {task.name for task in tasks if hasattr(task, "splits")}
+    seen: dict[str, set[str]] = {name: set() for name in file_tasks}  # ids of file-backed examples trained on
     bar = tqdm(range(config.max_steps), desc=stage, disable=not (config.progress and accelerator.is_main_process))
     model.train()
     for step in bar:
-        batch = collate(examples_for_step(tasks, config.seed, step, config.batch_size), pause_generator(config.seed, step))
+        examples = examples_for_step(tasks, config.seed, step, config.batch_size)
+        for example in examples:
+            if example.task in file_tasks:
+                seen[example.task].add(example_id(example))
+        batch = collate(examples, pause_generator(config.seed, step))
         num_targets = batch.num_targets  # global: every process built the same global batch
         local = batch.rows(rank * per_process, (rank + 1) * per_process).to(accelerator.device)
         loss_sum = token_loss_sum(model, local)
@@ -142,8 +148,15 @@ def train(
                 scalars["charts/grad_norm"] = float(grad_norm)
             accelerator.log(scalars, step=step + 1)
             bar.set_postfix(loss=f"{global_loss:.4f}")
+            if not config.progress and accelerator.is_main_process:  # no bar: the same figures as lines
+                print(f"{stage}: step {step + 1}/{config.max_steps} loss={global_loss:.4f} lr={record['lr']:.3g}",
+                      flush=True)
     if accelerator.is_main_process:
+        print(f"{stage}: done steps={config.max_steps} first_loss={history[0]['loss']:.4f} "
+              f"final_loss={history[-1]['loss']:.4f} processes={world} split={STAGE_SPLITS[stage]}", flush=True)
         write_json_atomic(history, output_dir / "history.json")
+        write_json_atomic(data_record(stage, STAGE_SPLITS[stage], list(config.tasks), list(tasks), seen),
+                          output_dir / "data.json")
     return history
 
 

@@ -75,9 +75,10 @@ def test_bad_urgency_list():
         SweepConfig(run_dir="x", urgencies=[])
 
 
-def _row(policy, param, u, accuracy, pauses, rho=float("nan")):
+def _row(policy, param, u, accuracy, pauses, rho=None):
     return {"policy": policy, "param": param, "urgency": u, "task": "t", "difficulty": "all", "accuracy": accuracy,
-            "mean_pauses": pauses, "spearman_difficulty_pauses": rho}
+            "accuracy_low": accuracy - 0.03, "accuracy_high": accuracy + 0.03, "n": 500, "mean_pauses": pauses,
+            "spearman_difficulty_pauses": rho}
 
 
 def test_controller_summary_against_the_best_fixed_k():
@@ -98,6 +99,7 @@ def test_controller_summary_against_the_best_fixed_k():
     # fixed k ignores urgency: a sweep without u = 0 still has its reference
     later = [dict(r, urgency=0.5) for r in rows if r["policy"] == "fixed" and r["urgency"] == 0.0]
     assert controller_summary(rows[:3] + later, "t")["best_fixed_k"] == 4
-    # nothing to compare against: NaN, not an error
+    # nothing to compare against: None (null in JSON), not an error
     lonely = controller_summary([_row("learned", "", 0.3, 0.7, 1.0)], "t")
-    assert lonely["best_fixed_k"] is None and lonely["accuracy_gap"] != lonely["accuracy_gap"]
+    assert lonely["best_fixed_k"] is None and lonely["accuracy_gap"] is None
+    assert "accuracy_gap_points=n/a" in format_summary(lonely)
