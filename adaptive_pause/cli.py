@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train-controller": ("adaptive_pause.ppo.trainer", "main", "PPO for the pause controller (--env analytic: exact test bench)"),
     "generate": ("adaptive_pause.generate", "main", "answer prompts under an urgency with a run's LM and controller"),
     "sweep": ("adaptive_pause.eval.sweep", "main", "urgency sweep of the controller vs fixed-k, confidence and random baselines"),
+    "serve": ("adaptive_pause.serving.command", "main", "an OpenAI-compatible HTTP server with per-request urgency and continuous batching"),
     "demo": ("adaptive_pause.demo", "main", "the whole pipeline on the embedded default: pretrain, finetune, PPO, sweep"),
 }
 
