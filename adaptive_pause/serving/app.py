@@ -7,7 +7,7 @@ pause slots), streaming (server-sent events in OpenAI's chunk format), cancellin
 disconnects, the body-size limit, bearer auth (constant-time compare) and OpenAI-style error JSON for
 every failure (no traceback reaches a client).
 
-Must not: decode or schedule (scheduler.py), or define the wire shapes (protocol.py).
+Must not: decode or schedule (scheduler.py), or define the wire shapes (py).
 """
 
 from __future__ import annotations
@@ -25,8 +25,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..decoding import DecodeConfig
 from ..decoding.session import check_prompts
-from . import protocol
-from .protocol import ChatRequest, CompletionRequest, FieldError, UrgencyUpdate
+from .protocol import (
+    ChatRequest,
+    CompletionRequest,
+    FieldError,
+    UrgencyUpdate,
+    chat_prompt,
+    chunk,
+    completion,
+    error_body,
+    parse,
+    usage,
+)
 from .scheduler import QueueFull, Scheduler, ServeRequest
 
 log = logging.getLogger("adaptive_pause.serving")
@@ -41,7 +51,7 @@ class ApiError(Exception):
 
 
 def _error(status: int, message: str, kind: str, param=None, code=None, headers=None) -> JSONResponse:
-    return JSONResponse(protocol.error_body(message, kind, param, code), status_code=status, headers=headers)
+    return JSONResponse(error_body(message, kind, param, code), status_code=status, headers=headers)
 
 
 def create_app(model, *, model_name: str = "adaptive-pause", decode_config: DecodeConfig | None = None,
@@ -150,10 +160,10 @@ def create_app(model, *, model_name: str = "adaptive-pause", decode_config: Deco
         authorize(request)
         data = await read_json(request)
         if chat:
-            parsed = protocol.parse(ChatRequest, data)
-            prompt = protocol.chat_prompt(model.tokenizer, parsed.messages)
+            parsed = parse(ChatRequest, data)
+            prompt = chat_prompt(model.tokenizer, parsed.messages)
         else:
-            parsed = protocol.parse(CompletionRequest, data)
+            parsed = parse(CompletionRequest, data)
             prompt = parsed.text()
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
@@ -191,13 +201,13 @@ def create_app(model, *, model_name: str = "adaptive-pause", decode_config: Deco
         if not final.done():  # the client left: free its row
             final.cancel()
             scheduler.cancel(job.id)
-            return JSONResponse(protocol.error_body("client disconnected", "invalid_request_error"), 499)
+            return JSONResponse(error_body("client disconnected", "invalid_request_error"), 499)
         event = final.result()
         if event["type"] == "error":
             raise ApiError(500, event["message"], "server_error")
-        usage = protocol.usage(prompt_tokens, event["completion_tokens"], event["pause_tokens"])
-        return JSONResponse(protocol.completion(job.id, model_name, chat, event["text"], event["finish_reason"],
-                                                event["pauses_per_token"], job.urgency, usage),
+        counts = usage(prompt_tokens, event["completion_tokens"], event["pause_tokens"])
+        return JSONResponse(completion(job.id, model_name, chat, event["text"], event["finish_reason"],
+                                                event["pauses_per_token"], job.urgency, counts),
                             headers={"X-Request-Id": job.id})
 
     async def stream(job: ServeRequest, events, chat: bool, prompt_tokens: int):
@@ -209,18 +219,18 @@ def create_app(model, *, model_name: str = "adaptive-pause", decode_config: Deco
             while True:
                 event = await events.get()
                 if event["type"] == "token":
-                    yield sse(protocol.chunk(job.id, model_name, chat, event["text"], event["pauses"], first=first))
+                    yield sse(chunk(job.id, model_name, chat, event["text"], event["pauses"], first=first))
                     first = False
                     continue
                 ended = True
                 if event["type"] == "error":
-                    yield sse(protocol.error_body(event["message"], "server_error"))
+                    yield sse(error_body(event["message"], "server_error"))
                 else:
                     per_token = event["pauses_per_token"]  # one more than the tokens when EOS was emitted
                     last = per_token[-1] if len(per_token) > event["completion_tokens"] else 0
-                    usage = protocol.usage(prompt_tokens, event["completion_tokens"], event["pause_tokens"])
-                    yield sse(protocol.chunk(job.id, model_name, chat, None if chat else "", last,
-                                             event["finish_reason"], usage, first=first))
+                    counts = usage(prompt_tokens, event["completion_tokens"], event["pause_tokens"])
+                    yield sse(chunk(job.id, model_name, chat, None if chat else "", last,
+                                             event["finish_reason"], counts, first=first))
                 yield "data: [DONE]\n\n"
                 return
         finally:
@@ -248,7 +258,7 @@ def create_app(model, *, model_name: str = "adaptive-pause", decode_config: Deco
     @app.post("/v1/requests/{request_id}/urgency")
     async def change_urgency(request_id: str, request: Request):
         authorize(request)
-        update = protocol.parse(UrgencyUpdate, await read_json(request))
+        update = parse(UrgencyUpdate, await read_json(request))
         reply = await asyncio.to_thread(scheduler.set_urgency, request_id, update.urgency)
         if reply is None:
             raise ApiError(404, f"no running request {request_id!r}", "invalid_request_error", "id")

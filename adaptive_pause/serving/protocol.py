@@ -10,7 +10,7 @@ Must not: run models, schedule, or know about sockets.
 from __future__ import annotations
 
 import time
-from typing import Literal, Optional, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -20,17 +20,17 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str
-    max_tokens: Optional[int] = Field(default=None, ge=1)
-    temperature: Optional[float] = Field(default=None, ge=0, le=2)
-    top_p: Optional[float] = Field(default=None, gt=0, le=1)
-    stop: Union[str, list[str], None] = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: str | list[str] | None = None
     stream: bool = False
-    stream_options: Optional[dict] = None  # accepted for client compatibility; usage is always in the last chunk
-    seed: Optional[int] = None
+    stream_options: dict | None = None  # accepted for client compatibility; usage is always in the last chunk
+    seed: int | None = None
     n: int = Field(default=1, ge=1, le=1)
-    user: Optional[str] = None
-    urgency: Union[float, Literal["auto"], None] = None
-    max_pauses: Optional[int] = Field(default=None, ge=0)
+    user: str | None = None
+    urgency: float | Literal["auto"] | None = None
+    max_pauses: int | None = Field(default=None, ge=0)
 
     def stops(self) -> tuple[str, ...]:
         stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
@@ -40,7 +40,7 @@ class _Request(BaseModel):
 
 
 class CompletionRequest(_Request):
-    prompt: Union[str, list[str]]
+    prompt: str | list[str]
 
     def text(self) -> str:
         prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
@@ -56,7 +56,7 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "user", "assistant", "developer"]
     content: str
-    name: Optional[str] = None
+    name: str | None = None
 
 
 class ChatRequest(_Request):

@@ -17,8 +17,8 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -203,7 +203,7 @@ class Scheduler:
                 if requests[0].solo:
                     generator = torch.Generator(device=session.device).manual_seed(requests[0].seed + 1)
                 run_policy(session, self.policy, generator=generator, on_step=self._on_step)
-            except Exception:  # noqa: BLE001 - the server must keep serving; the clients get a generic error
+            except Exception:
                 log.exception("decode loop failed")
                 with self._lock:
                     for request in self._rows:
