@@ -214,3 +214,12 @@ def test_api_key_is_required_when_set_and_for_non_loopback_hosts(model, capsys):
         assert httpx.get(f"{base}/health").status_code == 200  # health is open
     assert cli.main(["serve", "some/run", "--host", "0.0.0.0"]) == 2
     assert "needs --api_key" in capsys.readouterr().err
+
+
+def test_stop_text_ends_the_answer_before_it(model, url):
+    alone = model.generate(["12+34="], urgency=0.5, decode_config=CONFIG, max_new_tokens=8).texts[0]
+    stop = alone[3]
+    response = httpx.post(f"{url}/v1/completions", json={"model": NAME, "prompt": "12+34=", "max_tokens": 8,
+                                                          "urgency": 0.5, "stop": [stop]}).json()
+    assert response["choices"][0]["text"] == alone[:alone.index(stop)]
+    assert response["choices"][0]["finish_reason"] == "stop"
