@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "generate": ("adaptive_pause.generate", "main", "answer prompts under an urgency with a run's LM and controller"),
     "sweep": ("adaptive_pause.eval.sweep", "main", "urgency sweep of the controller vs fixed-k, confidence and random baselines"),
     "import-gguf": ("adaptive_pause.gguf", "main", "turn a GGUF file into a plain HF model directory (dequantized fp32)"),
+    "serve": ("adaptive_pause.serving.command", "main", "an OpenAI-compatible HTTP server with per-request urgency and continuous batching"),
     "demo": ("adaptive_pause.demo", "main", "the whole pipeline on the embedded default: pretrain, finetune, PPO, sweep"),
 }
 

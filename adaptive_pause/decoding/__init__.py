@@ -4,7 +4,7 @@ Generation, PPO rollouts, the gymnasium env, sweeps (and the server) all run it.
 `config` (DecodeConfig, the one pause-budget rule), `cache` (preallocated KV cache), `trace` (named per-step
 records, results, the feature and pause-mask rules), `session` (prefill, single-token step, urgency and
 cancel, result), `multi_token` (chunked and speculative pauses), `loop` (policy-driven runs), `replay` (the
-teacher-forced pass that reproduces a decode).
+teacher-forced pass that reproduces a decode), `batching` (rows joining and leaving a running session).
 
 Must not: know about tasks, rewards, PPO updates or files.
 """

@@ -1,0 +1,209 @@
+"""Throughput and latency of `adaptive-pause serve` under C concurrent clients, against one at a time.
+
+The server runs as a subprocess (`python -m adaptive_pause.cli serve RUN_DIR`) on loopback; clients use the
+official `openai` Python client (AsyncOpenAI, streaming, greedy). At each concurrency C (1, 8, 32, 64 by
+default) the same `--requests` prompts (addition:1-3) are sent with at most C in flight; C = 1 is "the same
+requests one at a time". Reported per C: answers/s, answer tokens/s (pauses excluded) and all tokens/s
+(pauses included), p50/p95 latency, p50 time to first token (the first streamed answer token: its pauses
+come before it), and errors: failed requests plus answers that differ from the one-at-a-time answers
+(greedy decoding must not depend on the batch).
+
+The model: `--run_dir`, or (default) one built here with the demo's stage configs
+(`adaptive_pause/configs/demo_{pretrain,finetune}.yaml`) and `--build_steps` optimizer steps per stage,
+served with the run's controller or, if it has none, `ConfidenceThreshold(0.9)` (urgency-dependent); the
+decode limits are the demo controller's (max_new_tokens 5, max_pauses 16 = max_pauses_total, pauses before
+the first answer token only). Bounded: `--requests` per level and `--time_limit` seconds in all.
+
+Prints a table, writes JSON, and ends with one line `bench_serve: c32_speedup=X p95_ms=Y errors=N`
+(answers/s at C = 32 over C = 1; p95 latency at C = 32; errors over every level).
+
+Must not: assert speed, or talk to anything but loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+import httpx
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--run_dir", default=None, help="a run to serve (default: build a demo-shaped one)")
+    p.add_argument("--build_steps", type=int, default=150, help="pretrain steps of the built model (finetune: 1/10)")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    p.add_argument("--requests", type=int, default=128, help="requests per concurrency level")
+    p.add_argument("--urgency", type=float, default=0.3)
+    p.add_argument("--time_limit", type=float, default=900.0, help="seconds for all levels; later levels are skipped")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the server")
+    p.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "bench_serve.json"))
+    return p.parse_args(argv)
+
+
+def build_run(root: Path, steps: int) -> Path:
+    """pretrain -> LoRA finetune with the demo's configs (fewer steps), plus a controller if it has none."""
+    from adaptive_pause.config import from_dict
+    from adaptive_pause.training.finetune import FinetuneConfig, run_finetune
+    from adaptive_pause.training.pretrain import PretrainConfig, run_pretrain
+
+    def stage(name: str) -> dict:
+        return yaml.safe_load(resources.files("adaptive_pause").joinpath(f"configs/demo_{name}.yaml").read_text())
+
+    pre = from_dict(PretrainConfig, {**stage("pretrain"), "output_dir": str(root / "pretrain"), "max_steps": steps,
+                                     "warmup_steps": max(1, steps // 15), "progress": False})
+    run_pretrain(pre)
+    ft_steps = max(2, steps // 10)
+    ft = from_dict(FinetuneConfig, {**stage("finetune"), "output_dir": str(root / "finetune"),
+                                    "base_model": str(root / "pretrain"), "max_steps": ft_steps,
+                                    "warmup_steps": 1, "progress": False})
+    return run_finetune(ft)
+
+
+def ensure_controller(run: Path) -> str:
+    from policies import ConfidenceThreshold
+    from policies.io import save_policy
+
+    if (run / "controller").is_dir():
+        return "the run's controller"
+    save_policy(ConfidenceThreshold(0.9), run / "controller")
+    return "ConfidenceThreshold(0.9) (the run had no controller)"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(run: Path, port: int, threads: int) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-m", "adaptive_pause.cli", "serve", str(run), "--host", "127.0.0.1", "--port",
+               str(port), "--model_name", "demo", "--max_batch", "64", "--max_queue", "1024", "--max_new_tokens", "5",
+               "--max_pauses", "16", "--max_pauses_total", "16", "--first_token_pauses_only"]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited: {server.stderr.read()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("the server did not start in 120 s")
+
+
+async def one(client, prompt: str, urgency: float) -> dict:
+    start = time.perf_counter()
+    first, text, usage = None, "", None
+    stream = await client.completions.create(model="demo", prompt=prompt, max_tokens=5, temperature=0, stream=True,
+                                             extra_body={"urgency": urgency})
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].text and first is None:
+            first = time.perf_counter() - start
+        text += chunk.choices[0].text if chunk.choices else ""
+        usage = getattr(chunk, "usage", None) or usage
+    return {"latency": time.perf_counter() - start, "ttft": first, "text": text,
+            "tokens": usage.completion_tokens, "pauses": usage.pause_tokens}
+
+
+async def level(url: str, prompts: list[str], concurrency: int, urgency: float) -> dict:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def guarded(prompt):
+        async with gate:
+            try:
+                return await one(client, prompt, urgency)
+            except Exception as err:  # noqa: BLE001 - a failed request is counted, not fatal
+                return {"error": f"{type(err).__name__}: {err}"}
+
+    start = time.perf_counter()
+    results = await asyncio.gather(*(guarded(p) for p in prompts))
+    wall = time.perf_counter() - start
+    await client.close()
+    return {"wall": wall, "results": results}
+
+
+def summarise(concurrency: int, run: dict, reference: list | None) -> dict:
+    ok = [r for r in run["results"] if "error" not in r]
+    wrong = 0 if reference is None else sum(
+        1 for r, ref in zip(run["results"], reference) if "error" not in r and r["text"] != ref)
+    lat = sorted(r["latency"] for r in ok) or [float("nan")]
+    ttft = sorted(r["ttft"] for r in ok if r["ttft"] is not None) or [float("nan")]
+    tokens = sum(r["tokens"] for r in ok)
+    pauses = sum(r["pauses"] for r in ok)
+    return {"concurrency": concurrency, "requests": len(run["results"]), "failed": len(run["results"]) - len(ok),
+            "wrong": wrong, "wall_s": run["wall"], "answers_per_s": len(ok) / run["wall"],
+            "answer_tokens_per_s": tokens / run["wall"], "all_tokens_per_s": (tokens + pauses) / run["wall"],
+            "p50_ms": 1000 * statistics.median(lat), "p95_ms": 1000 * lat[min(len(lat) - 1, int(0.95 * len(lat)))],
+            "ttft_p50_ms": 1000 * statistics.median(ttft), "pauses_per_answer": pauses / max(1, len(ok))}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench_serve_") as tmp:
+        run = Path(args.run_dir) if args.run_dir else build_run(Path(tmp), args.build_steps)
+        controller = ensure_controller(run) if not args.run_dir else "the run's controller"
+        from adaptive_pause.tasks import get_task
+
+        task, rng = get_task("addition:1-3"), random.Random(0)
+        prompts = [task.sample(rng).prompt for _ in range(args.requests)]
+        port = free_port()
+        server = start_server(run, port, args.threads)
+        url = f"http://127.0.0.1:{port}"
+        rows, reference = [], None
+        try:
+            for c in args.concurrency:
+                if time.monotonic() - started > args.time_limit:
+                    print(f"bench_serve: skipping C={c}: --time_limit {args.time_limit:.0f} s reached", flush=True)
+                    continue
+                result = asyncio.run(level(url, prompts, c, args.urgency))
+                if reference is None:
+                    reference = [r.get("text") for r in result["results"]]
+                rows.append(summarise(c, result, reference))
+                print(f"  C={c}: {rows[-1]['answers_per_s']:.1f} answers/s", flush=True)
+        finally:
+            server.terminate()
+            server.wait(30)
+    base = rows[0]["answers_per_s"] if rows and rows[0]["concurrency"] == 1 else float("nan")
+    header = ("C", "answers/s", "speedup", "ans tok/s", "all tok/s", "p50 ms", "p95 ms", "TTFT p50", "failed", "wrong")
+    print(f"bench_serve: {args.requests} requests per level, urgency {args.urgency}, controller: {controller}; "
+          f"{rows[0]['pauses_per_answer'] if rows else 0:.1f} pauses per answer")
+    print(" | ".join(header))
+    for r in rows:
+        print(" | ".join([str(r["concurrency"]), f"{r['answers_per_s']:.1f}", f"{r['answers_per_s'] / base:.2f}x",
+                          f"{r['answer_tokens_per_s']:.0f}", f"{r['all_tokens_per_s']:.0f}", f"{r['p50_ms']:.0f}",
+                          f"{r['p95_ms']:.0f}", f"{r['ttft_p50_ms']:.0f}", str(r["failed"]), str(r["wrong"])]))
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps({"args": vars(args), "controller": controller, "levels": rows}, indent=2))
+    c32 = next((r for r in rows if r["concurrency"] == 32), None)
+    errors = sum(r["failed"] + r["wrong"] for r in rows) + (len(args.concurrency) - len(rows)) * args.requests
+    speedup = c32["answers_per_s"] / base if c32 else float("nan")
+    print(f"bench_serve: c32_speedup={speedup:.2f} p95_ms={c32['p95_ms'] if c32 else float('nan'):.0f} "
+          f"errors={errors}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

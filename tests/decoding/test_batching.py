@@ -1,0 +1,92 @@
+"""Continuous batching: rows that join a running session and leave it decode exactly as they would alone."""
+
+import pytest
+import torch
+from helpers import PROMPTS, decisive_head, opinionated_model
+
+from adaptive_pause.decoding import DecodeConfig, DecodeSession, run_policy
+from adaptive_pause.decoding.batching import admit, keep_rows, take_records
+from policies import ConfidenceThreshold
+
+EXTRA = ["5+5=", "1+2+3=", "77+1=", "4="]
+
+
+def _session(model, prompts, urgency, config):
+    s = model.settings
+    return DecodeSession(model.lm, model.tokenizer, model.encode(prompts), urgency, config, s.pause_id, s.numbering,
+                         s.pause_slots)
+
+
+def _staggered(model, policy, config, arrivals, urgency):
+    """Run `arrivals` ({step: prompts}) through one session with run_policy: rows join at those steps and
+    finished rows leave at once. Returns {prompt: (answer ids, pauses per token)}."""
+    first = arrivals[0]
+    session = _session(model, first, urgency, config)
+    rows = list(first)  # prompt of each row
+    answers = {p: ([], []) for prompts in arrivals.values() for p in prompts}
+    eos = set(session.eos_ids.tolist())
+    widths = []
+
+    def on_step(s):
+        step = on_step.count = on_step.count + 1
+        for record in take_records(s):
+            for i, (valid, token, pause, before) in enumerate(zip(record.valid.tolist(), record.tokens.tolist(),
+                                                                   record.is_pause.tolist(),
+                                                                   record.pauses_before_token.tolist())):
+                if valid and not pause:
+                    answers[rows[i]][0].append(token)
+                    answers[rows[i]][1].append(before)
+        if step in arrivals:
+            admit(s, _session(model, arrivals[step], urgency, config))
+            rows.extend(arrivals[step])
+        active = s.active.cpu()
+        if not bool(active.all()) and bool(active.any()):
+            keep_rows(s, active)
+            rows[:] = [r for r, a in zip(rows, active.tolist()) if a]
+        widths.append(s.length)
+
+    on_step.count = 0
+    run_policy(session, policy, on_step=on_step)
+    out = {}
+    for prompt, (ids, before) in answers.items():
+        if ids and ids[-1] in eos:
+            ids = ids[:-1]
+        out[prompt] = (ids, before)
+    return out, widths
+
+
+@pytest.mark.parametrize("numbering", ["contiguous", "slotted"])
+def test_rows_joining_and_leaving_decode_as_alone(numbering):
+    model = opinionated_model(numbering)
+    policy = ConfidenceThreshold(0.9)
+    config = DecodeConfig(max_new_tokens=8, max_pauses=4, record_features=False)
+    arrivals = {0: PROMPTS[:2], 1: PROMPTS[2:], 5: EXTRA[:3], 9: EXTRA[3:]}
+    served, widths = _staggered(model, policy, config, arrivals, 0.2)
+    for prompt in PROMPTS + EXTRA:
+        alone = model.generate([prompt], urgency=0.2, policy=policy, decode_config=config)
+        assert served[prompt] == (alone.answer_ids[0], alone.pauses_per_token[0]), prompt
+    assert sum(len(p) for p, _ in served.values()) > 0 and any(sum(b) for _, b in served.values())
+    # rows left (keep_rows ran), so the session did not keep every column it ever had
+    assert min(widths[len(widths) // 2:]) < max(widths)
+
+
+def test_admit_with_prompt_summary_and_a_head():
+    model = opinionated_model("slotted", hidden=32)
+    head = decisive_head(32, prompt_summary=True)
+    config = DecodeConfig(max_new_tokens=6, max_pauses=4, record_features=False, prompt_summary=True)
+    served, _ = _staggered(model, head, config, {0: PROMPTS[:1], 2: PROMPTS[1:]}, 0.3)
+    for prompt in PROMPTS:
+        alone = model.generate([prompt], urgency=0.3, policy=head, decode_config=config)
+        assert served[prompt] == (alone.answer_ids[0], alone.pauses_per_token[0]), prompt
+
+
+def test_admit_and_keep_rows_refuse_mismatches():
+    model = opinionated_model("contiguous")
+    config = DecodeConfig(max_new_tokens=4, record_features=False)
+    running = _session(model, PROMPTS[:2], 0.5, config)
+    with pytest.raises(ValueError, match="DecodeConfig"):
+        admit(running, _session(model, PROMPTS[2:], 0.5, DecodeConfig(max_new_tokens=5, record_features=False)))
+    with pytest.raises(ValueError, match="keep: a session needs at least one row"):
+        keep_rows(running, torch.zeros(2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="keep: expected"):
+        keep_rows(running, torch.ones(3, dtype=torch.bool))
