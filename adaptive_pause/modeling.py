@@ -16,6 +16,7 @@ policy-driven run of it) or training code.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from typing import Optional
@@ -27,11 +28,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from policies import PausePolicy, load_policy, save_policy
 
-from .checkpoint import atomic_dir, check_agreement
+from .checkpoint import atomic_dir, check_agreement, verify_checksums
 from .config import check, help_field
 from .decoding import DecodeConfig, DecodeResult, DecodeSession, UrgencyLike, UrgencySchedule, decode
 from .positions import NUMBERINGS, check_numbering
-from .tokens import build_char_tokenizer, ensure_pause_token, pause_token_id
+from .tokens import build_char_tokenizer, encode_text, ensure_pause_token, pause_token_id
 
 # Keys added to the HF model config (saved in config.json by save_pretrained).
 NUMBERING_KEY = "pause_position_numbering"
@@ -150,6 +151,8 @@ def load_saved_lm(path: str | os.PathLike):
     local = Path(path).expanduser()
     if not local.exists() and (local.is_absolute() or path.startswith((".", "~")) or path.count("/") > 1):
         raise ValueError(f"{path}: no such model or run directory")
+    if local.is_dir():
+        verify_checksums(local)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path)
@@ -188,6 +191,19 @@ def save_lm(model, tokenizer, path: str | os.PathLike, state_dict: dict | None =
 ADAPTER_DIR = "adapter"
 CONTROLLER_DIR = "controller"
 MODEL_DIR = "model"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+PARTS = "parts.json"  # which parts a run directory's model is made of, so a missing one is an error
+
+
+def write_parts(run_dir: str | os.PathLike, adapter: bool) -> None:
+    (Path(run_dir) / PARTS).write_text(json.dumps({"adapter": adapter}) + "\n")
+
+
+def _adapter_expected(run_dir: Path) -> bool:
+    try:
+        return bool(json.loads((run_dir / PARTS).read_text()).get("adapter"))
+    except (OSError, ValueError, AttributeError):
+        return False  # runs written before parts.json, or a plain model directory
 
 
 @dataclass
@@ -261,9 +277,17 @@ class AdaptivePauseModel:
         lm, tokenizer = load_saved_lm(run_dir)
         settings = pause_settings(lm, tokenizer)
         hidden = int(lm.config.hidden_size)
-        if (run_dir / ADAPTER_DIR).is_dir():
+        adapter_dir = run_dir / ADAPTER_DIR
+        if not adapter_dir.is_dir() and _adapter_expected(run_dir):
+            raise ValueError(f"{adapter_dir}: missing, but {run_dir / 'model'} is the base of a LoRA run "
+                             "(its parts.json lists an adapter); the bare base would answer without it")
+        if adapter_dir.is_dir():
             from peft import PeftModel
 
+            # Without weights peft would look the directory's name up on the HF hub: refuse first.
+            if not any((adapter_dir / name).is_file() for name in ADAPTER_WEIGHTS):
+                raise ValueError(f"{adapter_dir}: no adapter weights ({' or '.join(ADAPTER_WEIGHTS)})")
+            verify_checksums(adapter_dir)
             try:
                 lm = PeftModel.from_pretrained(lm, str(run_dir / ADAPTER_DIR))
             except Exception as err:  # noqa: BLE001 - peft raises several types; re-raised with the path
@@ -299,6 +323,7 @@ class AdaptivePauseModel:
                 self.lm.save_pretrained(tmp, save_embedding_layers=False)
         if self.policy is not None:
             save_policy(self.policy, run_dir / CONTROLLER_DIR)
+        write_parts(run_dir, adapter=is_peft)
 
     # ---- generation ----------------------------------------------------------------------------------------------
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:
@@ -313,7 +338,7 @@ class AdaptivePauseModel:
                 raise ValueError(f"prompts[{i}]: expected a string, got {type(prompt).__name__}")
             if not prompt:
                 raise ValueError(f"prompts[{i}]: empty prompt")
-            ids.append(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+            ids.append(encode_text(self.tokenizer, prompt, add_special_tokens=True, what=f"prompts[{i}]"))
         return ids
 
     def _policy(self, policy: PausePolicy | None) -> PausePolicy:

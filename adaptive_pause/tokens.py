@@ -84,3 +84,19 @@ def ensure_pause_token(tokenizer: PreTrainedTokenizerBase, model=None) -> int:
         if vocab_size < len(tokenizer):
             model.resize_token_embeddings(len(tokenizer))
     return pause_token_id(tokenizer)
+
+
+def encode_text(tokenizer: PreTrainedTokenizerBase, text: str, add_special_tokens: bool = False,
+                what: str = "text") -> list[int]:
+    """User text -> ids. Special-token text in it (`<pause>`, `</s>`) is encoded as plain characters, never as
+    the special token (`split_special_tokens`); a character the tokenizer cannot represent (the unknown token
+    comes out: the character tokenizer knows printable ASCII only) is a ValueError that shows it, rather
+    than a silent `<unk>` and a confident answer to another question."""
+    ids = tokenizer(text, add_special_tokens=add_special_tokens, split_special_tokens=True)["input_ids"]
+    unk = tokenizer.unk_token_id
+    if unk is not None and unk in ids:
+        vocab = tokenizer.get_vocab()
+        unknown = sorted({c for c in text if c not in vocab}) or [tokenizer.unk_token]
+        raise ValueError(f"{what}: characters the tokenizer does not know: {unknown!r} "
+                         f"(the character tokenizer knows printable ASCII)")
+    return ids

@@ -21,6 +21,7 @@ import torch
 from ..config import check
 from ..positions import position_ids
 from ..tasks import Example
+from ..tokens import encode_text
 
 
 def check_k_weights(k_weights: Optional[list[float]], max_pauses: int) -> None:
@@ -73,8 +74,9 @@ class _Collator:
     def encode(self, example: Example) -> tuple[list[int], list[int]]:
         if not example.prompt:
             raise ValueError(f"empty prompt in task {example.task!r}")
-        prompt = self.tokenizer(example.prompt, add_special_tokens=True)["input_ids"]
-        answer = self.tokenizer(example.answer, add_special_tokens=False)["input_ids"] + [self.eos_id]
+        where = f"task {example.task!r}"
+        prompt = encode_text(self.tokenizer, example.prompt, add_special_tokens=True, what=f"{where} prompt")
+        answer = encode_text(self.tokenizer, example.answer, what=f"{where} answer") + [self.eos_id]
         return prompt, answer
 
     def pad(self, sequences: list[list[int]], labels: list[list[int]]) -> TokenBatch:
