@@ -38,12 +38,25 @@ def launched_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def fingerprint(data: dict, ignore: set[str] = frozenset()) -> str:
+def identity(data: dict, ignore: set[str] = frozenset()) -> dict:
+    """The config fields that make a run what it is (JSON-ready)."""
     kept = {k: v for k, v in data.items() if k not in NOT_IDENTITY | set(ignore)}
     for name in PATH_FIELDS:
         if isinstance(kept.get(name), str) and os.path.exists(kept[name]):
             kept[name] = os.path.realpath(kept[name])
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json.loads(json.dumps(kept, default=str))
+
+
+def fingerprint(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _differences(saved: dict | None, now: dict) -> str:
+    if not isinstance(saved, dict):
+        return ""
+    diffs = [f"{k}: saved={saved.get(k)!r}, now={now.get(k)!r}" for k in sorted(set(saved) | set(now))
+             if saved.get(k) != now.get(k)]
+    return " (" + "; ".join(diffs) + ")" if diffs else ""
 
 
 def read_marker(path: str | os.PathLike) -> dict | None:
@@ -118,13 +131,14 @@ def _staging(path: Path) -> Path:
     return path.with_name(f".{path.name}.staging")
 
 
-def claim_run(output_dir: str | os.PathLike, kind: str, print_: str, resume: bool = False,
+def claim_run(output_dir: str | os.PathLike, kind: str, config: dict, resume: bool = False,
               overwrite: bool = False, main_process: bool | None = None) -> RunClaim:
     """Lock `output_dir` for this run and say where it writes; a ValueError naming output_dir when it holds
     another kind of run or another config (unless `overwrite`), or nothing to `resume`.
 
     Only the main process locks and writes the marker; the others compute the same answer from the disk."""
     path = Path(output_dir)
+    print_ = fingerprint(config)
     main_process = launched_main_process() if main_process is None else main_process
     if resume and overwrite:
         raise ValueError("overwrite: cannot be combined with resume (resume continues the run, overwrite replaces it)")
@@ -141,15 +155,16 @@ def claim_run(output_dir: str | os.PathLike, kind: str, print_: str, resume: boo
             if marker is None:
                 raise ValueError(f"resume: {path} holds no {MARKER} marker; nothing to resume from")
             if not same:
-                raise ValueError(f"resume: {path} holds a {marker.get('kind')!r} run of another config "
-                                 f"(fingerprint {marker.get('fingerprint')}, now {print_}); resume needs the same "
-                                 "config (only output_dir, progress, logging and checkpoint intervals may change)")
+                raise ValueError(f"resume: {path} holds a {marker.get('kind')!r} run of another config"
+                                 f"{_differences(marker.get('config'), config)}; resume needs the same config "
+                                 "(only output_dir, progress, logging and checkpoint intervals may change)")
             work = path
         elif not has_content or (same and not marker.get("finished")):
             work = path  # new, empty, or this config's own unfinished run started afresh
         elif not overwrite:
             what = ("a finished run of this same config" if same else
-                    f"a {marker.get('kind')!r} run of another config" if marker else
+                    f"a {marker.get('kind')!r} run of another config{_differences(marker.get('config'), config)}"
+                    if marker else
                     f"files not written by an adaptive-pause {kind} run (no {MARKER})")
             raise ValueError(f"output_dir: {path} already holds {what}; pass --overwrite true to replace it (the old "
                              "one is kept until the new run completes), or choose another output_dir")
@@ -160,8 +175,8 @@ def claim_run(output_dir: str | os.PathLike, kind: str, print_: str, resume: boo
         if main_process:
             work.mkdir(parents=True, exist_ok=True)
             marker = read_marker(work) if resume else None
-            write_json_atomic({**(marker or {}), "kind": kind, "fingerprint": print_, "finished": False},
-                              work / MARKER)
+            write_json_atomic({**(marker or {}), "kind": kind, "fingerprint": print_, "finished": False,
+                               "config": config}, work / MARKER)
     except BaseException:
         if lock is not None:
             lock.release()

@@ -29,7 +29,7 @@ from ..checkpoint import NonFiniteLossError, write_json_atomic
 from ..config import load_yaml, parse_cli, save_yaml, to_dict
 from ..envs.analytic import AnalyticModel, evaluate_analytic, format_analytic
 from ..modeling import AdaptivePauseModel
-from ..rundir import claim_run, fingerprint
+from ..rundir import claim_run, identity
 from ..tasks import get_task
 from ..training.loop import make_accelerator
 from .algorithm import JointEvaluation, PolicyEvaluation, Rollout, explained_variance, make_batch, ppo_update
@@ -106,7 +106,7 @@ def train(config: PPOConfig) -> dict:
     """Run PPO as configured; returns the final evaluation (analytic) and counters. Raises NonFiniteLossError."""
     if config.torch_threads > 0:
         torch.set_num_threads(config.torch_threads)
-    claim = claim_run(config.output_dir, "train-controller", fingerprint(to_dict(config), RESUMABLE_CHANGES),
+    claim = claim_run(config.output_dir, "train-controller", identity(to_dict(config), RESUMABLE_CHANGES),
                       config.resume, config.overwrite)
     accelerator = make_accelerator(claim.work)
     try:

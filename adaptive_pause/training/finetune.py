@@ -28,7 +28,7 @@ from peft import LoraConfig, get_peft_model
 from ..checkpoint import NonFiniteLossError, atomic_dir, replace_dir
 from ..config import check, help_field, parse_cli, save_yaml, to_dict
 from ..modeling import ModelConfig, load_lm, pause_settings, save_lm, write_parts
-from ..rundir import claim_run, fingerprint
+from ..rundir import claim_run, identity
 from ..tasks import get_task
 from .collators import FinetuneCollator, check_k_weights
 from .loop import TrainConfig, finish, make_accelerator, tracker_config, train
@@ -75,7 +75,7 @@ def lora_config(config: FinetuneConfig, pause_id: int) -> LoraConfig:
 
 def run_finetune(config: FinetuneConfig) -> Path:
     tasks = [get_task(spec) for spec in config.tasks]
-    claim = claim_run(config.output_dir, "finetune", fingerprint(to_dict(config)), config.resume, config.overwrite)
+    claim = claim_run(config.output_dir, "finetune", identity(to_dict(config)), config.resume, config.overwrite)
     out = claim.work
     accelerator = make_accelerator(out, config.seed)
     base, tokenizer = load_lm(ModelConfig(name_or_path=config.base_model), seed=config.seed)

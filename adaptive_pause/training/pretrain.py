@@ -21,7 +21,7 @@ import sys
 from ..checkpoint import NonFiniteLossError
 from ..config import check, help_field, parse_cli, save_yaml, to_dict
 from ..modeling import ModelConfig, load_lm, pause_settings, save_lm
-from ..rundir import claim_run, fingerprint
+from ..rundir import claim_run, identity
 from ..tasks import get_task
 from .collators import FinetuneCollator, PretrainCollator, check_k_weights
 from .loop import TrainConfig, finish, make_accelerator, tracker_config, train
@@ -78,7 +78,7 @@ def pretrain_collator(config: PretrainConfig, tokenizer, settings, max_length: i
 
 def run_pretrain(config: PretrainConfig) -> Path:
     tasks = [get_task(spec) for spec in config.tasks]
-    claim = claim_run(config.output_dir, "pretrain", fingerprint(to_dict(config)), config.resume, config.overwrite)
+    claim = claim_run(config.output_dir, "pretrain", identity(to_dict(config)), config.resume, config.overwrite)
     out = claim.work
     accelerator = make_accelerator(out, config.seed)
     model, tokenizer = load_lm(config.model, seed=config.seed)

@@ -131,7 +131,7 @@ def test_config_errors_name_the_field(tmp_path):
         PPOConfig(gae_lambda=1.5)
     with pytest.raises(ValueError, match="env"):
         PPOConfig(env="atari")
-    with pytest.raises(ValueError, match="resume: .*config.yaml"):
+    with pytest.raises(ValueError, match="resume: .*nothing to resume"):
         ppo_trainer.train(small_config(tmp_path, resume=True))
 
 
