@@ -260,6 +260,12 @@ class AdaptivePauseModel:
         return next(self.lm.parameters()).device
 
     def to(self, device) -> "AdaptivePauseModel":
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"device: {device!r} is not a torch device ({err})") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device: cuda was asked for, but torch sees no CUDA device (or this torch has no CUDA)")
         self.lm.to(device)
         if self.policy is not None:
             self.policy.to(device)

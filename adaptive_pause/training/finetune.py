@@ -76,6 +76,13 @@ def lora_config(config: FinetuneConfig, pause_id: int) -> LoraConfig:
 def run_finetune(config: FinetuneConfig) -> Path:
     tasks = [get_task(spec) for spec in config.tasks]
     claim = claim_run(config.output_dir, "finetune", identity(to_dict(config)), config.resume, config.overwrite)
+    try:
+        return _run_finetune(config, claim, tasks)
+    finally:
+        claim.release()  # also when the stage raised: the lock never outlives the run
+
+
+def _run_finetune(config, claim, tasks) -> Path:
     out = claim.work
     accelerator = make_accelerator(out, config.seed)
     base, tokenizer = load_lm(ModelConfig(name_or_path=config.base_model), seed=config.seed)

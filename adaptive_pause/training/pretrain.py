@@ -79,6 +79,13 @@ def pretrain_collator(config: PretrainConfig, tokenizer, settings, max_length: i
 def run_pretrain(config: PretrainConfig) -> Path:
     tasks = [get_task(spec) for spec in config.tasks]
     claim = claim_run(config.output_dir, "pretrain", identity(to_dict(config)), config.resume, config.overwrite)
+    try:
+        return _run_pretrain(config, claim, tasks)
+    finally:
+        claim.release()  # also when the stage raised: the lock never outlives the run
+
+
+def _run_pretrain(config, claim, tasks) -> Path:
     out = claim.work
     accelerator = make_accelerator(out, config.seed)
     model, tokenizer = load_lm(config.model, seed=config.seed)
