@@ -92,12 +92,13 @@ def _raise_at(step, original):
 
 # ---- 3. one writer per run directory -----------------------------------------------------------------------
 
+@pytest.mark.slow  # two interpreters start (~20 s under load); the in-process test below holds the same rule
 def test_a_second_writer_gets_the_lock_error_and_the_first_run_is_intact(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     first = subprocess.Popen([sys.executable, "-m", "adaptive_pause.cli", "train-controller", "--output_dir",
-                              str(out), "--iterations", "400", "--episodes_per_iteration", "32",
-                              "--num_minibatches", "2", "--update_epochs", "1", "--checkpoint_every", "50",
+                              str(out), "--iterations", "1000000", "--episodes_per_iteration", "32",
+                              "--num_minibatches", "2", "--update_epochs", "1", "--checkpoint_every", "5",
                               "--progress", "false", "--seed", "1", "--analytic.max_pauses", "4",
                               "--analytic.levels", "3"], env=env, cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -111,12 +112,24 @@ def test_a_second_writer_gets_the_lock_error_and_the_first_run_is_intact(tmp_pat
         assert second.returncode == 2, second.stderr
         assert "error: output_dir:" in second.stderr and "being written by another process" in second.stderr
         assert "Traceback" not in second.stderr
-        _, err = first.communicate(timeout=300)
+        assert json.loads((out / "run.json").read_text())["config"]["seed"] == 1
+        assert first.poll() is None  # the first writer runs on, untouched
     finally:
         first.kill()
-    assert first.returncode == 0, err[-2000:]
-    assert "seed: 1" in (out / "config.yaml").read_text()
-    assert json.loads((out / "run.json").read_text())["finished"] is True
+        first.communicate(timeout=60)
+
+
+def test_a_second_writer_in_process_is_refused_and_the_first_runs_files_are_intact(tmp_path):
+    out = tmp_path / "run"
+    run_pretrain(pretrain_config(out, max_steps=2))
+    before = {p.name: p.read_bytes() for p in (out / "model").iterdir()}
+    claim = claim_run(out, "pretrain", {"seed": 0}, overwrite=True)  # the first writer, holding the lock
+    try:
+        with pytest.raises(ValueError, match="output_dir: .* is being written by another process"):
+            run_pretrain(pretrain_config(out, max_steps=2, seed=2, overwrite=True))
+    finally:
+        claim.release()
+    assert {p.name: p.read_bytes() for p in (out / "model").iterdir()} == before
 
 
 def test_a_dead_writers_lock_is_stale_and_taken_over(tmp_path, capsys):
@@ -168,23 +181,23 @@ def test_train_controller_resumes_after_a_kill_between_renames_and_after_a_move(
 
 def test_eval_pauses_scores_with_the_tasks_scorer(tiny_run, tmp_path):
     from adaptive_pause.eval.eval_pauses import evaluate_run, load_run
-    from adaptive_pause.tasks import get_task
+    from adaptive_pause.tasks.scoring import numeric
 
     run = load_run(tiny_run / "ft")
-    examples = get_task("addition:1-2").examples(40, 5)
-    out = AdaptivePauseModel.from_pretrained(tiny_run / "ft").generate(
-        [e.prompt for e in examples], urgency=0.0, policy=FixedPauses(2), max_new_tokens=4, max_pauses=2,
-        first_token_pauses_only=True)
-    # the reference answers written with a leading zero: exact match never holds, the numeric scorer does
-    # whenever the model's answer is the number; so numeric and exact scorers must give different verdicts
-    jsonl = tmp_path / "zeros.jsonl"
-    jsonl.write_text("".join(json.dumps({"prompt": e.prompt, "answer": "0" + e.answer}) + "\n" for e in examples))
-    results = evaluate_run(run, [f"jsonl:{jsonl}:numeric", f"jsonl:{jsonl}:exact"], [2], 40, 5, 16)
-    numeric, exact = results[f"jsonl:{jsonl}:numeric"], results[f"jsonl:{jsonl}:exact"]
-    assert numeric["scorer"] == "numeric" and exact["scorer"] == "exact"
-    right = sum(text.strip() == e.answer for text, e in zip(out.texts, examples))
-    assert exact["by_k"][2]["all"] == 0.0
-    assert right > 0 and numeric["by_k"][2]["all"] >= right / 40
+    prompts = [f"{a}+{b}=" for a in range(10) for b in range(4)]
+    out = run.loaded.generate(prompts, urgency=0.0, policy=FixedPauses(2), max_new_tokens=2, max_pauses=2,
+                              first_token_pauses_only=True)
+    # reference " ": teacher-forced exact match needs the model to write a space; the numeric scorer (a
+    # stripped comparison for non-numbers) credits an empty answer. The tiny model answers "" to most.
+    jsonl = tmp_path / "blank.jsonl"
+    jsonl.write_text("".join(json.dumps({"prompt": p, "answer": " "}) + "\n" for p in prompts))
+    n = len(prompts)
+    results = evaluate_run(run, [f"jsonl:{jsonl}:numeric", f"jsonl:{jsonl}:exact"], [2], n, 0, 16)
+    by_numeric, by_exact = results[f"jsonl:{jsonl}:numeric"], results[f"jsonl:{jsonl}:exact"]
+    assert by_numeric["scorer"] == "numeric" and by_exact["scorer"] == "exact"
+    expected = sum(numeric(t, " ") for t in out.texts) / n
+    assert expected > 0.5 and by_numeric["by_k"][2]["all"] == pytest.approx(expected)
+    assert by_exact["by_k"][2]["all"] < expected
 
 
 # ---- 6. user text never becomes special tokens; unknown characters are refused ----------------------------
@@ -205,7 +218,7 @@ def test_clean_errors_for_odd_arguments_and_broken_runs(tiny_run, tmp_path):
     zero_d = model.generate(["1+2="], urgency=np.float64(0.3), policy=FixedPauses(1), max_new_tokens=2)
     assert zero_d.texts == model.generate(["1+2="], urgency=np.array(0.3), policy=FixedPauses(1),
                                           max_new_tokens=2).texts
-    session = model.session(["1+2=", "2+2="], 0.3, model.decode_config(FixedPauses(1)), policy=FixedPauses(1))
+    session = model.session(["1+2=", "2+2="], 0.3, model.decode_config(FixedPauses(1)))
     with pytest.raises(ValueError, match=r"rows: row indices must be integers, got \[1.5\]"):
         session.cancel([1.5])
     if not torch.cuda.is_available():
