@@ -3,7 +3,9 @@
 Owns: writing a directory (or file) to a temporary sibling and renaming it into place, so a crash never
 leaves a half-written checkpoint; checking that a tokenizer, model and controller agree (vocab size,
 hidden size, pause id), with a message that says exactly what differs; an optimizer's state as safetensors +
-JSON (never a pickle); `NonFiniteLossError`, the stop that keeps the last good checkpoint.
+JSON (never a pickle); `NonFiniteLossError`, the stop that keeps the last good checkpoint; sha256 sidecars
+(`checksums.json`) of a directory's tensor files, checked on load with an error naming the file. The
+replacement rule itself (`replace_dir`, `recover_dir`) lives in policies/io.py (policies never import us).
 
 Must not: know about training loops or decoding.
 """
@@ -21,6 +23,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from policies.io import file_sha256, recover_dir, replace_dir  # noqa: F401 - re-exported: one replacement rule
+
+CHECKSUMS = "checksums.json"
+
 
 class NonFiniteLossError(RuntimeError):
     """A loss was NaN/inf: training stops; the last checkpoint on disk is left as it was."""
@@ -37,13 +43,37 @@ def atomic_dir(path: str | os.PathLike):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    write_checksums(tmp)
+    replace_dir(tmp, path)
+
+
+def write_checksums(directory: str | os.PathLike) -> None:
+    """directory/checksums.json: the sha256 of every tensor file (*.safetensors, *.bin) in it."""
+    directory = Path(directory)
+    sums = {f.name: file_sha256(f) for f in sorted(directory.iterdir())
+            if f.is_file() and f.suffix in (".safetensors", ".bin")}
+    if sums:
+        (directory / CHECKSUMS).write_text(json.dumps(sums, indent=2) + "\n")
+
+
+def verify_checksums(directory: str | os.PathLike) -> None:
+    """Check directory's tensor files against checksums.json (directories written before sidecars: nothing
+    to check); a ValueError naming the file that differs or is missing."""
+    directory = Path(directory)
+    sidecar = directory / CHECKSUMS
+    if not sidecar.is_file():
+        return
+    try:
+        sums = json.loads(sidecar.read_text())
+        assert isinstance(sums, dict)
+    except (ValueError, AssertionError):
+        raise ValueError(f"{sidecar}: corrupt checksum sidecar") from None
+    for name, recorded in sums.items():
+        path = directory / str(name)
+        if not path.is_file():
+            raise ValueError(f"{path}: missing (listed in {sidecar})")
+        if file_sha256(path) != recorded:
+            raise ValueError(f"{path}: sha256 differs from the one recorded in {sidecar}; the file is corrupt")
 
 
 def json_safe(data):

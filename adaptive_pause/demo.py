@@ -6,8 +6,10 @@ urgency sweep, each stage configured by a YAML file shipped with the package
 (`adaptive_pause/configs/demo_*.yaml`, overridable with `--*_config`), each
 written into `OUT/<stage>/` and skipped when rerun once it has finished with the
 same configuration (a `.done` marker holding a fingerprint of the stage's config
-and of the stages before it is written after the stage's own outputs; a stage
-whose fingerprint changed, or that never finished, is cleared and rerun). It prints the
+and of the stages before it is written after the stage's own outputs). A stage
+directory is replaced only when it carries the demo's own marker (`.done`, or for
+the sweep `.demo-started`), and then only once the new stage completes (the
+stage's `--overwrite`); a directory the demo did not write is refused. It prints the
 sweep table and the paths of the plots, and ends with one line:
 `demo: seconds=S spearman_urgency_pauses=R pareto=PATH`.
 
@@ -20,6 +22,7 @@ import hashlib
 import json
 import shutil
 import time
+from dataclasses import replace
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -27,7 +30,9 @@ from typing import Optional
 
 import yaml
 
-from .config import check, from_dict, help_field, parse_cli, read_yaml
+from .config import check, from_dict, help_field, parse_cli, read_yaml, to_dict
+from .rundir import fingerprint as run_fingerprint
+from .rundir import identity, read_marker
 from .eval.sweep import SweepConfig, format_summary, format_table, run_sweep, write_outputs
 from .ppo.config import PPOConfig
 from .ppo.trainer import train as train_controller
@@ -35,6 +40,7 @@ from .training.finetune import FinetuneConfig, run_finetune
 from .training.pretrain import PretrainConfig, run_pretrain
 
 STAGES = ("pretrain", "finetune", "controller", "sweep")
+DEMO_STARTED = ".demo-started"  # the sweep directory is the demo's from its first write
 
 
 @dataclass
@@ -97,19 +103,31 @@ def run_demo(config: DemoConfig) -> dict:
     if config.tasks:
         common["tasks"] = list(config.tasks)
 
-    def stage(name: str, fn, fingerprint: str) -> None:
+    def stage(name: str, fn, fingerprint: str, run_config=None) -> None:
+        """`fn(overwrite, resume)` runs the stage; `run_config`: the stage's config, for its run.json marker."""
         recorded = _done_fingerprint(dirs[name])
         if recorded == fingerprint and not config.force:
             print(f"demo: {name}: finished before in {dirs[name]}, skipped")
             return
-        if dirs[name].exists():  # unfinished, forced, or built from another config: start it afresh
+        ours = recorded is not None or (dirs[name] / DEMO_STARTED).is_file()
+        overwrite = resume = False
+        if dirs[name].exists() and any(dirs[name].iterdir()):
+            marker = read_marker(dirs[name])
+            own_unfinished = (run_config is not None and marker is not None and not marker.get("finished")
+                              and marker.get("fingerprint") == run_fingerprint(identity(to_dict(run_config))))
+            if not (ours or own_unfinished):
+                raise ValueError(f"out: {dirs[name]} holds files the demo did not write (no .done marker); "
+                                 "choose another --out, or move them away")
             why = ("--force" if recorded == fingerprint else "its config or an earlier stage changed"
                    if recorded else "it had not finished")
-            print(f"demo: {name}: clearing {dirs[name]} ({why})", flush=True)
-            shutil.rmtree(dirs[name])
+            print(f"demo: {name}: rerunning into {dirs[name]} ({why}); the old one stays until the new one completes",
+                  flush=True)
+            # This config's own interrupted run continues from its checkpoint; anything else of ours is replaced.
+            resume = own_unfinished and (dirs[name] / "state").is_dir() and not config.force
+            overwrite = not resume
         t0 = time.perf_counter()
-        print(f"demo: {name} -> {dirs[name]}", flush=True)
-        fn()
+        print(f"demo: {name} -> {dirs[name]}" + (" (resuming)" if resume else ""), flush=True)
+        fn(overwrite, resume)
         timings[name] = time.perf_counter() - t0
         dirs[name].mkdir(parents=True, exist_ok=True)
         _mark_done(dirs[name], timings[name], fingerprint)
@@ -118,20 +136,23 @@ def run_demo(config: DemoConfig) -> dict:
     pre_data = {**_stage_yaml(config.pretrain_config, "pretrain"), **common, "output_dir": str(dirs["pretrain"])}
     pre = from_dict(PretrainConfig, pre_data)
     pre_print = _fingerprint(pre_data)
-    stage("pretrain", lambda: run_pretrain(pre), pre_print)
+    stage("pretrain", lambda overwrite, resume: run_pretrain(replace(pre, overwrite=overwrite, resume=resume)),
+          pre_print, pre)
 
     ft_data = {**_stage_yaml(config.finetune_config, "finetune"), **common, "output_dir": str(dirs["finetune"]),
                "base_model": str(dirs["pretrain"])}
     ft = from_dict(FinetuneConfig, ft_data)
     ft_print = _fingerprint(ft_data, pre_print)
-    stage("finetune", lambda: run_finetune(ft), ft_print)
+    stage("finetune", lambda overwrite, resume: run_finetune(replace(ft, overwrite=overwrite, resume=resume)),
+          ft_print, ft)
 
     ppo_data = {**_stage_yaml(config.controller_config, "controller"), **common, "env": "lm",
                 "model_run_dir": str(dirs["finetune"]), "output_dir": str(dirs["controller"])}
     ppo = from_dict(PPOConfig, ppo_data)  # validated before any stage runs
     ppo_print = _fingerprint(ppo_data, ft_print)
 
-    stage("controller", lambda: train_controller(ppo), ppo_print)  # writes model/, adapter/, controller/
+    stage("controller",  # writes model/, adapter/, controller/
+          lambda overwrite, resume: train_controller(replace(ppo, overwrite=overwrite, resume=resume)), ppo_print, ppo)
 
     sweep_data = {**_stage_yaml(config.sweep_config, "sweep"), "progress": config.progress,
                   **({"tasks": list(config.tasks)} if config.tasks else {}),
@@ -139,7 +160,12 @@ def run_demo(config: DemoConfig) -> dict:
     sweep_config = from_dict(SweepConfig, sweep_data)
     result = {}
 
-    def sweep():
+    def sweep(overwrite: bool, resume: bool):
+        # The sweep has no run lock of its own: the demo marks the directory before writing into it.
+        if overwrite:
+            shutil.rmtree(dirs["sweep"])
+        dirs["sweep"].mkdir(parents=True, exist_ok=True)
+        (dirs["sweep"] / DEMO_STARTED).write_text("")
         rows = run_sweep(sweep_config)
         result.update(write_outputs(rows, sweep_config))
         result["table"] = format_table(rows)

@@ -16,6 +16,7 @@ policy-driven run of it) or training code.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 from policies import PausePolicy, load_policy, save_policy
 
 from .base_ref import BASE_ATTR, is_reference, load_reference, should_refer, write_reference
-from .checkpoint import atomic_dir, check_agreement
+from .checkpoint import atomic_dir, check_agreement, verify_checksums
 from .config import check, from_dict, help_field, read_yaml
 from .decoding import DecodeConfig, DecodeResult, DecodeSession, UrgencyLike, UrgencySchedule, decode
 from .positions import NUMBERINGS, check_numbering
@@ -164,6 +165,8 @@ def load_saved_lm(path: str | os.PathLike):
     local = Path(path).expanduser()
     if not local.exists() and (local.is_absolute() or path.startswith((".", "~")) or path.count("/") > 1):
         raise ValueError(f"{path}: no such model or run directory")
+    if local.is_dir():
+        verify_checksums(local)
     if is_reference(local):  # a lean run: model/ refers to its (fingerprinted) base
         return load_reference(local)
     try:
@@ -255,6 +258,19 @@ def warn_outside_training(config: DecodeConfig, trained: dict) -> None:
 ADAPTER_DIR = "adapter"
 CONTROLLER_DIR = "controller"
 MODEL_DIR = "model"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+PARTS = "parts.json"  # which parts a run directory's model is made of, so a missing one is an error
+
+
+def write_parts(run_dir: str | os.PathLike, adapter: bool) -> None:
+    (Path(run_dir) / PARTS).write_text(json.dumps({"adapter": adapter}) + "\n")
+
+
+def _adapter_expected(run_dir: Path) -> bool:
+    try:
+        return bool(json.loads((run_dir / PARTS).read_text()).get("adapter"))
+    except (OSError, ValueError, AttributeError):
+        return False  # runs written before parts.json, or a plain model directory
 
 
 @dataclass
@@ -314,6 +330,12 @@ class AdaptivePauseModel:
         return next(self.lm.parameters()).device
 
     def to(self, device) -> "AdaptivePauseModel":
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"device: {device!r} is not a torch device ({err})") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device: cuda was asked for, but torch sees no CUDA device (or this torch has no CUDA)")
         self.lm.to(device)
         if self.policy is not None:
             self.policy.to(device)
@@ -338,9 +360,17 @@ class AdaptivePauseModel:
             set_prompt_format(tokenizer, "auto")
         settings = pause_settings(lm, tokenizer)
         hidden = int(lm.config.hidden_size)
-        if (run_dir / ADAPTER_DIR).is_dir():
+        adapter_dir = run_dir / ADAPTER_DIR
+        if not adapter_dir.is_dir() and _adapter_expected(run_dir):
+            raise ValueError(f"{adapter_dir}: missing, but {run_dir / 'model'} is the base of a LoRA run "
+                             "(its parts.json lists an adapter); the bare base would answer without it")
+        if adapter_dir.is_dir():
             from peft import PeftModel
 
+            # Without weights peft would look the directory's name up on the HF hub: refuse first.
+            if not any((adapter_dir / name).is_file() for name in ADAPTER_WEIGHTS):
+                raise ValueError(f"{adapter_dir}: no adapter weights ({' or '.join(ADAPTER_WEIGHTS)})")
+            verify_checksums(adapter_dir)
             try:
                 lm = PeftModel.from_pretrained(lm, str(run_dir / ADAPTER_DIR))
             except Exception as err:  # noqa: BLE001 - peft raises several types; re-raised with the path
@@ -385,6 +415,7 @@ class AdaptivePauseModel:
             save_policy(self.policy, run_dir / CONTROLLER_DIR)
             if self.trained_decode:
                 write_trained_decode(run_dir, self.trained_decode)
+        write_parts(run_dir, adapter=is_peft)
 
     # ---- generation ----------------------------------------------------------------------------------------------
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:

@@ -120,12 +120,37 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> li
     every stage (collators, `AdaptivePauseModel.encode`) encodes a prompt."""
     prompt_format = tokenizer.init_kwargs.get(PROMPT_FORMAT_KEY) or "raw"
     if prompt_format == "raw":
-        return [tokenizer(prompt, add_special_tokens=True)["input_ids"] for prompt in prompts]
+        return [encode_text(tokenizer, prompt, add_special_tokens=True, what=f"prompts[{i}]")
+                for i, prompt in enumerate(prompts)]
     system = tokenizer.init_kwargs.get(SYSTEM_PROMPT_KEY)
     head = [{"role": "system", "content": system}] if system else []
     ids = []
-    for prompt in prompts:  # the template renders one conversation at a time
-        ids.append(list(tokenizer.apply_chat_template(head + [{"role": "user", "content": prompt}],
-                                                      add_generation_prompt=True, tokenize=True,
-                                                      return_dict=True)["input_ids"]))
+    for i, prompt in enumerate(prompts):  # the template renders one conversation at a time
+        # The template's own markup keeps its special tokens; the user's text goes through `encode_text`, so
+        # `<pause>` or `</s>` typed in a prompt stays plain text. Rendered around a sentinel, then split.
+        rendered = tokenizer.apply_chat_template(head + [{"role": "user", "content": _SENTINEL}],
+                                                 add_generation_prompt=True, tokenize=False)
+        before, _, after = rendered.partition(_SENTINEL)
+        ids.append(tokenizer(before, add_special_tokens=False)["input_ids"]
+                   + encode_text(tokenizer, prompt, what=f"prompts[{i}]")
+                   + tokenizer(after, add_special_tokens=False)["input_ids"])
+    return ids
+
+
+_SENTINEL = "\u241fPROMPT\u241f"  # a placeholder no prompt contains, where the user's text goes in the template
+
+
+def encode_text(tokenizer: PreTrainedTokenizerBase, text: str, add_special_tokens: bool = False,
+                what: str = "text") -> list[int]:
+    """User text -> ids. Special-token text in it (`<pause>`, `</s>`) is encoded as plain characters, never as
+    the special token (`split_special_tokens`); a character the tokenizer cannot represent (the unknown token
+    comes out: the character tokenizer knows printable ASCII only) is a ValueError that shows it, rather
+    than a silent `<unk>` and a confident answer to another question."""
+    ids = tokenizer(text, add_special_tokens=add_special_tokens, split_special_tokens=True)["input_ids"]
+    unk = tokenizer.unk_token_id
+    if unk is not None and unk in ids:
+        vocab = tokenizer.get_vocab()
+        unknown = sorted({c for c in text if c not in vocab}) or [tokenizer.unk_token]
+        raise ValueError(f"{what}: characters the tokenizer does not know: {unknown!r} "
+                         f"(the character tokenizer knows printable ASCII)")
     return ids

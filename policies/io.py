@@ -4,12 +4,15 @@ Owns: the on-disk format of `run_dir/controller/` and the registry of policy
 types by name, and the hidden-size check at load time (a `ValueError` saying
 both sizes).
 
-Must not: import `adaptive_pause` (so it writes plainly, not through
-`checkpoint.atomic_dir`: it writes to a temporary sibling and renames).
+Also owns the one directory-replacement rule (`replace_dir`, `recover_dir`) and `file_sha256`, which
+`adaptive_pause.checkpoint` re-exports: they live here because policies never import adaptive_pause.
+
+Must not: import `adaptive_pause`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -33,6 +36,55 @@ WEIGHTS_NAME = "controller.safetensors"
 CONFIG_NAME = "config.json"
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _siblings(path: Path) -> tuple[Path, Path]:
+    """(complete new copy, previous copy): fixed names, so a later start finds them after a crash."""
+    return path.with_name(f".{path.name}.new"), path.with_name(f".{path.name}.old")
+
+
+def replace_dir(tmp: Path, path: Path) -> None:
+    """Put the complete directory `tmp` at `path`, so that at every moment a complete copy exists on disk.
+
+    tmp -> .NAME.new (complete, by name); path -> .NAME.old; .NAME.new -> path; remove .NAME.old. A crash
+    between any two renames leaves .new or .old (or both) complete, and `recover_dir` puts one back.
+    """
+    recover_dir(path, keep=tmp)
+    new, old = _siblings(path)
+    os.replace(tmp, new)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(new, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_dir(path: str | os.PathLike, keep: Path | None = None) -> str | None:
+    """After a crash inside `replace_dir`: restore `path` from .NAME.new (newest complete copy) or
+    .NAME.old, and remove half-written .NAME.tmp-* siblings (but `keep`, the one being written now).
+    Returns what was done, or None. One writer at a time: the run directory's lock."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return None
+    new, old = _siblings(path)
+    done = None
+    if not path.exists():
+        for source in (new, old):
+            if source.is_dir():
+                os.replace(source, path)
+                done = f"restored {path} from {source.name}"
+                break
+    for leftover in [new, old, *path.parent.glob(f".{path.name}.tmp-*")]:
+        if leftover.exists() and leftover != keep:
+            shutil.rmtree(leftover, ignore_errors=True)
+    return done
+
+
 def _current_names(config: dict) -> dict:
     """Constructor arguments under today's names: controllers saved before the head's arguments were renamed
     (`feature_dim` -> `hidden_size`, `joint` -> `detach_features`, its negation) still load."""
@@ -53,20 +105,16 @@ def save_policy(policy: PausePolicy, path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        (tmp / CONFIG_NAME).write_text(json.dumps({"type": name, "config": policy.config()}, indent=2) + "\n")
+        meta = {"type": name, "config": policy.config()}
         state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
         if state:
             save_file(state, str(tmp / WEIGHTS_NAME))
+            meta["sha256"] = {WEIGHTS_NAME: file_sha256(tmp / WEIGHTS_NAME)}  # checked by load_policy
+        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    # Move the old directory aside before the rename, so a crash never leaves no controller at all.
-    old = path.with_name(f".{path.name}.old-{os.getpid()}") if path.exists() else None
-    if old is not None:
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, path)
 
 
 def load_policy(path: str | os.PathLike, hidden_size: int | None = None,
@@ -91,6 +139,9 @@ def load_policy(path: str | os.PathLike, hidden_size: int | None = None,
     if expected:
         if not weights.is_file():
             raise ValueError(f"policy path {path}: {name} has parameters but {WEIGHTS_NAME} is missing")
+        recorded = (data.get("sha256") or {}).get(WEIGHTS_NAME)  # controllers saved before checksums have none
+        if recorded is not None and file_sha256(weights) != recorded:
+            raise ValueError(f"{weights}: sha256 differs from the one recorded in {config_file}; the file is corrupt")
         try:
             policy.load_state_dict(load_file(str(weights), device=str(map_location)))
         except Exception as err:  # noqa: BLE001 - safetensors and torch raise several types; re-raised with the path

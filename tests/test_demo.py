@@ -38,6 +38,6 @@ def test_demo_end_to_end_then_skips(tmp_path, capsys):
     sweep_yaml.write_text((DATA / "demo_sweep.yaml").read_text().replace("num_examples: 20", "num_examples: 12"))
     third = run_demo(DemoConfig(**{**config.__dict__, "sweep_config": str(sweep_yaml)}))
     assert set(third["timings"]) == {"sweep"}
-    assert "sweep: clearing" in capsys.readouterr().out
+    assert "sweep: rerunning into" in capsys.readouterr().out
     forced = run_demo(DemoConfig(**{**config.__dict__, "sweep_config": str(sweep_yaml), "force": True}))
     assert set(forced["timings"]) == set(STAGES)  # --force reruns every stage over its old outputs

@@ -95,6 +95,13 @@ class DecodeConfig:
 
 def as_urgency(value: UrgencyLike, batch: int, device, name: str = "urgency") -> torch.Tensor:  # (batch,)
     """Validate an urgency argument (a number, one per row, or a tensor) into a (batch,) float tensor in [0, 1]."""
+    if hasattr(value, "__array__") and not isinstance(value, torch.Tensor):  # numpy, 0-d included: as a tensor
+        import numpy as np
+
+        array = np.asarray(value)
+        if array.dtype.kind not in "iuf":
+            raise ValueError(f"{name}: expected a number or a list of numbers, got {value!r}")
+        value = torch.as_tensor(array.astype(np.float32))
     if isinstance(value, torch.Tensor):
         u = value.detach().to(device=device, dtype=torch.float32).flatten()
         if value.dim() == 0:

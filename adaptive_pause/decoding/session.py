@@ -318,7 +318,13 @@ class DecodeSession(MultiTokenSteps):
             if rows.shape != (self.batch,):
                 raise ValueError(f"{name}: a bool mask must have shape ({self.batch},), got {tuple(rows.shape)}")
             return rows.to(self.device)
-        index = torch.as_tensor(rows, dtype=torch.long).flatten()
+        try:
+            index = torch.as_tensor(rows).flatten()
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"{name}: expected row indices (integers) or a bool mask, got {rows!r}") from None
+        if index.numel() and (index.is_floating_point() or index.is_complex() or index.dtype == torch.bool):
+            raise ValueError(f"{name}: row indices must be integers, got {index.tolist()}")  # 1.5 is no row
+        index = index.long()
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.batch):
             raise ValueError(f"{name}: row indices must lie in [0, {self.batch}), got {index.tolist()}")
         mask = torch.zeros(self.batch, dtype=torch.bool)

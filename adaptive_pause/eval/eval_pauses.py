@@ -1,8 +1,9 @@
-"""`eval-pauses`: exact-match accuracy with a fixed number k of pauses before the answer.
+"""`eval-pauses`: accuracy with a fixed number k of pauses before the answer, under each task's scorer.
 
 Owns: held-out evaluation of a pretrain or finetune run at k in {0,1,2,4,8,16} (by default), per task and
-per difficulty bucket, a printed table and JSON, optionally beside a no-pause control run at k = 0. One
-teacher-forced pass per k (`greedy_correct`), checked against the decode loop by tests.
+per difficulty bucket, a printed table and JSON (each task's scorer named), optionally beside a no-pause
+control run at k = 0. For the exact scorer one teacher-forced pass per k (`greedy_correct`, checked against
+the decode loop by tests); for any other scorer (numeric, partial) the decode loop's greedy answers, scored.
 
 Must not: train, or decode free-running text (that is `decoding/`).
 """
@@ -20,6 +21,8 @@ import yaml
 from ..checkpoint import write_json_atomic
 from ..config import check, help_field, parse_cli
 from ..decoding.trace import mask_pause
+from policies import FixedPauses
+
 from ..modeling import AdaptivePauseModel, PauseSettings
 from ..tasks import Example, check_split, get_task, task_label
 from ..training.collators import IGNORE_INDEX, FinetuneCollator
@@ -55,6 +58,7 @@ class LoadedRun:
     settings: PauseSettings
     config: dict
     pauses_before_each_answer_token: bool
+    loaded: AdaptivePauseModel
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:
@@ -65,7 +69,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     loaded = AdaptivePauseModel.from_pretrained(run_dir)  # model/ (+ adapter/), parts checked to agree
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
     return LoadedRun(loaded.lm, loaded.tokenizer, loaded.settings, config or {},
-                     bool((config or {}).get("pauses_before_each_answer_token")))
+                     bool((config or {}).get("pauses_before_each_answer_token")), loaded)
 
 
 @torch.no_grad()
@@ -94,9 +98,23 @@ def greedy_correct(run: LoadedRun, examples: Sequence[Example], k: int, batch_si
     return torch.cat(correct)
 
 
+@torch.no_grad()
+def decoded_scores(run: LoadedRun, task, examples: Sequence[Example], k: int, batch_size: int) -> torch.Tensor:
+    """(n,) float: the task's scorer on the greedy answer after k pauses (the decode loop, as `generate`)."""
+    every = run.pauses_before_each_answer_token
+    max_new = max(len(run.tokenizer(e.answer, add_special_tokens=False)["input_ids"]) for e in examples) + 1
+    scores = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        out = run.loaded.generate([e.prompt for e in chunk], urgency=0.0, policy=FixedPauses(k, every_token=every),
+                                  max_new_tokens=max_new, max_pauses=k, first_token_pauses_only=not every)
+        scores += [task.score(text, e.answer) for text, e in zip(out.texts, chunk)]
+    return torch.tensor(scores, dtype=torch.float)
+
+
 def evaluate_run(run: LoadedRun, tasks: Sequence[str], ks: Sequence[int], num_examples: int, seed: int,
                  batch_size: int, split: str = "test") -> dict:
-    """{task label: {"n": n, "by_k": {k: {"all": acc, "by_difficulty": {d: acc}}}}} on `split`."""
+    """{task label: {"n": n, "scorer": name, "by_k": {k: {"all": acc, "by_difficulty": {d: acc}}}}} on `split`."""
     results = {}
     for spec in tasks:
         task = get_task(spec)
@@ -104,13 +122,17 @@ def evaluate_run(run: LoadedRun, tasks: Sequence[str], ks: Sequence[int], num_ex
         difficulty = torch.tensor([e.difficulty for e in examples])
         by_k = {}
         for k in ks:
-            correct = greedy_correct(run, examples, k, batch_size).float()
+            if task.scorer == "exact":  # teacher-forced: the same verdict as greedy decoding, in one pass
+                correct = greedy_correct(run, examples, k, batch_size).float()
+            else:
+                correct = decoded_scores(run, task, examples, k, batch_size)
             by_k[k] = {
                 "all": correct.mean().item(),
                 "by_difficulty": {int(d): correct[difficulty == d].mean().item() for d in difficulty.unique()},
             }
         counts = {int(d): int((difficulty == d).sum()) for d in difficulty.unique()}
-        results[task_label(spec, task)] = {"n": len(examples), "n_by_difficulty": counts, "by_k": by_k}
+        results[task_label(spec, task)] = {"n": len(examples), "scorer": task.scorer, "n_by_difficulty": counts,
+                                           "by_k": by_k}
     return results
 
 
@@ -118,7 +140,7 @@ def format_table(results: dict, control: dict | None = None) -> str:
     """Rows: task x (all, each difficulty); columns: k (and the control at k = 0)."""
     any_task = next(iter(results.values()))
     ks = list(any_task["by_k"])
-    head = ["task", "difficulty", "n"] + [f"k={k}" for k in ks] + (["control k=0"] if control else [])
+    head = ["task", "scorer", "difficulty", "n"] + [f"k={k}" for k in ks] + (["control k=0"] if control else [])
     rows = []
     for spec, res in results.items():
         buckets = ["all"] + sorted(res["n_by_difficulty"])
@@ -128,7 +150,7 @@ def format_table(results: dict, control: dict | None = None) -> str:
             for k in ks:
                 entry = res["by_k"][k]
                 cells.append(entry["all"] if bucket == "all" else entry["by_difficulty"][bucket])
-            row = [spec, str(bucket), str(n)] + [f"{c:.3f}" for c in cells]
+            row = [spec, res.get("scorer", "exact"), str(bucket), str(n)] + [f"{c:.3f}" for c in cells]
             if control:
                 centry = control[spec]["by_k"][0]
                 row.append(f"{(centry['all'] if bucket == 'all' else centry['by_difficulty'][bucket]):.3f}")

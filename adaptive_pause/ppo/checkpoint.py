@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from policies import PausePolicy, save_policy
 
-from ..checkpoint import atomic_dir, load_optimizer_state, optimizer_state
+from ..checkpoint import atomic_dir, load_optimizer_state, optimizer_state, verify_checksums
 from .config import PPOConfig
 
 STATE_FILES = ("trainer.json", "policy.safetensors", "optimizer.safetensors", "optimizer.json")
@@ -87,7 +89,23 @@ def load_checkpoint(run_dir: Path, policy: PausePolicy, evaluator: nn.Module, op
     missing = [name for name in wanted if not (state / name).is_file()]
     if missing:
         raise ValueError(f"resume: {state} is missing {missing}; nothing to resume from")
+    verify_checksums(state)
+    try:
+        return _load(state, policy, evaluator, optimizer, generators, accelerator, lm)
+    except (OSError, KeyError, TypeError, RuntimeError, SafetensorError, json.JSONDecodeError) as err:
+        raise ValueError(f"resume: {state} is corrupt or does not fit this run ({type(err).__name__}: {err})") \
+            from None
+
+
+TRAINER_COUNTERS = ("iteration", "episodes", "decisions", "num_processes", "last_good_iteration")
+
+
+def _load(state: Path, policy, evaluator, optimizer, generators, accelerator, lm) -> dict:
     trainer = json.loads((state / "trainer.json").read_text())
+    bad = [k for k in TRAINER_COUNTERS if not isinstance(trainer.get(k), int) or isinstance(trainer.get(k), bool)
+           or trainer[k] < 0]
+    if bad or not isinstance(trainer.get("elapsed_s"), (int, float)):
+        raise ValueError(f"resume: {state / 'trainer.json'}: counters {bad or ['elapsed_s']} must be integers >= 0")
     if trainer["num_processes"] != accelerator.num_processes:
         raise ValueError(f"resume: the checkpoint was written by {trainer['num_processes']} processes, this run has "
                          f"{accelerator.num_processes}; an exact resume needs the same number")
@@ -114,12 +132,20 @@ def load_checkpoint(run_dir: Path, policy: PausePolicy, evaluator: nn.Module, op
 
 
 # The fields that may change between a run and its resumption; any other difference is refused.
-RESUMABLE_CHANGES = {"iterations", "resume", "progress", "eval_every", "checkpoint_every", "torch_threads"}
+# output_dir: a moved run resumes (where it lives is not its identity); model_run_dir: compared by what it names.
+RESUMABLE_CHANGES = {"iterations", "resume", "progress", "eval_every", "checkpoint_every", "torch_threads",
+                     "output_dir", "overwrite"}
+
+
+def _same_path(a, b) -> bool:
+    return a == b or (isinstance(a, str) and isinstance(b, str) and os.path.realpath(a) == os.path.realpath(b))
 
 
 def check_resumable(saved: PPOConfig, config: PPOConfig) -> None:
     diffs = [f"{f.name}: saved={getattr(saved, f.name)!r}, now={getattr(config, f.name)!r}"
              for f in dataclasses.fields(PPOConfig)
-             if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(config, f.name)]
+             if f.name not in RESUMABLE_CHANGES and not (
+                 f.name == "model_run_dir" and _same_path(saved.model_run_dir, config.model_run_dir))
+             and getattr(saved, f.name) != getattr(config, f.name)]
     if diffs:
         raise ValueError("resume: the config differs from the run's config.yaml: " + "; ".join(diffs))

@@ -6,6 +6,7 @@ Must not: run anything.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -86,6 +87,8 @@ class PPOConfig:
     checkpoint_every: int = help_field("iterations between checkpoints (also at the end)", default=50)
     resume: bool = help_field("continue from output_dir/state (exactly: weights, optimizer, RNG, iteration)",
                          default=False)
+    overwrite: bool = help_field("replace a run of another kind or config in output_dir (only once this one "
+                                 "completes)", default=False)
     progress: bool = help_field("show a progress bar", default=True)
     torch_threads: int = help_field("CPU threads per process for torch (0 = torch's default); the head's small matmuls "
                                "run fastest on one, and extra threads only contend on a shared machine", default=1)
@@ -105,6 +108,9 @@ class PPOConfig:
         check(self.torch_threads >= 0, "torch_threads", f"must be >= 0, got {self.torch_threads}")
         check(self.env in ("analytic", "lm"), "env", f"must be 'analytic' or 'lm', got {self.env!r}")
         check(self.env != "lm" or bool(self.model_run_dir), "model_run_dir", "env lm needs a run directory")
+        check(self.env != "lm" or os.path.realpath(self.model_run_dir) != os.path.realpath(self.output_dir),
+              "output_dir", f"must differ from model_run_dir ({self.model_run_dir}): the controller run would "
+              "overwrite the run it trains on")
         check(len(self.tasks) > 0, "tasks", "needs at least one task")
         check(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
         check(self.max_pauses >= 0, "max_pauses", f"must be >= 0, got {self.max_pauses}")

@@ -27,13 +27,14 @@ from policies import PauseControllerHead
 from rewards import Reward, make_reward
 
 from ..checkpoint import NonFiniteLossError, write_json_atomic
-from ..config import load_yaml, parse_cli, save_yaml
+from ..config import load_yaml, parse_cli, save_yaml, to_dict
 from ..envs.analytic import AnalyticModel, evaluate_analytic, format_analytic
 from ..modeling import AdaptivePauseModel
+from ..rundir import claim_run, identity
 from ..tasks import data_record, get_task
 from ..training.loop import make_accelerator
 from .algorithm import JointEvaluation, PolicyEvaluation, Rollout, explained_variance, make_batch, ppo_update
-from .checkpoint import check_resumable, load_checkpoint, save_checkpoint
+from .checkpoint import RESUMABLE_CHANGES, check_resumable, load_checkpoint, save_checkpoint
 from .config import PPOConfig
 from .sources import AnalyticSource, LMSource
 
@@ -106,18 +107,22 @@ def train(config: PPOConfig) -> dict:
     """Run PPO as configured; returns the final evaluation (analytic) and counters. Raises NonFiniteLossError."""
     if config.torch_threads > 0:
         torch.set_num_threads(config.torch_threads)
-    accelerator = make_accelerator(Path(config.output_dir))
+    claim = claim_run(config.output_dir, "train-controller", identity(to_dict(config), RESUMABLE_CHANGES),
+                      config.resume, config.overwrite)
+    accelerator = make_accelerator(claim.work)
     try:
-        return _train(config, accelerator)
+        result = _train(config, accelerator, claim.work)
+        claim.finish()
+        return result
     finally:
+        claim.release()
         # Whether training finished or raised (a NaN loss and config errors are raised on every rank alike),
         # the process group goes before the interpreter: a rank exiting with a live gloo group aborts
         # ("terminate called without an active exception"). Destroying it twice is a no-op.
         accelerator.end_training()
 
 
-def _train(config: PPOConfig, accelerator) -> dict:
-    run_dir = Path(config.output_dir)
+def _train(config: PPOConfig, accelerator, run_dir: Path) -> dict:
     rank, world = accelerator.process_index, accelerator.num_processes
     if config.episodes_per_iteration % world:
         raise ValueError(f"episodes_per_iteration: {config.episodes_per_iteration} does not split evenly over "

@@ -20,8 +20,8 @@ import torch
 
 from ..config import check
 from ..positions import position_ids
-from ..tokens import encode_prompts
 from ..tasks import Example
+from ..tokens import encode_prompts, encode_text
 
 
 def check_k_weights(k_weights: Optional[list[float]], max_pauses: int) -> None:
@@ -74,8 +74,9 @@ class _Collator:
     def encode(self, example: Example) -> tuple[list[int], list[int]]:
         if not example.prompt:
             raise ValueError(f"empty prompt in task {example.task!r}")
+        where = f"task {example.task!r}"
         prompt = encode_prompts(self.tokenizer, [example.prompt])[0]
-        answer = self.tokenizer(example.answer, add_special_tokens=False)["input_ids"] + [self.eos_id]
+        answer = encode_text(self.tokenizer, example.answer, what=f"{where} answer") + [self.eos_id]
         return prompt, answer
 
     def pad(self, sequences: list[list[int]], labels: list[list[int]]) -> TokenBatch:

@@ -5,7 +5,8 @@ id or a local path; `<pause>` is added if missing), wrap it in a peft LoRA
 adapter whose `trainable_token_indices` make the `<pause>` embedding row
 trainable, train with k pauses per example drawn from [0, K] (optionally before
 every answer token) under Accelerate, and write
-`output_dir/{config.yaml, model/, adapter/, logs/, history.json}`. `model/` is
+`output_dir/{run.json, config.yaml, model/, adapter/, state/, logs/, history.json}` (periodic checkpoints
+of the adapter in state/, `--resume` continues them exactly). `model/` is
 the base the adapter was trained on, so the run directory is self-contained.
 With `max_pauses 0` the same command trains the no-pause control.
 
@@ -17,17 +18,17 @@ Must not: contain the training loop (`loop.py`) or pause placement (`collators.p
 
 from __future__ import annotations
 
-import os
-import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from peft import LoraConfig, get_peft_model
 
-from ..checkpoint import atomic_dir
-from ..config import check, help_field, parse_cli, save_yaml
-from ..modeling import ModelConfig, load_lm, pause_settings, save_lm
+from ..checkpoint import NonFiniteLossError, atomic_dir, replace_dir
+from ..config import check, help_field, parse_cli, save_yaml, to_dict
+from ..modeling import ModelConfig, load_lm, pause_settings, save_lm, write_parts
+from ..rundir import claim_run, identity
 from ..tasks import get_task
 from .collators import FinetuneCollator, check_k_weights
 from .loop import TrainConfig, finish, make_accelerator, tracker_config, train
@@ -77,8 +78,16 @@ def lora_config(config: FinetuneConfig, pause_id: int) -> LoraConfig:
 
 
 def run_finetune(config: FinetuneConfig) -> Path:
-    out = Path(config.output_dir)
     tasks = [get_task(spec) for spec in config.tasks]
+    claim = claim_run(config.output_dir, "finetune", identity(to_dict(config)), config.resume, config.overwrite)
+    try:
+        return _run_finetune(config, claim, tasks)
+    finally:
+        claim.release()  # also when the stage raised: the lock never outlives the run
+
+
+def _run_finetune(config, claim, tasks) -> Path:
+    out = claim.work
     accelerator = make_accelerator(out, config.seed)
     base, tokenizer = load_lm(ModelConfig(name_or_path=config.base_model, prompt_format=config.prompt_format,
                                           system_prompt=config.system_prompt), seed=config.seed)
@@ -105,14 +114,18 @@ def run_finetune(config: FinetuneConfig) -> Path:
         with atomic_dir(out / "adapter") as tmp:
             # model/ holds the (resized) base embeddings; the adapter needs only its own weights.
             accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state, save_embedding_layers=False)
-        if (out / "model").exists():
-            shutil.rmtree(out / "model")
-        os.replace(pending, out / "model")
+        replace_dir(pending, out / "model")
+        write_parts(out, adapter=True)
         save_yaml(config, out / "config.yaml")
     finish(accelerator)
-    return out
+    claim.finish()
+    return claim.path
 
 
 def main(argv: list[str] | None = None) -> int:
-    run_finetune(parse_cli(FinetuneConfig, argv, prog="adaptive-pause finetune"))
+    try:
+        run_finetune(parse_cli(FinetuneConfig, argv, prog="adaptive-pause finetune"))
+    except NonFiniteLossError as error:
+        print(f"adaptive-pause finetune: error: {error}", file=sys.stderr)
+        return 1
     return 0

@@ -26,13 +26,15 @@ from ..checkpoint import NonFiniteLossError, write_json_atomic
 from ..config import check, help_field, to_dict
 from ..tasks import ALL_TASKS, STAGE_SPLITS, Example, Task, data_record, example_id
 from .collators import IGNORE_INDEX, TokenBatch
+from .state import load_train_state, save_train_state
 
 
 @dataclass
 class TrainConfig:
     """Fields shared by every training stage."""
 
-    output_dir: str = help_field("run directory (created; a new run replaces what it holds)", default="runs/default")
+    output_dir: str = help_field("run directory (created; one holding another run is refused unless --overwrite)",
+                                 default="runs/default")
     tasks: list[str] = help_field("task specs, e.g. addition addition:1-4 jsonl:data.jsonl:numeric",
                              default_factory=lambda: list(ALL_TASKS))
     seed: int = help_field("seed for data, pause placement and initialisation", default=0)
@@ -44,6 +46,11 @@ class TrainConfig:
     max_grad_norm: float = help_field("gradient clipping norm (0 disables)", default=1.0)
     log_every: int = help_field("steps between logged scalars", default=50)
     progress: bool = help_field("show a progress bar", default=True)
+    checkpoint_every: int = help_field("optimizer steps between checkpoints in output_dir/state/ (and at the end)",
+                                       default=100)
+    resume: bool = help_field("continue the run in output_dir from its last checkpoint (bit-identical)", default=False)
+    overwrite: bool = help_field("replace a run of another kind or config in output_dir (only once this one "
+                                 "completes)", default=False)
 
     def __post_init__(self):
         check(len(self.tasks) > 0, "tasks", "needs at least one task")
@@ -54,6 +61,7 @@ class TrainConfig:
         check(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         check(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
         check(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
+        check(self.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
 
 
 
@@ -113,7 +121,12 @@ def train(
     history: list[dict] = []
     file_tasks = {task.name for task in tasks if hasattr(task, "splits")}
     seen: dict[str, set[str]] = {name: set() for name in file_tasks}  # ids of file-backed examples trained on
-    bar = tqdm(range(config.max_steps), desc=stage, disable=not (config.progress and accelerator.is_main_process))
+    start, last_good = 0, None
+    if config.resume:
+        start, history = load_train_state(output_dir, model, optimizer, scheduler, accelerator, config.max_steps)
+        last_good = start
+    bar = tqdm(range(start, config.max_steps), desc=stage, initial=start, total=config.max_steps,
+               disable=not (config.progress and accelerator.is_main_process))
     model.train()
     for step in bar:
         examples = examples_for_step(tasks, config.seed, step, config.batch_size)
@@ -129,9 +142,11 @@ def train(
         loss = loss_sum * world / max(num_targets, 1)
         global_loss = accelerator.reduce(loss_sum.detach(), reduction="sum").item() / max(num_targets, 1)
         if not math.isfinite(global_loss):
+            kept = (f"{output_dir / 'state'} (step {last_good}, resumable with --resume true)" if last_good
+                    else "none (no checkpoint was written yet)")
             raise NonFiniteLossError(
-                f"{stage}: loss became {global_loss} at step {step}; stopping without saving "
-                f"(lower learning_rate={config.learning_rate} or check the data)"
+                f"{stage}: loss became {global_loss} at step {step}; training stopped; the last good checkpoint is "
+                f"{kept}, left intact (lower learning_rate={config.learning_rate} or check the data)"
             )
         accelerator.backward(loss)
         grad_norm = None
@@ -151,6 +166,9 @@ def train(
             if not config.progress and accelerator.is_main_process:  # no bar: the same figures as lines
                 print(f"{stage}: step {step + 1}/{config.max_steps} loss={global_loss:.4f} lr={record['lr']:.3g}",
                       flush=True)
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.max_steps:
+            save_train_state(output_dir, model, optimizer, scheduler, accelerator, step + 1, history)
+            last_good = step + 1
     if accelerator.is_main_process:
         print(f"{stage}: done steps={config.max_steps} first_loss={history[0]['loss']:.4f} "
               f"final_loss={history[-1]['loss']:.4f} processes={world} split={STAGE_SPLITS[stage]}", flush=True)

@@ -3,8 +3,8 @@
 Owns: the `pretrain` stage: build the embedded tiny Llama (or load any HF id /
 local path), add `<pause>`, train on a mixture of task streams with random
 pause insertion (no loss on pause targets) under Accelerate, and write
-`output_dir/{config.yaml, model/, logs/, history.json}`. With `pause_rate 0`
-the same command trains the no-pause control.
+`output_dir/{run.json, config.yaml, model/, state/, logs/, history.json}` (periodic checkpoints in
+state/, `--resume` continues them exactly). With `pause_rate 0` the same command trains the no-pause control.
 
 Must not: contain the training loop itself (`loop.py`) or pause placement (`collators.py`).
 """
@@ -15,8 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..config import check, help_field, parse_cli, save_yaml
+import sys
+
+
+from ..checkpoint import NonFiniteLossError
+from ..config import check, help_field, parse_cli, save_yaml, to_dict
 from ..modeling import ModelConfig, load_lm, pause_settings, save_lm
+from ..rundir import claim_run, identity
 from ..tasks import get_task
 from .collators import FinetuneCollator, PretrainCollator, check_k_weights
 from .loop import TrainConfig, finish, make_accelerator, tracker_config, train
@@ -72,8 +77,16 @@ def pretrain_collator(config: PretrainConfig, tokenizer, settings, max_length: i
 
 
 def run_pretrain(config: PretrainConfig) -> Path:
-    out = Path(config.output_dir)
     tasks = [get_task(spec) for spec in config.tasks]
+    claim = claim_run(config.output_dir, "pretrain", identity(to_dict(config)), config.resume, config.overwrite)
+    try:
+        return _run_pretrain(config, claim, tasks)
+    finally:
+        claim.release()  # also when the stage raised: the lock never outlives the run
+
+
+def _run_pretrain(config, claim, tasks) -> Path:
+    out = claim.work
     accelerator = make_accelerator(out, config.seed)
     model, tokenizer = load_lm(config.model, seed=config.seed)
     settings = pause_settings(model, tokenizer)
@@ -91,9 +104,14 @@ def run_pretrain(config: PretrainConfig) -> Path:
         save_lm(accelerator.unwrap_model(model), tokenizer, out / "model", state_dict=state)
         save_yaml(config, out / "config.yaml")
     finish(accelerator)
-    return out
+    claim.finish()
+    return claim.path
 
 
 def main(argv: list[str] | None = None) -> int:
-    run_pretrain(parse_cli(PretrainConfig, argv, prog="adaptive-pause pretrain"))
+    try:
+        run_pretrain(parse_cli(PretrainConfig, argv, prog="adaptive-pause pretrain"))
+    except NonFiniteLossError as error:
+        print(f"adaptive-pause pretrain: error: {error}", file=sys.stderr)
+        return 1
     return 0

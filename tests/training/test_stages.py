@@ -75,7 +75,7 @@ def test_eval_pauses_writes_table_and_json(runs, capsys):
     run_eval_pauses(EvalPausesConfig(run_dir=str(runs / "ft"), ks=[0, 1, 8], num_examples=40, output=str(out),
                                      control_dir=str(runs / "pre")))
     printed = capsys.readouterr().out
-    assert "| addition:1-2 | all" in printed and "control k=0" in printed
+    assert "| addition:1-2 | exact  | all" in printed and "control k=0" in printed
     data = json.loads(out.read_text())
     by_k = data["results"]["addition:1-2"]["by_k"]
     assert set(by_k) == {"0", "1", "8"} and set(by_k["0"]["by_difficulty"]) == {"1", "2"}
@@ -149,6 +149,9 @@ def test_missing_or_corrupt_model_directory_is_a_clear_error(runs, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(runs / "pre" / "model", broken)
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="broken/model.safetensors: sha256 differs"):
+        load_saved_lm(broken)
+    (broken / "checksums.json").unlink()  # a directory written without sidecars: the loader's own error
     with pytest.raises(ValueError, match="broken: a corrupt or incomplete model directory"):
         load_saved_lm(broken)
 
@@ -187,12 +190,12 @@ def test_corrupt_controller_or_adapter_is_a_clear_error(runs, tmp_path):
     save_policy(PauseControllerHead(32), run / "controller")
     assert AdaptivePauseModel.from_pretrained(run).policy is not None
     (run / "controller" / "controller.safetensors").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="corrupt or mismatched controller weights"):
+    with pytest.raises(ValueError, match="controller.safetensors: sha256 differs"):
         AdaptivePauseModel.from_pretrained(run)
     (run / "controller" / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="corrupt or mismatched controller config"):
         AdaptivePauseModel.from_pretrained(run)
     shutil.rmtree(run / "controller")
     (run / "adapter" / "adapter_model.safetensors").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="corrupt or mismatched adapter"):
+    with pytest.raises(ValueError, match="adapter_model.safetensors: sha256 differs"):
         AdaptivePauseModel.from_pretrained(run)
