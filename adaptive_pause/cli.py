@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pretrain": ("adaptive_pause.training.pretrain", "main", "pause-pretraining of a base LM (random <pause> insertion)"),
     "finetune": ("adaptive_pause.training.finetune", "main", "LoRA pause-finetuning with k pauses before answers"),
     "eval-pauses": ("adaptive_pause.eval.eval_pauses", "main", "exact-match accuracy at fixed k pauses, per difficulty"),
+    "train-urgency": ("adaptive_pause.training.urgency", "main",
+                      "the urgency estimator: a head reading phrased prompts through the frozen LM"),
     "train-controller": ("adaptive_pause.ppo.trainer", "main", "PPO for the pause controller (--env analytic: exact test bench)"),
     "generate": ("adaptive_pause.generate", "main", "answer prompts under an urgency with a run's LM and controller"),
     "sweep": ("adaptive_pause.eval.sweep", "main", "urgency sweep of the controller vs fixed-k, confidence and random baselines"),

@@ -47,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("prompts", nargs="+", help="prompt texts")
     # One value per flag so that `--urgency 0.2 "prompt" ...` leaves the prompts to the positional list.
     parser.add_argument("--urgency", default="0.3",
-                        help="one urgency in [0, 1] for all prompts, or one per prompt, comma-separated (0.1,0.9)")
+                        help="one urgency in [0, 1] or 'auto' (estimated from the prompt) for all prompts, or one "
+                             "per prompt, comma-separated (0.1,auto,0.9)")
+    parser.add_argument("--urgency_adjust", default=None,
+                        help="turn estimates into the controller's urgency: comma-separated steps scale:X, offset:X, "
+                             "max:X (at least X), min:X (at most X), clamp:LOW:HIGH (applied in that order)")
     parser.add_argument("--policy", default="saved",
                         help="saved (the run's controller), fixed:K, fixed-each:K, confidence:HIGH[:LOW], random:P")
     parser.add_argument("--seed", type=int, default=None, help="seed for sampled tokens and controller actions")
@@ -58,20 +62,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", default=False, help="print one JSON object per prompt instead of text")
     args = parser.parse_args(argv)
     try:
-        values = [float(v) for v in args.urgency.split(",")]
+        values = [v.strip() if v.strip() == "auto" else float(v) for v in args.urgency.split(",")]
     except ValueError:
-        raise ValueError(f"urgency: expected a number or comma-separated numbers, got {args.urgency!r}") from None
+        raise ValueError(f"urgency: expected a number or 'auto', or comma-separated ones, got {args.urgency!r}") \
+            from None
     urgency = values[0] if len(values) == 1 else values
-    decode_config = from_dict(DecodeConfig, {"record_features": False, **given_values(args, DecodeConfig)})
+    # Only the flags given override the run's trained decode settings (decode.yaml) and the defaults.
+    given = given_values(args, DecodeConfig)
+    typed = from_dict(DecodeConfig, given)
+    overrides = {name: getattr(typed, name) for name in given}
     model = AdaptivePauseModel.from_pretrained(args.run_dir, device=args.device)
-    out = model.generate(args.prompts, urgency=urgency, policy=parse_policy(args.policy), decode_config=decode_config,
-                         seed=args.seed)
+    out = model.generate(args.prompts, urgency=urgency, policy=parse_policy(args.policy), seed=args.seed,
+                         urgency_adjust=args.urgency_adjust, **overrides)
     for i, prompt in enumerate(args.prompts):
         if args.json:
             print(json.dumps({"prompt": prompt, "answer": out.texts[i], "pauses": out.pauses[i],
                               "pauses_per_token": out.pauses_per_token[i], "steps": out.steps[i],
-                              "finish_reason": out.finish_reasons[i]}))
+                              "finish_reason": out.finish_reasons[i], "urgency_estimated": out.urgency_estimated[i],
+                              "urgency_used": out.urgency_used[i]}))
         else:
+            estimate = "" if out.urgency_estimated[i] is None else f"urgency_estimated={out.urgency_estimated[i]:.3f} "
             print(f"{prompt}{out.texts[i]}\t[pauses={out.pauses[i]} per_token={out.pauses_per_token[i]} "
-                  f"finish={out.finish_reasons[i]}]")
+                  f"{estimate}urgency={out.urgency_used[i]:.3f} finish={out.finish_reasons[i]}]")
     return 0

@@ -18,22 +18,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Optional
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from policies import PausePolicy, load_policy, save_policy
+from policies import PausePolicy, UrgencyEstimator, load_estimator, load_policy, save_estimator, save_policy
 
 from .base_ref import BASE_ATTR, is_reference, load_reference, should_refer, write_reference
 from .checkpoint import atomic_dir, check_agreement, verify_checksums
-from .config import check, from_dict, help_field, read_yaml
+from .config import check, help_field
 from .decoding import DecodeConfig, DecodeResult, DecodeSession, UrgencyLike, UrgencySchedule, decode
+from .trained_decode import read_trained_decode, warn_outside_training, write_trained_decode
+from .urgency import UrgencyAdjust, check_estimator, estimate, urgency_for_generate
 from .positions import NUMBERINGS, check_numbering
 from .tokens import (PROMPT_FORMAT_KEY, build_char_tokenizer, encode_prompts, ensure_pause_token,
                      pause_token_id, set_prompt_format)
@@ -208,55 +208,11 @@ def save_lm(model, tokenizer, path: str | os.PathLike, state_dict: dict | None =
         tokenizer.save_pretrained(tmp)
 
 
-# ---- the decode settings a controller was trained under ----------------------------------------------------------
-
-TRAINED_DECODE = "decode.yaml"
-TRAINED_FIELDS = ("max_pauses", "max_pauses_total", "first_token_pauses_only")
-
-
-def write_trained_decode(run_dir: str | os.PathLike, settings: dict) -> None:
-    """RUN_DIR/decode.yaml: the pause settings a controller was trained under (written atomically)."""
-    path = Path(run_dir) / TRAINED_DECODE
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump({k: settings[k] for k in TRAINED_FIELDS if k in settings}, sort_keys=False))
-    os.replace(tmp, path)
-
-
-def read_trained_decode(run_dir: str | os.PathLike) -> dict:
-    """The settings of RUN_DIR/decode.yaml ({} when the run has none), checked as DecodeConfig fields."""
-    path = Path(run_dir) / TRAINED_DECODE
-    if not path.is_file():
-        return {}
-    data = read_yaml(path, TRAINED_DECODE)
-    unknown = sorted(set(data) - set(TRAINED_FIELDS))
-    if unknown:
-        raise ValueError(f"{path}: unknown field {unknown[0]!r}; expected some of {TRAINED_FIELDS}")
-    from_dict(DecodeConfig, data)  # types and ranges, with errors that name the field
-    return data
-
-
-def warn_outside_training(config: DecodeConfig, trained: dict) -> None:
-    """A warning (not an error: a caller may mean it) when `config` lets the controller decide where it was
-    never trained: pausing after the first answer token, or more pauses than it was trained with."""
-    if not trained:
-        return
-    problems = []
-    if trained.get("first_token_pauses_only") and not config.first_token_pauses_only:
-        problems.append("first_token_pauses_only=False (trained with True: no pauses after the first token)")
-    if config.max_pauses > trained.get("max_pauses", config.max_pauses):
-        problems.append(f"max_pauses={config.max_pauses} (trained with {trained['max_pauses']})")
-    budget, trained_budget = config.max_pauses_total, trained.get("max_pauses_total")
-    if trained_budget is not None and (budget is None or budget > trained_budget):
-        problems.append(f"max_pauses_total={budget} (trained with {trained_budget})")
-    if problems:
-        warnings.warn("decoding outside the settings the controller was trained under: " + "; ".join(problems),
-                      stacklevel=3)
-
-
 # ---- AdaptivePauseModel -------------------------------------------------------------------------------------------
 
 ADAPTER_DIR = "adapter"
 CONTROLLER_DIR = "controller"
+URGENCY_DIR = "urgency"
 MODEL_DIR = "model"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 PARTS = "parts.json"  # which parts a run directory's model is made of, so a missing one is an error
@@ -286,6 +242,8 @@ class GenerateOutput:
     finish_reasons: list[str]  # eos | stop_string | max_new_tokens | cancelled
     time_s: list[float]  # wall-clock per row, prefill included
     result: DecodeResult  # the full record (trace of actions, log-probs, values, controller inputs)
+    urgency_estimated: list[float | None] | None = None  # the estimator's output for "auto" rows, else None
+    urgency_used: list[float] | None = None  # the controller's urgency input per row (before any urgency_schedule)
 
 
 def _base_model(lm):
@@ -310,13 +268,17 @@ class AdaptivePauseModel:
     policy: any `PausePolicy` (None: pass one to `generate`).
     """
 
-    def __init__(self, lm, tokenizer, policy: PausePolicy | None = None):
+    def __init__(self, lm, tokenizer, policy: PausePolicy | None = None,
+                 urgency_estimator: UrgencyEstimator | None = None):
         self.lm = lm
         self.tokenizer = tokenizer
         self.settings = pause_settings(lm, tokenizer)
         if policy is not None:
             policy.check_hidden_size(self.hidden_size)
         self.policy = policy
+        if urgency_estimator is not None:
+            check_estimator(self, urgency_estimator)
+        self.urgency_estimator = urgency_estimator  # reads urgency from the prompt: generate(urgency="auto")
         # The pause settings the saved controller was trained under (RUN_DIR/decode.yaml, written by
         # train-controller): generate's defaults, so that a run is decoded as it was trained.
         self.trained_decode: dict = {}
@@ -337,8 +299,9 @@ class AdaptivePauseModel:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device: cuda was asked for, but torch sees no CUDA device (or this torch has no CUDA)")
         self.lm.to(device)
-        if self.policy is not None:
-            self.policy.to(device)
+        for part in (self.policy, self.urgency_estimator):
+            if part is not None:
+                part.to(device)
         return self
 
     # ---- run directory round trip --------------------------------------------------------------------------------
@@ -389,7 +352,11 @@ class AdaptivePauseModel:
             facts["controller"] = {"hidden_size": int(policy.hidden_size)}
         check_agreement(facts)
         lm.eval()
-        model = cls(lm, tokenizer, policy)
+        estimator = None
+        if (run_dir / URGENCY_DIR).is_dir():
+            estimator = load_estimator(run_dir / URGENCY_DIR, hidden_size=hidden, vocab_size=len(tokenizer),
+                                       pause_id=settings.pause_id)
+        model = cls(lm, tokenizer, policy, estimator)
         model.trained_decode = read_trained_decode(run_dir) if policy is not None else {}
         return model.to(device) if device is not None else model
 
@@ -415,6 +382,8 @@ class AdaptivePauseModel:
             save_policy(self.policy, run_dir / CONTROLLER_DIR)
             if self.trained_decode:
                 write_trained_decode(run_dir, self.trained_decode)
+        if self.urgency_estimator is not None:
+            save_estimator(self.urgency_estimator, run_dir / URGENCY_DIR)
         write_parts(run_dir, adapter=is_peft)
 
     # ---- generation ----------------------------------------------------------------------------------------------
@@ -470,12 +439,22 @@ class AdaptivePauseModel:
             warn_outside_training(config, self.trained_decode)
         return config
 
+    def estimate_urgency(self, prompts: Sequence[str], estimator: UrgencyEstimator | None = None) -> torch.Tensor:
+        """The urgency estimator's reading of each prompt (the run's estimator unless one is passed): (rows,)."""
+        return estimate(self, self.encode(prompts), estimator)
+
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], urgency: UrgencyLike = 0.3, policy: PausePolicy | None = None,
-                 decode_config: DecodeConfig | None = None, *, seed: int | None = None,
-                 urgency_schedule: UrgencySchedule | None = None,
-                 on_step: Callable[[DecodeSession], None] | None = None, **overrides) -> GenerateOutput:
-        """Answer `prompts` under `urgency` (one number or one per prompt, in [0, 1]).
+    def generate(self, prompts: Sequence[str], urgency: UrgencyLike | str | Sequence = 0.3,
+                 policy: PausePolicy | None = None, decode_config: DecodeConfig | None = None, *,
+                 seed: int | None = None, urgency_schedule: UrgencySchedule | None = None,
+                 on_step: Callable[[DecodeSession], None] | None = None, urgency_adjust: UrgencyAdjust = None,
+                 urgency_estimator: UrgencyEstimator | None = None, **overrides) -> GenerateOutput:
+        """Answer `prompts` under `urgency`: one number in [0, 1] or "auto", or one per prompt (a list mixing them).
+
+        "auto" rows take their urgency from the urgency estimator (the run's, or `urgency_estimator`), passed
+        through `urgency_adjust` (a callable on the (rows,) estimates, or a spec such as {"scale": 1.2,
+        "offset": -0.1, "max": 0.5, "min": 0.9, "clamp": [0.2, 0.8]}); the output reports per row the estimate
+        and the urgency used.
 
         As transformers' `generate(..., generation_config=None, **kwargs)`: `decode_config` holds the limits
         and sampling (`DecodeConfig`), and any of its fields may be passed as keyword overrides
@@ -486,6 +465,7 @@ class AdaptivePauseModel:
         """
         policy = self._policy(policy)
         prompt_ids = self.encode(prompts)
+        urgency, estimated = urgency_for_generate(self, urgency, prompt_ids, urgency_adjust, urgency_estimator)
         config = self.decode_config(policy, decode_config, **overrides)
         was_training = self.lm.training
         self.lm.eval()
@@ -499,4 +479,7 @@ class AdaptivePauseModel:
         return GenerateOutput(texts=texts, answer_ids=result.answer_ids, pauses=result.pauses_total.tolist(),
                               pauses_per_token=result.pauses_per_token, steps=result.steps.tolist(),
                               forward_passes=result.forward_passes, finish_reasons=result.finish_reasons,
-                              time_s=result.time_s.tolist(), result=result)
+                              time_s=result.time_s.tolist(), result=result,
+                              urgency_estimated=estimated if estimated is not None else [None] * len(prompt_ids),
+                              urgency_used=torch.as_tensor(urgency, dtype=torch.float32).flatten()
+                              .expand(len(prompt_ids)).tolist())  # before any urgency_schedule

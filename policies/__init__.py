@@ -7,6 +7,8 @@ from .base import EMIT, PAUSE, ControllerInputs, Decision, PausePolicy
 from .baselines import ConfidenceThreshold, FixedPauses, RandomPauses
 from .head import PauseControllerHead
 from .io import POLICY_TYPES, load_policy, save_policy
+from .urgency import UrgencyEstimator, load_estimator, save_estimator
 
 __all__ = ["EMIT", "PAUSE", "ControllerInputs", "Decision", "PausePolicy", "ConfidenceThreshold", "FixedPauses",
-           "RandomPauses", "PauseControllerHead", "POLICY_TYPES", "load_policy", "save_policy"]
+           "RandomPauses", "PauseControllerHead", "POLICY_TYPES", "load_policy", "save_policy",
+           "UrgencyEstimator", "load_estimator", "save_estimator"]

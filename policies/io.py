@@ -12,6 +12,7 @@ Must not: import `adaptive_pause`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -101,16 +102,24 @@ def save_policy(policy: PausePolicy, path: str | os.PathLike) -> None:
     name = type(policy).__name__
     if name not in POLICY_TYPES:
         raise ValueError(f"policy: {name} is not a registered type; known: {sorted(POLICY_TYPES)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with atomic_directory(path) as tmp:
         meta = {"type": name, "config": policy.config()}
         state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
         if state:
             save_file(state, str(tmp / WEIGHTS_NAME))
             meta["sha256"] = {WEIGHTS_NAME: file_sha256(tmp / WEIGHTS_NAME)}  # checked by load_policy
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike):
+    """Yield a temporary sibling directory that replaces `path` (by `replace_dir`, which always keeps a complete
+    copy) only when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,0 +1,297 @@
+"""Urgency phrasings with graded levels, combined with task prompts: the urgency estimator's data.
+
+Owns: the phrase bank (7 levels from "take all the time you need" to "the reactor is about
+to explode"; per level many templates in request wording and in context wording, each with
+inline alternatives `{a|b|c}` and shared slots `{answer}`), its split *by template* into
+train / validation / test (a held-out template's phrasings never occur in training; the
+split is a pure function of the seed), and `PhrasedExample`s: a phrase rendered with a
+random case and punctuation, placed before or after a task's prompt. Level L of
+`LEVELS` stands for urgency L / (LEVELS - 1).
+
+Must not: know about tokenizers or models. Only printable ASCII (the embedded character
+tokenizer has no other characters and no newline).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from .base import Example, Task
+
+LEVELS = 7
+SPLITS = ("train", "validation", "test")
+PLACEMENTS = ("before", "after", "any")
+
+# Slots shared by every level's templates: they vary the wording without saying how urgent it is.
+SLOTS = {
+    "answer": ["the answer", "an answer", "the result", "a reply", "the solution", "this", "it", "the number",
+               "a response", "the value"],
+    "solve": ["solve this", "work this out", "answer this", "figure this out", "compute this", "do this sum",
+              "calculate this", "give me the answer", "tell me the result", "get this done"],
+    "me": ["me", "us", "the team", "my boss", "the client"],
+}
+
+# (level, kind, template). kind: "request" (the asker says how fast) or "context" (the situation implies it).
+TEMPLATES: list[tuple[int, str, str]] = [
+    # 0: no time pressure at all; only accuracy matters
+    (0, "request", "take all the time you {need|want|like}"),
+    (0, "request", "there is {absolutely|really|truly} no rush {at all|whatsoever|here}"),
+    (0, "request", "{no hurry|no rush} at all, {accuracy|getting it right|correctness} is all that matters"),
+    (0, "request", "{think it through|go through it} {slowly|carefully|thoroughly}, time is no object"),
+    (0, "request", "{please |}be as {slow|careful|thorough} as you {like|want|need}"),
+    (0, "request", "{feel free to|you can} take {days|weeks|forever|as long as you like} on {answer}"),
+    (0, "request", "{I am|I'm} in no hurry whatsoever, {just|only} get {answer} right"),
+    (0, "request", "{don't|do not} {worry about|think about|care about} the time {at all|one bit}"),
+    (0, "request", "{speed|time} {doesn't|does not} matter {at all|in the slightest}, {precision|accuracy} does"),
+    (0, "request", "double-check everything, {there is|we have} no deadline"),
+    (0, "request", "{spend|use} as {long|much time} as {needed|necessary|you need} to be {certain|sure|exact}"),
+    (0, "request", "{leisurely|at your leisure}, {no clock is running|nobody is timing you}"),
+    (0, "context", "this is for {an archive|a reference book|a long-term study|the permanent record}, so correctness "
+                   "{beats|outranks|matters more than} speed"),
+    (0, "context", "{we have|there are} {months|weeks|years} before {anyone|somebody} {needs|reads} {answer}"),
+    (0, "context", "{I'm|I am} {retired|on a long vacation|on sabbatical} and {have|with} {endless|unlimited|all the} time"),
+    (0, "context", "the {deadline|due date} is {next year|months away|not for ages}"),
+    (0, "context", "{this|it} is {a hobby puzzle|for fun|idle curiosity}, {nobody|no one} is waiting on {it|answer}"),
+    (0, "context", "{I|we} will {read|check} {answer} {sometime next month|in a few weeks|whenever}"),
+    (0, "context", "nothing depends on {the timing|how long it takes}, {only|just} on being right"),
+    (0, "context", "{a rainy Sunday|a slow afternoon|a quiet week} with {nothing|no plans} on the calendar"),
+
+    # 1: calm; no rush, but someone will read it eventually
+    (1, "request", "no rush"),
+    (1, "request", "take your time"),
+    (1, "request", "whenever you get a chance"),
+    (1, "request", "{whenever|when} {it suits you|you are free|you are ready}"),
+    (1, "request", "{no need|there's no need} to hurry"),
+    (1, "request", "{at|in} your own pace"),
+    (1, "request", "{get to it|do it} when you {can|have time}, {no pressure|it can wait}"),
+    (1, "request", "{it|this} can wait {a while|a bit|until later}"),
+    (1, "request", "{relax|easy does it}, {there's|there is} plenty of time"),
+    (1, "request", "{no pressure|no stress}, {whenever|any time} is fine"),
+    (1, "request", "{I'm|I am} not in a hurry for {answer}"),
+    (1, "request", "{later|sometime this week} is {perfectly |}fine"),
+    (1, "request", "{send|give} {me|us} {answer} {at some point|eventually}"),
+    (1, "context", "{I'm|I am} planning {ahead|in advance} for next {month|quarter|term}"),
+    (1, "context", "the report is due {in a couple of weeks|next month|at the end of the month}"),
+    (1, "context", "{we|I} only need {answer} {for next week|by the weekend after next}"),
+    (1, "context", "{just|only} {curious|wondering}, {it's|it is} not urgent"),
+    (1, "context", "{I'm|I am} {preparing|drafting} notes for a {future|later} {meeting|lecture|class}"),
+    (1, "context", "{nobody|no one} {needs|will use} {answer} {before|until} next week"),
+    (1, "context", "{this|it} is {low priority|a low-priority item|on the back burner}"),
+
+    # 2: relaxed; today is fine
+    (2, "request", "when you have a {moment|minute|spare minute}"),
+    (2, "request", "sometime today {is fine|works|would be good}"),
+    (2, "request", "{by|before} the end of the day, {please|if possible}"),
+    (2, "request", "{when|once} you {get around to it|have a free moment} today"),
+    (2, "request", "{reasonably|fairly} {relaxed|calm}, {but|though} {today|later today} please"),
+    (2, "request", "{no big hurry|not a big rush}, {but|though} {I'd like|I would like} {answer} today"),
+    (2, "request", "{could you|can you} {look at|handle} this {later today|this afternoon}"),
+    (2, "request", "{in|within} the next few hours {is fine|is okay|works}"),
+    (2, "request", "{get back to|reply to} {me|us} {later today|this evening|by tonight}"),
+    (2, "request", "{after lunch|this afternoon} is {soon enough|fine}"),
+    (2, "request", "{some|a little} time is fine, {but|just} {don't|do not} forget"),
+    (2, "context", "the {meeting|review|presentation} is tomorrow {morning|afternoon}"),
+    (2, "context", "{I|we} need {answer} for {tomorrow's|tomorrow morning's} {report|plan|briefing}"),
+    (2, "context", "the {form|order|paperwork} {has to|must} go out by {tonight|this evening}"),
+    (2, "context", "{my|our} {manager|teacher|client} {asked|wants} {it|answer} by {end of day|close of business}"),
+    (2, "context", "{I'll|I will} {check|read} {answer} {after dinner|tonight|before bed}"),
+    (2, "context", "{the|our} {shop|office|store} closes {this evening|at six|tonight}"),
+    (2, "context", "{a few|several} hours {remain|are left} before {the cut-off|the deadline}"),
+
+    # 3: moderate; soon, at a normal pace
+    (3, "request", "{reasonably|fairly|pretty} soon, please"),
+    (3, "request", "at a {normal|steady|regular|moderate} pace"),
+    (3, "request", "within the {hour|next hour}, {please|if you can}"),
+    (3, "request", "{don't|do not} {dawdle|take too long}, {but|though} {no need to|you needn't} rush"),
+    (3, "request", "{a timely|a prompt-ish|a reasonably quick} {answer|reply} {would be good|is wanted}"),
+    (3, "request", "{somewhat|moderately|a bit} time-sensitive"),
+    (3, "request", "{soonish|in good time}, {please|thanks}"),
+    (3, "request", "{balance|weigh} speed and {accuracy|care} {evenly|equally}"),
+    (3, "request", "{not urgent|not an emergency}, {but|though} {sooner|earlier} is better"),
+    (3, "request", "{try to|aim to} {reply|answer} {in the next|within} {half hour|thirty minutes|hour}"),
+    (3, "request", "{the usual|a normal} turnaround {is fine|please}"),
+    (3, "context", "the client is {waiting on|expecting} {answer} later {today|this hour}"),
+    (3, "context", "{I have|we have} a {call|meeting} {in an hour|within the hour}"),
+    (3, "context", "{the|our} {queue|backlog} is {building up|growing} {a bit|slowly}"),
+    (3, "context", "{we|I} {hope|want} to {finish|wrap up} before lunch"),
+    (3, "context", "{people|the others} will {need|want} {answer} {in a while|fairly soon}"),
+    (3, "context", "{the|my} {bus|shuttle} {leaves|comes} in {an hour|about an hour}"),
+    (3, "context", "{a|the} {colleague|customer|student} is {waiting|on hold} {but|and} {patient|not upset}"),
+
+    # 4: brisk; quickly, shortly
+    (4, "request", "quickly, please"),
+    (4, "request", "{soon|shortly}, please, {I need|we need} {answer}"),
+    (4, "request", "{be|please be} {quick|brief|snappy} about it"),
+    (4, "request", "{need|I need|we need} {answer} {shortly|in a few minutes|pretty quickly}"),
+    (4, "request", "{make it|keep it} {fast|quick|short}"),
+    (4, "request", "{can you|could you} {hurry|speed} {up|it up} a little"),
+    (4, "request", "{a quick|a fast|a speedy} {answer|reply|turnaround} {please|would help}"),
+    (4, "request", "{in|within} {five|ten|a few} minutes, {please|if you can}"),
+    (4, "request", "{without|no} {delay|dawdling}, {please|thanks}"),
+    (4, "request", "{time is|we are} {a bit |}short, {so |}{be quick|keep it quick}"),
+    (4, "request", "{pick up|step up} the pace"),
+    (4, "context", "my {train|flight|bus} {leaves|boards|departs} in {ten|fifteen|twenty} minutes"),
+    (4, "context", "the {meeting|call|class} starts in {five|ten|a few} minutes"),
+    (4, "context", "{the|a} customer is {waiting at|standing at} the {counter|desk|door}"),
+    (4, "context", "{I'm|I am} {on a short break|between meetings|about to go in}"),
+    (4, "context", "{the|our} {store|office|library} closes in {ten|fifteen} minutes"),
+    (4, "context", "the {kettle|timer|oven} {is about to go off|will ring soon}"),
+    (4, "context", "{my|the} phone battery is at {five|three} percent"),
+
+    # 5: urgent; now, ASAP
+    (5, "request", "quick"),
+    (5, "request", "ASAP"),
+    (5, "request", "hurry"),
+    (5, "request", "{right now|now}, please"),
+    (5, "request", "{as soon as possible|asap}, {please|no delays}"),
+    (5, "request", "{fast|quick|hurry}, {I need|we need} {answer} {now|right away|immediately}"),
+    (5, "request", "{urgent|urgently|this is urgent}"),
+    (5, "request", "{no time|there is no time} to {think|waste|lose}"),
+    (5, "request", "{just|only} give {me|us} {answer}, {fast|quickly|now}"),
+    (5, "request", "{need|I need} {answer} {this minute|right this second|straight away}"),
+    (5, "request", "{step on it|chop chop|snap to it}"),
+    (5, "request", "{seconds|every second} {count|counts}, {be quick|hurry}"),
+    (5, "context", "the {boss|director|inspector} is {standing|waiting} {at my desk|behind me|right here}"),
+    (5, "context", "we go live in {two|three|a couple of} minutes"),
+    (5, "context", "{I'm|I am} {on stage|on air|live on camera} {right now|this moment}"),
+    (5, "context", "the {exam|test|quiz} {ends|is over} in {one|two} minutes"),
+    (5, "context", "{the|my} {taxi|cab|ride} is {already |}{here|outside|honking}"),
+    (5, "context", "{the|our} {server|site|app} is {down|crashing} and {customers|users} are {waiting|angry}"),
+    (5, "context", "{the|a} {buzzer|clock|countdown} {is ticking|has started}"),
+
+    # 6: emergency; only speed matters
+    (6, "request", "you have {two|three|five} seconds"),
+    (6, "request", "{emergency|EMERGENCY}, {answer|reply} {immediately|instantly|this instant}"),
+    (6, "request", "{immediately|instantly|this instant}, {no|not a} {second|moment} to lose"),
+    (6, "request", "{answer|reply} {now or never|before it is too late}"),
+    (6, "request", "{life or death|a matter of life and death}, {be|go} {fast|instant}"),
+    (6, "request", "{no time at all|zero time}, {answer|reply} {now|instantly}"),
+    (6, "request", "{mayday|sos|red alert}, {I need|we need} {answer} {instantly|this second}"),
+    (6, "request", "{faster than|quicker than} {a heartbeat|a blink|lightning}"),
+    (6, "request", "{drop everything|stop everything} and {answer|reply} {now|this second}"),
+    (6, "request", "{every|each} {millisecond|split second} {counts|matters}"),
+    (6, "request", "{it's|it is} {critical|an emergency}, {instantly|immediately|right this second}"),
+    (6, "context", "the {reactor|boiler|engine|core} is about to {explode|blow up|melt down}"),
+    (6, "context", "the {building|house|lab|plane} is on fire"),
+    (6, "context", "the patient is {crashing|coding|flatlining}"),
+    (6, "context", "the bomb {goes off|detonates|explodes} in {ten|five|three} seconds"),
+    (6, "context", "{we are|the ship is|the car is} {sinking|going down|about to crash}"),
+    (6, "context", "the {dam|bridge|roof} is {collapsing|about to give way|breaking}"),
+    (6, "context", "{alarms|sirens} are {blaring|going off} and {the gas|the water|the fire} is rising"),
+    (6, "context", "{the|our} {air|oxygen} runs out in {seconds|a few seconds|moments}"),
+]
+
+_ALTERNATIVES = re.compile(r"\{([^{}]*)\}")
+_SEPARATORS_BEFORE = (" ", ": ", ". ", ", ", " - ", "! ", "; ")
+_ENDINGS = ("", ".", "!", "...", "?")
+
+
+def level_urgency(level: int) -> float:
+    """The urgency a level stands for: level / (LEVELS - 1)."""
+    if not 0 <= level < LEVELS:
+        raise ValueError(f"level: must be in 0..{LEVELS - 1}, got {level}")
+    return level / (LEVELS - 1)
+
+
+def render(template: str, rng: random.Random) -> str:
+    """One surface form of `template`: each `{a|b}` picks an alternative, each `{slot}` a shared filler."""
+    def pick(match: re.Match) -> str:
+        body = match.group(1)
+        options = SLOTS[body] if body in SLOTS else body.split("|")
+        return rng.choice(options)
+
+    return " ".join(_ALTERNATIVES.sub(pick, template).split())
+
+
+@dataclass(frozen=True)
+class Phrasing:
+    level: int
+    kind: str  # request | context
+    template: str
+
+
+@dataclass(frozen=True)
+class PhrasedExample:
+    prompt: str  # the task prompt with the phrase before or after it
+    answer: str
+    level: int
+    urgency: float  # level / (LEVELS - 1)
+    phrase: str  # the rendered phrase, as it appears in the prompt
+    template: str  # the phrasing it was rendered from
+    kind: str  # request | context
+    placement: str  # before | after
+    task_prompt: str
+    difficulty: int
+    task: str
+
+
+class UrgencyPhraseBank:
+    """The templates split by phrasing: per level and kind, a seeded share goes to validation and to test.
+
+    Every level keeps at least one template in every split, so each split covers the whole scale.
+    """
+
+    def __init__(self, seed: int = 0, validation_fraction: float = 0.2, test_fraction: float = 0.2,
+                 templates: Sequence[tuple[int, str, str]] = TEMPLATES):
+        if not (0 < validation_fraction and 0 < test_fraction and validation_fraction + test_fraction < 1):
+            raise ValueError(f"validation_fraction, test_fraction: need both > 0 and their sum < 1, got "
+                             f"{validation_fraction}, {test_fraction}")
+        self.seed = seed
+        self.splits: dict[str, list[Phrasing]] = {name: [] for name in SPLITS}
+        for level in range(LEVELS):
+            group = [Phrasing(lv, kind, t) for lv, kind, t in templates if lv == level]
+            if len(group) < 3:
+                raise ValueError(f"templates: level {level} needs at least 3 templates (one per split), "
+                                 f"got {len(group)}")
+            random.Random(f"urgency-split:{seed}:{level}").shuffle(group)
+            n_val = max(1, round(validation_fraction * len(group)))
+            n_test = max(1, round(test_fraction * len(group)))
+            self.splits["validation"] += group[:n_val]
+            self.splits["test"] += group[n_val:n_val + n_test]
+            self.splits["train"] += group[n_val + n_test:]
+
+    def phrasings(self, split: str, level: int | None = None) -> list[Phrasing]:
+        if split not in SPLITS:
+            raise ValueError(f"split: must be one of {SPLITS}, got {split!r}")
+        return [p for p in self.splits[split] if level is None or p.level == level]
+
+    def sample(self, rng: random.Random, split: str, example: Example, level: int | None = None,
+               placement: str = "any") -> PhrasedExample:
+        """`example`'s prompt with a phrase of `split` (at `level`, else a uniform level) before or after it."""
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement: must be one of {PLACEMENTS}, got {placement!r}")
+        level = rng.randrange(LEVELS) if level is None else level
+        phrasing = rng.choice(self.phrasings(split, level))
+        phrase = render(phrasing.template, rng)
+        case = rng.random()
+        # Case and punctuation are drawn the same way at every level: the estimator must read the words.
+        if case < 0.15:
+            phrase = phrase.upper()
+        elif case < 0.3:
+            phrase = phrase.lower()
+        else:
+            phrase = phrase[0].upper() + phrase[1:]
+        side = rng.choice(("before", "after")) if placement == "any" else placement
+        if side == "before":
+            text = phrase + rng.choice(_SEPARATORS_BEFORE) + example.prompt
+        else:
+            text = example.prompt + " " + phrase + rng.choice(_ENDINGS)
+        return PhrasedExample(text, example.answer, level, level_urgency(level), phrase, phrasing.template,
+                              phrasing.kind, side, example.prompt, example.difficulty, example.task)
+
+    def examples(self, tasks: Sequence[Task], split: str, n: int, seed: int, placement: str = "any",
+                 levels: Sequence[int] | None = None) -> list[PhrasedExample]:
+        """`n` phrased examples, a pure function of (bank seed, split, n, seed, placement, levels); levels cycle
+        so that every level is equally represented."""
+        if not tasks:
+            raise ValueError("tasks: need at least one task")
+        levels = list(range(LEVELS)) if levels is None else list(levels)
+        rng = random.Random(f"urgency-examples:{self.seed}:{split}:{seed}:{placement}")
+        out = []
+        for i in range(n):
+            task = tasks[rng.randrange(len(tasks))]
+            out.append(self.sample(rng, split, task.sample(rng), levels[i % len(levels)], placement))
+        return out

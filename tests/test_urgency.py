@@ -1,0 +1,334 @@
+"""Urgency from the prompt: the estimator head and its files, the phrase bank, `urgency_adjust`, `generate` with
+"auto" (alone = batched, mixed rows, errors), the CLI, and a tiny `train-urgency` run (with an exact resume)."""
+
+import json
+import math
+
+import pytest
+import torch
+from helpers import PROMPTS, decisive_head, opinionated_model
+
+from adaptive_pause.cli import main as cli_main
+from adaptive_pause.modeling import AdaptivePauseModel
+from adaptive_pause.tasks import get_task
+from adaptive_pause.tasks.urgency_phrases import LEVELS, SPLITS, TEMPLATES, UrgencyPhraseBank, level_urgency
+from adaptive_pause.tokens import CHARACTERS
+from adaptive_pause.urgency import make_adjust, parse_adjust
+from policies import UrgencyEstimator, load_estimator, save_estimator
+
+
+def _estimator(model, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    est = UrgencyEstimator(model.hidden_size, width=16, vocab_size=len(model.tokenizer),
+                           pause_id=model.settings.pause_id, **kwargs)
+    with torch.no_grad():  # spread the untrained outputs, so that prompts get visibly different estimates
+        est.mlp[4].weight.normal_(0, 2.0)
+    return est.eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = opinionated_model("slotted")
+    m.policy = decisive_head(m.hidden_size)
+    m.urgency_estimator = _estimator(m)
+    return m
+
+
+# ---- the estimator head ------------------------------------------------------------------------------------------
+def test_estimator_pools_only_real_positions_and_outputs_in_unit_interval():
+    est = UrgencyEstimator(4, width=8).eval()
+    states = torch.randn(2, 5, 4)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    padded = states.clone()
+    padded[0, :2] = 1e6  # padding must not reach the mean or the max
+    pooled = UrgencyEstimator.pool(padded, mask)
+    assert torch.allclose(pooled[0, :4], states[0, 2:].mean(0)) and torch.allclose(pooled[0, 4:], states[0, 2:].amax(0))
+    u = est(padded, mask)
+    assert u.shape == (2,) and bool(((u > 0) & (u < 1)).all())
+
+
+def test_estimator_save_load_round_trip(tmp_path):
+    est = UrgencyEstimator(8, width=16, layer=-2, dropout=0.2, vocab_size=105, pause_id=4).eval()
+    save_estimator(est, tmp_path / "urgency", extra={"levels": 7})
+    back = load_estimator(tmp_path / "urgency", hidden_size=8, vocab_size=105, pause_id=4)
+    assert back.config() == est.config()
+    states, mask = torch.randn(3, 6, 8), torch.ones(3, 6)
+    assert torch.equal(back(states, mask), est(states, mask))
+    assert json.loads((tmp_path / "urgency" / "config.json").read_text())["extra"] == {"levels": 7}
+    save_estimator(est, tmp_path / "urgency")  # an overwrite leaves one valid directory, no temporaries
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["urgency"]
+
+
+@pytest.mark.parametrize("facts, message", [
+    ({"hidden_size": 16}, "hidden_size: estimator=8, model=16"),
+    ({"hidden_size": 8, "vocab_size": 200}, "tokenizer vocab size: estimator=105, model=200"),
+    ({"hidden_size": 8, "pause_id": 7}, "<pause> id: estimator=4, model=7"),
+])
+def test_estimator_refuses_another_base(tmp_path, facts, message):
+    save_estimator(UrgencyEstimator(8, vocab_size=105, pause_id=4), tmp_path / "u")
+    with pytest.raises(ValueError, match="trained on another base") as err:
+        load_estimator(tmp_path / "u", **facts)
+    assert message in str(err.value)
+
+
+def test_estimator_bad_files_and_arguments_raise_value_errors(tmp_path):
+    with pytest.raises(ValueError, match="no config.json"):
+        load_estimator(tmp_path)
+    save_estimator(UrgencyEstimator(8), tmp_path / "u")
+    (tmp_path / "u" / "urgency.safetensors").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="corrupt or mismatched urgency estimator weights"):
+        load_estimator(tmp_path / "u")
+    with pytest.raises(ValueError, match="hidden_size"):
+        UrgencyEstimator(0)
+    with pytest.raises(ValueError, match="dropout"):
+        UrgencyEstimator(8, dropout=1.0)
+
+
+# ---- the phrase bank ---------------------------------------------------------------------------------------------
+def test_phrase_bank_splits_by_template_covers_every_level_and_is_seeded():
+    bank = UrgencyPhraseBank(seed=0)
+    templates = {s: {p.template for p in bank.phrasings(s)} for s in SPLITS}
+    assert not templates["train"] & templates["validation"] and not templates["train"] & templates["test"]
+    assert not templates["validation"] & templates["test"]
+    assert sum(len(t) for t in templates.values()) == len(TEMPLATES)
+    for split in SPLITS:
+        assert all(len(bank.phrasings(split, level)) >= 1 for level in range(LEVELS))
+    assert all(len(bank.phrasings("train", level)) >= 8 for level in range(LEVELS))  # many phrasings per level
+    assert templates == {s: {p.template for p in UrgencyPhraseBank(seed=0).phrasings(s)} for s in SPLITS}
+    assert templates["test"] != {p.template for p in UrgencyPhraseBank(seed=1).phrasings("test")}
+
+
+def test_phrased_examples_are_deterministic_ascii_and_carry_their_level():
+    bank, tasks = UrgencyPhraseBank(0), [get_task("addition:1-3")]
+    examples = bank.examples(tasks, "test", 140, seed=3)
+    assert examples == bank.examples(tasks, "test", 140, seed=3)
+    assert examples != bank.examples(tasks, "test", 140, seed=4)
+    test_templates = {p.template for p in bank.phrasings("test")}
+    for e in examples:
+        assert e.template in test_templates and e.urgency == level_urgency(e.level)
+        assert set(e.prompt) <= set(CHARACTERS)
+        assert e.prompt.startswith(e.task_prompt) if e.placement == "after" else e.prompt.endswith(e.task_prompt)
+        assert e.phrase.lower() in e.prompt.lower()
+    assert {e.level for e in examples} == set(range(LEVELS)) and {e.kind for e in examples} == {"request", "context"}
+    assert {e.placement for e in examples} == {"before", "after"}
+    before = bank.examples(tasks, "train", 20, seed=0, placement="before")
+    assert all(e.placement == "before" and e.prompt.endswith(e.task_prompt) for e in before)
+
+
+# ---- urgency_adjust ----------------------------------------------------------------------------------------------
+def test_adjust_spec_applies_scale_offset_max_min_clamp_in_order():
+    x = torch.tensor([0.0, 0.2, 0.5, 0.9])
+    assert torch.allclose(make_adjust({"scale": 2.0, "offset": -0.1})(x), x * 2 - 0.1)
+    assert torch.allclose(make_adjust({"max": 0.3})(x), torch.tensor([0.3, 0.3, 0.5, 0.9]))
+    assert torch.allclose(make_adjust({"min": 0.6})(x), torch.tensor([0.0, 0.2, 0.5, 0.6]))
+    spec = parse_adjust("scale:2,offset:-0.1,max:0.2,clamp:0.25:0.8")
+    assert spec == {"scale": 2.0, "offset": -0.1, "max": 0.2, "clamp": [0.25, 0.8]}
+    assert torch.allclose(make_adjust(spec)(x), torch.tensor([0.25, 0.3, 0.8, 0.8]))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"speed": 1}, "unknown key"), ({"clamp": [0.8, 0.2]}, "clamp needs 0 <= low <= high <= 1"),
+    ({"offset": float("nan")}, "offset must be a finite number"), ("scale:x", "expected NAME:NUMBER"),
+    ("clamp:0.5", "expected one of"), (3, "expected a callable"),
+])
+def test_bad_adjust_specs_raise_value_errors(spec, message):
+    with pytest.raises(ValueError, match=message):
+        make_adjust(spec)
+
+
+# ---- generate(urgency="auto") ------------------------------------------------------------------------------------
+def test_auto_batched_equals_alone(model):
+    batched = model.generate(PROMPTS, urgency="auto", max_new_tokens=4)
+    estimates = batched.urgency_estimated
+    assert len(set(round(e, 4) for e in estimates)) > 1  # the prompts really get different urgencies
+    assert batched.urgency_used == pytest.approx(estimates)
+    for i, prompt in enumerate(PROMPTS):
+        alone = model.generate([prompt], urgency="auto", max_new_tokens=4)
+        assert alone.urgency_estimated[0] == pytest.approx(estimates[i], abs=1e-5)
+        assert alone.texts[0] == batched.texts[i] and alone.pauses_per_token[0] == batched.pauses_per_token[i]
+
+
+def test_auto_equals_passing_the_estimate_explicitly(model):
+    auto = model.generate(PROMPTS, urgency="auto", max_new_tokens=4)
+    explicit = model.generate(PROMPTS, urgency=auto.urgency_used, max_new_tokens=4)
+    assert auto.pauses_per_token == explicit.pauses_per_token and auto.texts == explicit.texts
+    assert explicit.urgency_estimated == [None] * len(PROMPTS)
+    assert model.estimate_urgency(PROMPTS).tolist() == pytest.approx(auto.urgency_estimated, abs=1e-6)
+
+
+def test_mixed_per_row_urgency(model):
+    auto = model.generate(PROMPTS, urgency="auto", max_new_tokens=4)
+    mixed = model.generate(PROMPTS, urgency=[0.0, "auto", 1.0, "auto"], max_new_tokens=4,
+                           urgency_adjust={"offset": 0.05, "clamp": [0.0, 0.6]})
+    assert mixed.urgency_estimated[0] is None and mixed.urgency_estimated[2] is None
+    for row in (1, 3):
+        assert mixed.urgency_estimated[row] == pytest.approx(auto.urgency_estimated[row], abs=1e-5)
+        assert mixed.urgency_used[row] == pytest.approx(min(auto.urgency_estimated[row] + 0.05, 0.6), abs=1e-5)
+    assert mixed.urgency_used[0] == 0.0 and mixed.urgency_used[2] == 1.0
+    reference = model.generate(PROMPTS, urgency=mixed.urgency_used, max_new_tokens=4)
+    assert reference.pauses_per_token == mixed.pauses_per_token  # the controller saw exactly urgency_used
+    assert mixed.result.trace.urgency.shape[0] == len(PROMPTS)
+
+
+def test_callable_adjust_sees_only_the_auto_rows(model):
+    seen = []
+
+    def adjust(estimates):
+        seen.append(estimates.clone())
+        return 1.0 - estimates
+
+    out = model.generate(PROMPTS, urgency=["auto", 0.5, "auto", 0.5], urgency_adjust=adjust, max_new_tokens=3)
+    assert seen[0].shape == (2,)
+    assert out.urgency_used[0] == pytest.approx(1 - out.urgency_estimated[0], abs=1e-6)
+    assert out.urgency_used[1] == 0.5
+
+
+@pytest.mark.parametrize("adjust, message", [
+    (lambda e: e * float("nan"), r"values in \[0, 1\] \(not NaN\); got row 0: nan"),
+    (lambda e: e + 2.0, r"values in \[0, 1\]"),
+    (lambda e: e[:1], "returned 1 values for 2 'auto' row"),
+    (lambda e: "fast", "must return numbers"),
+])
+def test_adjust_returning_nan_or_outside_unit_interval_is_refused(model, adjust, message):
+    with pytest.raises(ValueError, match=message):
+        model.generate(PROMPTS[:2], urgency="auto", urgency_adjust=adjust, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"urgency": "fast"}, "expected a number in"),
+    ({"urgency": ["auto", "soon"]}, r"urgency\[1\]: expected a number in \[0, 1\] or 'auto'"),
+    ({"urgency": ["auto"]}, "got 1 values for a batch of 2"),
+    ({"urgency": 0.5, "urgency_adjust": {"offset": 0.1}}, "urgency_adjust: adjusts estimated urgency"),
+])
+def test_bad_urgency_arguments(model, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        model.generate(PROMPTS[:2], max_new_tokens=2, **kwargs)
+
+
+def test_auto_without_an_estimator_says_how_to_get_one():
+    plain = opinionated_model("slotted", policy=decisive_head(32))
+    with pytest.raises(ValueError, match="'auto' needs an urgency estimator.*train-urgency"):
+        plain.generate(PROMPTS[:1], urgency="auto")
+    with pytest.raises(ValueError, match="'auto' needs an urgency estimator"):
+        plain.generate(PROMPTS[:2], urgency=[0.2, "auto"])
+    assert plain.generate(PROMPTS[:1], urgency=0.2, max_new_tokens=2).urgency_used == [pytest.approx(0.2)]
+
+
+def test_estimator_of_another_base_is_refused(tmp_path, model):
+    wide = UrgencyEstimator(64, vocab_size=len(model.tokenizer), pause_id=model.settings.pause_id)
+    with pytest.raises(ValueError, match="hidden_size: estimator=64, model=32"):
+        AdaptivePauseModel(model.lm, model.tokenizer, model.policy, wide)
+    with pytest.raises(ValueError, match="hidden_size: estimator=64, model=32"):
+        model.generate(PROMPTS[:1], urgency="auto", urgency_estimator=wide)
+    other_vocab = UrgencyEstimator(32, vocab_size=len(model.tokenizer) + 5, pause_id=model.settings.pause_id)
+    with pytest.raises(ValueError, match="tokenizer vocab size"):
+        model.generate(PROMPTS[:1], urgency="auto", urgency_estimator=other_vocab)
+    model.save_pretrained(tmp_path / "run")
+    save_estimator(UrgencyEstimator(32, vocab_size=len(model.tokenizer), pause_id=model.settings.pause_id + 1),
+                   tmp_path / "run" / "urgency")
+    with pytest.raises(ValueError, match="<pause> id"):
+        AdaptivePauseModel.from_pretrained(tmp_path / "run")
+
+
+def test_run_dir_round_trip_keeps_the_estimator(tmp_path, model):
+    model.save_pretrained(tmp_path / "run")
+    back = AdaptivePauseModel.from_pretrained(tmp_path / "run")
+    assert back.urgency_estimator is not None and back.urgency_estimator.config() == model.urgency_estimator.config()
+    assert back.estimate_urgency(PROMPTS).tolist() == pytest.approx(model.estimate_urgency(PROMPTS).tolist(),
+                                                                    abs=1e-6)
+
+
+def test_cli_generate_auto_and_adjust(tmp_path, model, capsys):
+    model.save_pretrained(tmp_path / "run")
+    assert cli_main(["generate", str(tmp_path / "run"), "--urgency", "auto,0.4", "--urgency_adjust",
+                     "offset:0.1,clamp:0:0.5", "--json", "--max_new_tokens", "3", "1+2=", "34+5="]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert rows[1]["urgency_estimated"] is None and rows[1]["urgency_used"] == pytest.approx(0.4)
+    assert rows[0]["urgency_used"] == pytest.approx(min(rows[0]["urgency_estimated"] + 0.1, 0.5), abs=1e-5)
+    assert cli_main(["generate", str(tmp_path / "run"), "--urgency", "auto", "--urgency_adjust", "speed:2",
+                     "1+2="]) == 2
+    assert "error: urgency_adjust" in capsys.readouterr().err
+
+
+# ---- train-urgency -----------------------------------------------------------------------------------------------
+def _train_args(run, steps, *extra):
+    return ["train-urgency", str(run), "--max_steps", str(steps), "--num_train", "56", "--num_validation", "28",
+            "--num_test", "28", "--batch_size", "16", "--width", "16", "--eval_every", "5", "--checkpoint_every",
+            "5", "--warmup_steps", "2", "--learning_rate", "0.01", "--progress", "false", *extra]
+
+
+def test_train_urgency_end_to_end_then_generate_auto(tmp_path, capsys):
+    run = tmp_path / "run"
+    opinionated_model("slotted", policy=decisive_head(32)).save_pretrained(run)
+    assert cli_main(_train_args(run, 10)) == 0
+    out = capsys.readouterr().out
+    assert "train-urgency: test: spearman=" in out
+    stage = run / "urgency_train"
+    assert (run / "urgency" / "urgency.safetensors").is_file() and (stage / "config.yaml").is_file()
+    assert (stage / "state" / "optimizer.safetensors").is_file() and any((stage / "logs").rglob("events.*"))
+    figures = json.loads((stage / "eval.json").read_text())
+    for split in ("train", "validation", "test"):
+        assert 0 <= figures[split]["mae"] <= 1 and len(figures[split]["mean_estimate_per_level"]) == LEVELS
+    history = json.loads((stage / "history.json").read_text())
+    assert len(history) == 10 and "eval/spearman" in history[-1]
+    model = AdaptivePauseModel.from_pretrained(run)
+    init = UrgencyEstimator(32, width=16)
+    assert not torch.equal(model.urgency_estimator.mlp[1].weight, init.mlp[1].weight)  # parameters changed
+    result = model.generate(PROMPTS, urgency="auto", max_new_tokens=3)
+    assert all(0 <= u <= 1 for u in result.urgency_used)
+    # A second run into the same directory is refused (it would overwrite another run's state).
+    assert cli_main(_train_args(run, 10)) == 2
+    assert "already holds an urgency run" in capsys.readouterr().err
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def test_train_urgency_resume_is_exact(tmp_path, capsys, monkeypatch):
+    import adaptive_pause.training.urgency as stage
+
+    straight, resumed = tmp_path / "a", tmp_path / "b"
+    for run in (straight, resumed):
+        opinionated_model("slotted", policy=decisive_head(32)).save_pretrained(run)
+    assert cli_main(_train_args(straight, 10)) == 0
+    evaluations = []
+    real_evaluate = stage.evaluate
+
+    def crash_at_the_second_evaluation(*args):
+        evaluations.append(1)
+        if len(evaluations) == 2:  # step 10, after the checkpoint of step 5
+            raise _Crash()
+        return real_evaluate(*args)
+
+    monkeypatch.setattr(stage, "evaluate", crash_at_the_second_evaluation)
+    with pytest.raises(_Crash):
+        cli_main(_train_args(resumed, 10))
+    monkeypatch.setattr(stage, "evaluate", real_evaluate)
+    assert json.loads((resumed / "urgency_train" / "state" / "trainer.json").read_text())["step"] == 5
+    assert cli_main(_train_args(resumed, 10, "--resume", "true")) == 0
+    assert cli_main(_train_args(resumed, 12, "--resume", "true", "--width", "8")) == 2
+    assert "resume: the config differs" in capsys.readouterr().err
+    a = load_estimator(straight / "urgency").state_dict()
+    b = load_estimator(resumed / "urgency").state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    la = json.loads((straight / "urgency_train" / "history.json").read_text())
+    lb = json.loads((resumed / "urgency_train" / "history.json").read_text())
+    assert [r["step"] for r in lb] == list(range(1, 11))
+    assert all(math.isclose(x["loss"], y["loss"], rel_tol=1e-5) for x, y in zip(la, lb))
+
+
+def test_train_urgency_bad_config_names_the_field(tmp_path, capsys):
+    assert cli_main(["train-urgency", str(tmp_path), "--placement", "middle"]) == 2
+    assert "placement: must be one of" in capsys.readouterr().err
+    assert cli_main(["train-urgency", str(tmp_path)]) == 2
+    assert "has no model/" in capsys.readouterr().err
+
+
+def test_policies_with_the_estimator_never_import_adaptive_pause():
+    import subprocess
+    import sys
+
+    code = ("import sys, policies; from policies import urgency; "
+            "assert not [m for m in sys.modules if m.startswith('adaptive_pause')]")
+    subprocess.run([sys.executable, "-c", code], check=True)
