@@ -183,17 +183,20 @@ def test_eval_pauses_scores_with_the_tasks_scorer(tiny_run, tmp_path):
     from adaptive_pause.eval.eval_pauses import evaluate_run, load_run
     from adaptive_pause.tasks.scoring import numeric
 
+    from adaptive_pause.tasks import get_task
+
     run = load_run(tiny_run / "ft")
-    prompts = [f"{a}+{b}=" for a in range(10) for b in range(4)]
-    out = run.loaded.generate(prompts, urgency=0.0, policy=FixedPauses(2), max_new_tokens=2, max_pauses=2,
-                              first_token_pauses_only=True)
+    prompts = [f"{a}+{b}=" for a in range(10) for b in range(10)]
     # reference " ": teacher-forced exact match needs the model to write a space; the numeric scorer (a
     # stripped comparison for non-numbers) credits an empty answer. The tiny model answers "" to most.
     jsonl = tmp_path / "blank.jsonl"
     jsonl.write_text("".join(json.dumps({"prompt": p, "answer": " "}) + "\n" for p in prompts))
-    n = len(prompts)
+    n = 40
+    examples = get_task(f"jsonl:{jsonl}:numeric").examples(n, 0)  # the test split, as evaluate_run draws it
+    out = run.loaded.generate([e.prompt for e in examples], urgency=0.0, policy=FixedPauses(2), max_new_tokens=2,
+                              max_pauses=2, first_token_pauses_only=True)
     results = evaluate_run(run, [f"jsonl:{jsonl}:numeric", f"jsonl:{jsonl}:exact"], [2], n, 0, 16)
-    by_numeric, by_exact = results[f"jsonl:{jsonl}:numeric"], results[f"jsonl:{jsonl}:exact"]
+    by_numeric, by_exact = results["blank:numeric"], results["blank"]
     assert by_numeric["scorer"] == "numeric" and by_exact["scorer"] == "exact"
     expected = sum(numeric(t, " ") for t in out.texts) / n
     assert expected > 0.5 and by_numeric["by_k"][2]["all"] == pytest.approx(expected)

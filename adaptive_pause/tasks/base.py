@@ -87,5 +87,8 @@ def data_record(stage: str, split: str, specs: list[str], tasks: list[Task],
 
 def task_label(spec: str, task: Task) -> str:
     """The short name a task goes by in tables: its spec for a generated task (`addition:1-3`), its name
-    (the file's or directory's stem) for a file-backed one."""
-    return task.name if hasattr(task, "splits") else spec
+    (the file's or directory's stem) for a file-backed one, with its scorer when that is not exact match (the
+    same file scored two ways is two rows)."""
+    if not hasattr(task, "splits"):
+        return spec
+    return task.name if task.scorer == "exact" else f"{task.name}:{task.scorer}"
