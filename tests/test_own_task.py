@@ -94,6 +94,10 @@ def test_a_controller_run_carries_its_decode_settings(tmp_path, tiny_run):
     assert all(sum(per[1:]) == 0 for per in out.pauses_per_token)  # ... but only before the first token
     with pytest.warns(UserWarning, match="first_token_pauses_only=False"):
         model.generate(prompts[:2], urgency=0.0, max_new_tokens=4, first_token_pauses_only=False)
+    from adaptive_pause.envs.lm import PauseEnv
+
+    env = PauseEnv(model)  # the gym view takes them too
+    assert env.config.first_token_pauses_only and env.config.max_pauses_total == 4 and env.config.max_pauses == 4
     rows = run_sweep(SweepConfig(run_dir=str(run_dir), urgencies=[0.0], num_examples=16, fixed_ks=[2],
                                  confidence_high=-1, random_ps=[], progress=False))
     learned = [r for r in rows if r["policy"] == "learned" and r["difficulty"] == "all"]

@@ -36,7 +36,8 @@ class PauseEnvConfig:
     urgency: float | None = None  # fixed urgency for every episode; None = uniform in [0, 1] per episode
     max_new_tokens: int = 8  # answer tokens per episode (EOS included)
     max_pauses: int = 8  # cap on pauses before one answer token
-    max_pauses_total: int | None = None  # cap on pauses per answer; None = max_pauses * max_new_tokens
+    max_pauses_total: int | None = None  # cap on pauses per answer; None = decoding.pause_budget's rule
+    first_token_pauses_only: bool = False  # pauses only before the first answer token
     reward: str = "meta"  # rewards.make_reward name
     do_sample: bool = False  # sample answer tokens (else greedy)
     prompt_summary: bool = False  # observation features = [hidden state, prompt summary] (2 x hidden)
@@ -48,8 +49,9 @@ class PauseEnvConfig:
 
     def decode_config(self) -> DecodeConfig:
         return DecodeConfig(max_new_tokens=self.max_new_tokens, max_pauses=self.max_pauses,
-                            max_pauses_total=self.max_pauses_total, do_sample=self.do_sample, record_features=False,
-                            prompt_summary=self.prompt_summary)
+                            max_pauses_total=self.max_pauses_total,
+                            first_token_pauses_only=self.first_token_pauses_only, do_sample=self.do_sample,
+                            record_features=False, prompt_summary=self.prompt_summary)
 
 
 def _observation_space(hidden: int, config: PauseEnvConfig) -> gym.spaces.Dict:
@@ -110,8 +112,12 @@ class _Episodes:
 
 
 def _episodes(model: AdaptivePauseModel, config: PauseEnvConfig | None, reward: Reward | None):
-    """(config, model, episode core) of an env: the config's task and, unless given, its reward."""
-    config = config or PauseEnvConfig()
+    """(config, model, episode core) of an env: the config's task and, unless given, its reward. Without a
+    config the env takes the pause settings the model's controller was trained under (decode.yaml) and the
+    prompt summary its controller reads."""
+    if config is None:
+        summary = bool(model.policy is not None and model.policy.prompt_summary)
+        config = PauseEnvConfig(prompt_summary=summary, **model.trained_decode)
     budget = max(1, config.decode_config().pause_budget)
     reward = reward or make_reward(config.reward, budget)
     return config, model, _Episodes(model, get_task(config.task), config, reward)

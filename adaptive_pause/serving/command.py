@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"port: must be in 1..65535, got {args.port}")
     if not Path(args.run_dir).is_dir():
         raise ValueError(f"run_dir: {args.run_dir} is not a directory")
-    decode_config = from_dict(DecodeConfig, {"record_features": False, **given_values(args, DecodeConfig)})
+    given = given_values(args, DecodeConfig)
+    from_dict(DecodeConfig, given)  # check the flags before loading anything
 
     import uvicorn  # the serve extra: pip install 'adaptive-pause[serve]'
 
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     from .app import create_app
 
     model = AdaptivePauseModel.from_pretrained(args.run_dir, merge_adapter=args.merge_adapter, device=args.device)
+    # The run's trained pause settings (decode.yaml) are the server's defaults; flags override them.
+    decode_config = from_dict(DecodeConfig, {"record_features": False, **model.trained_decode, **given})
     name = args.model_name or Path(args.run_dir).resolve().name
     app = create_app(model, model_name=name, decode_config=decode_config, urgency=args.urgency,
                      max_batch=args.max_batch, max_queue=args.max_queue, api_key=args.api_key,
