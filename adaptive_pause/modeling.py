@@ -15,13 +15,14 @@ policy-driven run of it) or training code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import warnings
 from dataclasses import dataclass
-from typing import Optional
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -208,6 +209,16 @@ def save_lm(model, tokenizer, path: str | os.PathLike, state_dict: dict | None =
         tokenizer.save_pretrained(tmp)
 
 
+@contextlib.contextmanager
+def peft_quietly():
+    """peft (0.21) still calls transformers' `*gradient_checkpointing*` names, which transformers 5 deprecates:
+    a FutureWarning at every load that no user of ours can act on. Filtered here, where we call peft, not
+    globally."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.* is deprecated", category=FutureWarning)
+        yield
+
+
 # ---- AdaptivePauseModel -------------------------------------------------------------------------------------------
 
 ADAPTER_DIR = "adapter"
@@ -335,7 +346,8 @@ class AdaptivePauseModel:
                 raise ValueError(f"{adapter_dir}: no adapter weights ({' or '.join(ADAPTER_WEIGHTS)})")
             verify_checksums(adapter_dir)
             try:
-                lm = PeftModel.from_pretrained(lm, str(run_dir / ADAPTER_DIR))
+                with peft_quietly():
+                    lm = PeftModel.from_pretrained(lm, str(run_dir / ADAPTER_DIR))
             except Exception as err:  # noqa: BLE001 - peft raises several types; re-raised with the path
                 raise ValueError(f"{run_dir / ADAPTER_DIR}: corrupt or mismatched adapter: "
                                  f"{type(err).__name__}: {err}") from err

@@ -27,7 +27,7 @@ from peft import LoraConfig, get_peft_model
 
 from ..checkpoint import NonFiniteLossError, atomic_dir, replace_dir
 from ..config import check, help_field, parse_cli, save_yaml, to_dict
-from ..modeling import ModelConfig, load_lm, pause_settings, save_lm, write_parts
+from ..modeling import ModelConfig, load_lm, pause_settings, peft_quietly, save_lm, write_parts
 from ..rundir import claim_run, identity
 from ..tasks import get_task
 from .collators import FinetuneCollator, check_k_weights
@@ -101,7 +101,8 @@ def _run_finetune(config, claim, tasks) -> Path:
         # adapter is trained on; it becomes model/ only with the adapter, so a crashed run never looks
         # like a finished one whose adapter is missing.
         save_lm(base, tokenizer, pending)
-    model = get_peft_model(base, lora_config(config, settings.pause_id))
+    with peft_quietly():
+        model = get_peft_model(base, lora_config(config, settings.pause_id))
     accelerator.init_trackers("finetune", config=tracker_config(config))
     if accelerator.is_main_process:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
