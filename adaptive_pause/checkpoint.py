@@ -16,14 +16,13 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from policies.io import file_sha256, recover_dir, replace_dir  # noqa: F401 - re-exported: one replacement rule
+from policies.io import atomic_directory, file_sha256, recover_dir, replace_dir  # noqa: F401 - re-exported: one rule
 
 CHECKSUMS = "checksums.json"
 
@@ -34,17 +33,11 @@ class NonFiniteLossError(RuntimeError):
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike):
-    """Yield a temporary directory that replaces `path` only when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    """Yield a temporary directory that replaces `path` only when the block succeeds, with a `checksums.json`
+    of its files (the replacement rule itself is `policies.io.atomic_directory`'s: one rule for both)."""
+    with atomic_directory(path) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    write_checksums(tmp)
-    replace_dir(tmp, path)
+        write_checksums(tmp)
 
 
 def write_checksums(directory: str | os.PathLike) -> None:
