@@ -1,16 +1,12 @@
-"""`adaptive-pause demo`: the whole pipeline on the embedded default, in one command.
+"""`adaptive-pause demo`: the whole pipeline on the embedded default (or `--tasks`), in one command.
 
-Owns: the order of the stages and their hand-offs on the embedded default:
-pause-pretraining -> LoRA pause-finetuning -> controller PPO on the LM ->
-urgency sweep, each stage configured by a YAML file shipped with the package
-(`adaptive_pause/configs/demo_*.yaml`, overridable with `--*_config`), each
-written into `OUT/<stage>/` and skipped when rerun once it has finished with the
-same configuration (a `.done` marker holding a fingerprint of the stage's config
-and of the stages before it is written after the stage's own outputs). A stage
-directory is replaced only when it carries the demo's own marker (`.done`, or for
-the sweep `.demo-started`), and then only once the new stage completes (the
-stage's `--overwrite`); a directory the demo did not write is refused. It prints the
-sweep table and the paths of the plots, and ends with one line:
+Owns: the order of the stages and their hand-offs: pause-pretraining -> LoRA pause-finetuning -> controller
+PPO on the LM -> urgency sweep, each configured by a YAML shipped with the package
+(`adaptive_pause/configs/demo_*.yaml`, overridable with `--*_config`), each written into `OUT/<stage>/` and
+skipped when rerun once finished with the same configuration (a `.done` marker holds a fingerprint of the
+stage's config and of the stages before it). A stage directory is replaced only when it carries the demo's own
+marker (`.done`, or `.demo-started` for the sweep), and only once the new stage completes; a directory the demo
+did not write is refused. It prints the sweep table, the plots' paths, and ends with one line:
 `demo: seconds=S spearman_urgency_pauses=R pareto=PATH`.
 
 Must not: implement any stage; it only calls them.

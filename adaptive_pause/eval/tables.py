@@ -1,4 +1,7 @@
-"""Markdown tables for printed reports (eval-pauses, sweeps, benchmarks): one renderer for all of them."""
+"""Markdown tables for printed reports (eval-pauses, sweeps, benchmarks): one renderer for all of them.
+
+Must not: compute figures; it only lays out what it is given.
+"""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """The synthetic tasks shipped with the project. Each has a difficulty knob whose range is configurable.
 
-Prompts are short ASCII strings ending in "=" or "?" so that the character
-tokenizer keeps them a few dozen tokens long; answers have a fixed format per
-task so exact match is meaningful.
+Prompts are short ASCII strings ending in "=" or "?" so that the character tokenizer keeps them a few dozen
+tokens long; answers have a fixed format per task so exact match is meaningful.
+
+Must not: know about tokenizers, models or pauses.
 """
 
 from __future__ import annotations

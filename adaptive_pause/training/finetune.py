@@ -1,17 +1,13 @@
 """LoRA pause-finetuning: k pauses before answer tokens, loss on answers only.
 
-Owns: the `finetune` stage: load a pause-pretrained model (our run dir, an HF
-id or a local path; `<pause>` is added if missing), wrap it in a peft LoRA
-adapter whose `trainable_token_indices` make the `<pause>` embedding row
-trainable, train with k pauses per example drawn from [0, K] (optionally before
-every answer token) under Accelerate, and write
-`output_dir/{run.json, config.yaml, model/, adapter/, state/, logs/, history.json}` (periodic checkpoints
-of the adapter in state/, `--resume` continues them exactly). `model/` is
-the base the adapter was trained on, so the run directory is self-contained.
-With `max_pauses 0` the same command trains the no-pause control.
-
-Why not TRL's SFTTrainer: see `loop.py` (per-batch pause draws with
-explicit position ids, and an exact loss across process counts).
+Owns: the `finetune` stage: load a pause-pretrained model (our run dir, an HF id or a local path; `<pause>`
+added if missing), wrap it in a peft LoRA adapter whose `trainable_token_indices` make the `<pause>` row
+trainable, train with k pauses per example drawn from [0, K] (optionally before every answer token) under
+Accelerate, and write `output_dir/{run.json, config.yaml, model/, adapter/, state/, logs/, history.json}`
+(periodic adapter checkpoints in state/; `--resume` continues them exactly). `model/` is the base the adapter
+was trained on, so the run directory is self-contained. `max_pauses 0` trains the no-pause control.
+Why not TRL's SFTTrainer: see `loop.py` (per-batch pause draws with explicit position ids, an exact loss
+across process counts).
 
 Must not: contain the training loop (`loop.py`) or pause placement (`collators.py`).
 """
