@@ -14,20 +14,19 @@ Must not: contain the training loop (`loop.py`) or pause placement (`collators.p
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from peft import LoraConfig, get_peft_model
 
-from ..checkpoint import NonFiniteLossError, atomic_dir, replace_dir
-from ..config import check, help_field, parse_cli, save_yaml, to_dict
+from ..checkpoint import atomic_dir, replace_dir
+from ..config import check, help_field, save_yaml, to_dict
 from ..modeling import ModelConfig, load_lm, pause_settings, peft_quietly, save_lm, write_parts
 from ..rundir import claim_run, identity
 from ..tasks import get_task
 from .collators import FinetuneCollator, check_k_weights
-from .loop import TrainConfig, finish, make_accelerator, tracker_config, train
+from .loop import TrainConfig, finish, make_accelerator, stage_main, tracker_config, train
 
 @dataclass
 class FinetuneConfig(TrainConfig):
@@ -114,15 +113,9 @@ def _run_finetune(config, claim, tasks) -> Path:
         replace_dir(pending, out / "model")
         write_parts(out, adapter=True)
         save_yaml(config, out / "config.yaml")
-    finish(accelerator)
-    claim.finish()
+    finish(accelerator, claim)
     return claim.path
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        run_finetune(parse_cli(FinetuneConfig, argv, prog="adaptive-pause finetune"))
-    except NonFiniteLossError as error:
-        print(f"adaptive-pause finetune: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return stage_main("finetune", run_finetune, FinetuneConfig, argv)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from ..checkpoint import NonFiniteLossError, write_json_atomic
-from ..config import check, help_field, to_dict
+from ..config import check, help_field, parse_cli, to_dict
 from ..tasks import ALL_TASKS, STAGE_SPLITS, Example, Task, data_record, example_id
 from .collators import IGNORE_INDEX, TokenBatch
 from .state import load_train_state, save_train_state
@@ -178,10 +179,23 @@ def train(
     return history
 
 
-def finish(accelerator: Accelerator) -> None:
-    """End a stage on every rank: no rank tears the process group down while rank 0 still saves."""
+def finish(accelerator: Accelerator, claim=None) -> None:
+    """End a stage on every rank: no rank tears the process group down while rank 0 still saves; then mark
+    the claimed run directory (`rundir.claim_run`) finished."""
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if claim is not None:
+        claim.finish()
+
+
+def stage_main(stage: str, run, config_cls, argv: list[str] | None) -> int:
+    """`adaptive-pause STAGE`: parse the config, run the stage; a NaN stop is a one-line error and exit 1."""
+    try:
+        run(parse_cli(config_cls, argv, prog=f"adaptive-pause {stage}"))
+    except NonFiniteLossError as error:
+        print(f"adaptive-pause {stage}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def tracker_config(config) -> dict:

@@ -15,16 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import sys
 
 
-from ..checkpoint import NonFiniteLossError
-from ..config import check, help_field, parse_cli, save_yaml, to_dict
+from ..config import check, help_field, save_yaml, to_dict
 from ..modeling import ModelConfig, load_lm, pause_settings, save_lm
 from ..rundir import claim_run, identity
 from ..tasks import get_task
 from .collators import FinetuneCollator, PretrainCollator, check_k_weights
-from .loop import TrainConfig, finish, make_accelerator, tracker_config, train
+from .loop import TrainConfig, finish, make_accelerator, stage_main, tracker_config, train
 
 PAUSE_PLACEMENTS = ("random", "answer")
 
@@ -103,15 +101,9 @@ def _run_pretrain(config, claim, tasks) -> Path:
     if accelerator.is_main_process:
         save_lm(accelerator.unwrap_model(model), tokenizer, out / "model", state_dict=state)
         save_yaml(config, out / "config.yaml")
-    finish(accelerator)
-    claim.finish()
+    finish(accelerator, claim)
     return claim.path
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        run_pretrain(parse_cli(PretrainConfig, argv, prog="adaptive-pause pretrain"))
-    except NonFiniteLossError as error:
-        print(f"adaptive-pause pretrain: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return stage_main("pretrain", run_pretrain, PretrainConfig, argv)
