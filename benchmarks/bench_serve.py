@@ -1,25 +1,16 @@
 """Throughput and latency of `adaptive-pause serve` under C concurrent clients, against one at a time.
 
-The server runs as a subprocess (`python -m adaptive_pause.cli serve RUN_DIR`) on loopback; clients use the
-official `openai` Python client (AsyncOpenAI, streaming, greedy). At each concurrency C (1, 8, 32, 64 by
-default) the same `--requests` prompts (addition:1-3) are sent with at most C in flight; C = 1 is "the same
-requests one at a time". Reported per C: answers/s, answer tokens/s (pauses excluded) and all tokens/s
-(pauses included), p50/p95 latency, p50 time to first token (the first streamed answer token: its pauses
-come before it), CPU milliseconds per answer of the server process and of the clients' process (on a
-2-core machine they share the cores: these say what limits throughput), and errors: failed requests plus
-answers that differ from the one-at-a-time answers (greedy decoding must not depend on the batch). Before
-the first level, `--warmup` untimed requests (at C = 1 and C = 8) pay the one-time costs (the client's
-lazily built response types, the server's first forwards), so they do not slow C = 1 alone.
+The server runs as a subprocess on loopback; clients use the official `openai` client (AsyncOpenAI,
+streaming, greedy). At each C (1, 8, 32, 64 by default) the same `--requests` prompts (addition:1-3) are
+sent with at most C in flight; C = 1 is "the same requests one at a time". `--warmup` untimed requests go
+first, so one-time costs (the client's lazily built types, the first forwards) do not slow C = 1 alone.
+Per C: answers/s, answer and all (pauses included) tokens/s, p50/p95 latency, p50 time to first answer
+token, CPU ms per answer of the server and of the clients' process (they share the cores), and errors:
+failed requests plus answers that differ from the one-at-a-time answers. The model: `--run_dir`, or one
+built here with the demo's stage configs and `--build_steps` steps, served with its controller or
+`ConfidenceThreshold(0.9)`, with the demo controller's decode limits. Bounded by `--requests` and `--time_limit`.
 
-The model: `--run_dir`, or (default) one built here with the demo's stage configs
-(`adaptive_pause/configs/demo_{pretrain,finetune}.yaml`) and `--build_steps` optimizer steps per stage,
-served with the run's controller or, if it has none, `ConfidenceThreshold(0.9)` (urgency-dependent); the
-decode limits are the demo controller's (max_new_tokens 5, max_pauses 16 = max_pauses_total, pauses before
-the first answer token only). Bounded: `--requests` per level and `--time_limit` seconds in all.
-
-Prints a table, writes JSON, and ends with one line `bench_serve: c32_speedup=X p95_ms=Y errors=N`
-(answers/s at C = 32 over C = 1; p95 latency at C = 32; errors over every level).
-
+Prints a table, writes JSON, and ends with `bench_serve: c32_speedup=X p95_ms=Y errors=N`.
 Must not: assert speed, or talk to anything but loopback.
 """
 
