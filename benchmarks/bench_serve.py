@@ -1,22 +1,16 @@
 """Throughput and latency of `adaptive-pause serve` under C concurrent clients, against one at a time.
 
-The server runs as a subprocess (`python -m adaptive_pause.cli serve RUN_DIR`) on loopback; clients use the
-official `openai` Python client (AsyncOpenAI, streaming, greedy). At each concurrency C (1, 8, 32, 64 by
-default) the same `--requests` prompts (addition:1-3) are sent with at most C in flight; C = 1 is "the same
-requests one at a time". Reported per C: answers/s, answer tokens/s (pauses excluded) and all tokens/s
-(pauses included), p50/p95 latency, p50 time to first token (the first streamed answer token: its pauses
-come before it), and errors: failed requests plus answers that differ from the one-at-a-time answers
-(greedy decoding must not depend on the batch).
+The server runs as a subprocess on loopback; clients use the official `openai` client (AsyncOpenAI,
+streaming, greedy). At each C (1, 8, 32, 64 by default) the same `--requests` prompts (addition:1-3) are
+sent with at most C in flight; C = 1 is "the same requests one at a time". `--warmup` untimed requests go
+first, so one-time costs (the client's lazily built types, the first forwards) do not slow C = 1 alone.
+Per C: answers/s, answer and all (pauses included) tokens/s, p50/p95 latency, p50 time to first answer
+token, CPU ms per answer of the server and of the clients' process (they share the cores), and errors:
+failed requests plus answers that differ from the one-at-a-time answers. The model: `--run_dir`, or one
+built here with the demo's stage configs and `--build_steps` steps, served with its controller or
+`ConfidenceThreshold(0.9)`, with the demo controller's decode limits. Bounded by `--requests` and `--time_limit`.
 
-The model: `--run_dir`, or (default) one built here with the demo's stage configs
-(`adaptive_pause/configs/demo_{pretrain,finetune}.yaml`) and `--build_steps` optimizer steps per stage,
-served with the run's controller or, if it has none, `ConfidenceThreshold(0.9)` (urgency-dependent); the
-decode limits are the demo controller's (max_new_tokens 5, max_pauses 16 = max_pauses_total, pauses before
-the first answer token only). Bounded: `--requests` per level and `--time_limit` seconds in all.
-
-Prints a table, writes JSON, and ends with one line `bench_serve: c32_speedup=X p95_ms=Y errors=N`
-(answers/s at C = 32 over C = 1; p95 latency at C = 32; errors over every level).
-
+Prints a table, writes JSON, and ends with `bench_serve: c32_speedup=X p95_ms=Y errors=N`.
 Must not: assert speed, or talk to anything but loopback.
 """
 
@@ -51,6 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--urgency", type=float, default=0.3)
     p.add_argument("--time_limit", type=float, default=900.0, help="seconds for all levels; later levels are skipped")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the server")
+    p.add_argument("--warmup", type=int, default=16, help="untimed requests before the first level")
     p.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "bench_serve.json"))
     return p.parse_args(argv)
 
@@ -144,6 +139,24 @@ async def level(url: str, prompts: list[str], concurrency: int, urgency: float) 
     return {"wall": wall, "results": results}
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) `pid` has used so far, from /proc (None where there is no /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def timed_level(url: str, prompts: list[str], concurrency: int, urgency: float, server_pid: int) -> dict:
+    server_cpu, client_cpu = process_cpu_s(server_pid), time.process_time()
+    run = await level(url, prompts, concurrency, urgency)
+    after = process_cpu_s(server_pid)
+    run["server_cpu_s"] = None if server_cpu is None or after is None else after - server_cpu
+    run["client_cpu_s"] = time.process_time() - client_cpu
+    return run
+
+
 def summarise(concurrency: int, run: dict, reference: list | None) -> dict:
     ok = [r for r in run["results"] if "error" not in r]
     wrong = 0 if reference is None else sum(
@@ -156,7 +169,10 @@ def summarise(concurrency: int, run: dict, reference: list | None) -> dict:
             "wrong": wrong, "wall_s": run["wall"], "answers_per_s": len(ok) / run["wall"],
             "answer_tokens_per_s": tokens / run["wall"], "all_tokens_per_s": (tokens + pauses) / run["wall"],
             "p50_ms": 1000 * statistics.median(lat), "p95_ms": 1000 * lat[min(len(lat) - 1, int(0.95 * len(lat)))],
-            "ttft_p50_ms": 1000 * statistics.median(ttft), "pauses_per_answer": pauses / max(1, len(ok))}
+            "ttft_p50_ms": 1000 * statistics.median(ttft), "pauses_per_answer": pauses / max(1, len(ok)),
+            "server_cpu_ms_per_answer": None if run.get("server_cpu_s") is None else
+            1000 * run["server_cpu_s"] / max(1, len(ok)),
+            "client_cpu_ms_per_answer": 1000 * run["client_cpu_s"] / max(1, len(ok))}
 
 
 def main(argv=None) -> int:
@@ -174,27 +190,36 @@ def main(argv=None) -> int:
         url = f"http://127.0.0.1:{port}"
         rows, reference = [], None
         try:
+            if args.warmup:
+                warm = [task.sample(rng).prompt for _ in range(args.warmup)]
+                asyncio.run(level(url, warm[: args.warmup // 2], 8, args.urgency))
+                asyncio.run(level(url, warm[args.warmup // 2:], 1, args.urgency))
             for c in args.concurrency:
                 if time.monotonic() - started > args.time_limit:
                     print(f"bench_serve: skipping C={c}: --time_limit {args.time_limit:.0f} s reached", flush=True)
                     continue
-                result = asyncio.run(level(url, prompts, c, args.urgency))
+                result = asyncio.run(timed_level(url, prompts, c, args.urgency, server.pid))
                 if reference is None:
                     reference = [r.get("text") for r in result["results"]]
                 rows.append(summarise(c, result, reference))
                 print(f"  C={c}: {rows[-1]['answers_per_s']:.1f} answers/s", flush=True)
+                for message in sorted({r["error"] for r in result["results"] if "error" in r})[:3]:
+                    print(f"  C={c}: failed: {message}", flush=True)
         finally:
             server.terminate()
             server.wait(30)
     base = rows[0]["answers_per_s"] if rows and rows[0]["concurrency"] == 1 else float("nan")
-    header = ("C", "answers/s", "speedup", "ans tok/s", "all tok/s", "p50 ms", "p95 ms", "TTFT p50", "failed", "wrong")
+    header = ("C", "answers/s", "speedup", "ans tok/s", "all tok/s", "p50 ms", "p95 ms", "TTFT p50",
+              "server CPU ms/answer", "client CPU ms/answer", "failed", "wrong")
     print(f"bench_serve: {args.requests} requests per level, urgency {args.urgency}, controller: {controller}; "
           f"{rows[0]['pauses_per_answer'] if rows else 0:.1f} pauses per answer")
     print(" | ".join(header))
     for r in rows:
         print(" | ".join([str(r["concurrency"]), f"{r['answers_per_s']:.1f}", f"{r['answers_per_s'] / base:.2f}x",
                           f"{r['answer_tokens_per_s']:.0f}", f"{r['all_tokens_per_s']:.0f}", f"{r['p50_ms']:.0f}",
-                          f"{r['p95_ms']:.0f}", f"{r['ttft_p50_ms']:.0f}", str(r["failed"]), str(r["wrong"])]))
+                          f"{r['p95_ms']:.0f}", f"{r['ttft_p50_ms']:.0f}",
+                          "n/a" if r["server_cpu_ms_per_answer"] is None else f"{r['server_cpu_ms_per_answer']:.1f}",
+                          f"{r['client_cpu_ms_per_answer']:.1f}", str(r["failed"]), str(r["wrong"])]))
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps({"args": vars(args), "controller": controller, "levels": rows}, indent=2))
     c32 = next((r for r in rows if r["concurrency"] == 32), None)

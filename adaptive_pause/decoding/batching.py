@@ -1,6 +1,7 @@
 """Continuous batching for `DecodeSession`: rows join a running session and leave it between steps.
 
-Owns: `admit(running, fresh)` (append a freshly prefilled session's rows to a running one), `keep_rows`
+Owns: `admit(running, fresh, keep)` (append a freshly prefilled session's rows to a running one, dropping
+the running rows `keep` excludes in the same cache rebuild), `keep_rows`
 (drop rows, e.g. finished ones, and the columns no kept row attends to) and `take_records` (hand the
 caller each step's records and forget them). Rows are left-padded to a common width: padding columns are
 masked (attention mask 0, bias at the dtype's minimum) and positions are per row, so each row's context
@@ -102,18 +103,24 @@ def _check_compatible(running: DecodeSession, fresh: DecodeSession) -> None:
 
 
 @torch.no_grad()
-def admit(running: DecodeSession, fresh: DecodeSession) -> None:
+def admit(running: DecodeSession, fresh: DecodeSession, keep: torch.Tensor | None = None) -> None:
     """Append `fresh`'s rows (a just-prefilled session: same model, config and pause settings) to `running`,
-    in place, between two steps. The running session's past records are dropped (see the module note)."""
+    in place, between two steps. With `keep` ((batch,) bool), only the running rows where it is True stay,
+    as `keep_rows` would drop the others, in the same rebuild of the cache. The running session's past
+    records are dropped (see the module note)."""
     _check_compatible(running, fresh)
-    width = max(running.length, fresh.length)
+    if keep is None:
+        kept_columns, kept_layers = _columns(running), _layer_states(running)
+    else:
+        kept_columns, kept_layers = _select(running, keep, allow_empty=True)  # fresh rows remain
+    width = max(kept_columns[0].shape[1], fresh.length)
     columns = []
-    for (a, b), fill in zip(zip(_columns(running), _columns(fresh)), (0, running._masked, running.pad_id)):
+    for (a, b), fill in zip(zip(kept_columns, _columns(fresh)), (0, running._masked, running.pad_id)):
         columns.append(torch.cat([_pad_left(a, width, 1, fill), _pad_left(b, width, 1, fill)], 0))
     # Padded key/value columns are never attended to (mask 0); zeros keep them finite.
     layers = [(torch.cat([_pad_left(ka, width, 2, 0), _pad_left(kb, width, 2, 0)], 0),
                torch.cat([_pad_left(va, width, 2, 0), _pad_left(vb, width, 2, 0)], 0))
-              for (ka, va), (kb, vb) in zip(_layer_states(running), _layer_states(fresh))]
+              for (ka, va), (kb, vb) in zip(kept_layers, _layer_states(fresh))]
     for name in _ROW_STATE:
         setattr(running, name, torch.cat([getattr(running, name), getattr(fresh, name)], 0))
     for name in _OPTIONAL_ROW_STATE:
@@ -128,20 +135,24 @@ def admit(running: DecodeSession, fresh: DecodeSession) -> None:
     _install(running, *columns, layers)
 
 
-@torch.no_grad()
-def keep_rows(session: DecodeSession, keep: torch.Tensor) -> None:
-    """Keep only the rows where `keep` (batch,) bool is True, in place, between two steps; columns that no
-    kept row attends to (leading ones) are dropped, so a long-running session stays as wide as its oldest
-    row. The session's past records are dropped (see the module note)."""
+def _select(session: DecodeSession, keep: torch.Tensor, allow_empty: bool = False):
+    """Keep the rows where `keep` is True in the session's per-row state (in place); return their columns
+    and per-layer cache states without the leading columns no kept row attends to (not yet installed)."""
     keep = keep.to(session.device).bool()
     if keep.shape != (session.batch,):
         raise ValueError(f"keep: expected a ({session.batch},) bool mask, got shape {tuple(keep.shape)}")
     if not bool(keep.any()):
-        raise ValueError("keep: a session needs at least one row; drop the session instead")
-    mask, bias_columns, ids = (c[keep] for c in _columns(session))
-    used = mask.bool().any(0)
-    start = int(used.long().argmax()) if bool(used.any()) else 0
-    layers = [(k[keep][:, :, start:], v[keep][:, :, start:]) for k, v in _layer_states(session)]
+        if not allow_empty:
+            raise ValueError("keep: a session needs at least one row; drop the session instead")
+        # Every row finished: the last step ran no forward, so the cache is a column short; keep nothing.
+        mask, bias_columns, ids = (c[:0, :0] for c in _columns(session))
+        layers = [(layer.keys[:0, :, :0], layer.values[:0, :, :0]) for layer in session.cache.layers]
+        start = 0
+    else:
+        mask, bias_columns, ids = (c[keep] for c in _columns(session))
+        used = mask.bool().any(0)
+        start = int(used.long().argmax())
+        layers = [(k[keep][:, :, start:], v[keep][:, :, start:]) for k, v in _layer_states(session)]
     for name in _ROW_STATE:
         setattr(session, name, getattr(session, name)[keep])
     for name in _OPTIONAL_ROW_STATE:
@@ -149,8 +160,17 @@ def keep_rows(session: DecodeSession, keep: torch.Tensor) -> None:
             setattr(session, name, getattr(session, name)[keep])
     session.positions = PositionState(*(getattr(session.positions, f)[keep]
                                         for f in ("next_contiguous", "tokens_so_far", "pause_run")))
+    return (mask[:, start:], bias_columns[:, start:], ids[:, start:]), layers
+
+
+@torch.no_grad()
+def keep_rows(session: DecodeSession, keep: torch.Tensor) -> None:
+    """Keep only the rows where `keep` (batch,) bool is True, in place, between two steps; columns that no
+    kept row attends to (leading ones) are dropped, so a long-running session stays as wide as its oldest
+    row. The session's past records are dropped (see the module note)."""
+    columns, layers = _select(session, keep)
     take_records(session)
-    _install(session, mask[:, start:], bias_columns[:, start:], ids[:, start:], layers)
+    _install(session, *columns, layers)
 
 
 __all__ = ["admit", "keep_rows", "take_records"]

@@ -18,6 +18,7 @@ import dataclasses
 import hmac
 import json
 import logging
+import threading
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -50,6 +51,30 @@ class ApiError(Exception):
         self.headers = headers
 
 
+class _Outbox:
+    """Hands events from the scheduler thread to the event loop in batches: the loop is woken once for all
+    events put before it runs (about once per decode step), not once per token. Why: each wake-up is a
+    self-pipe write, and the woken loop thread then takes the GIL from the decode thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._pending: list[tuple[asyncio.Queue, dict]] = []
+
+    def put(self, queue: asyncio.Queue, event: dict) -> None:  # any thread
+        with self._lock:
+            self._pending.append((queue, event))
+            wake = len(self._pending) == 1
+        if wake:
+            self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:  # the loop's thread
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for queue, event in pending:
+            queue.put_nowait(event)
+
+
 def _error(status: int, message: str, kind: str, param=None, code=None, headers=None) -> JSONResponse:
     return JSONResponse(error_body(message, kind, param, code), status_code=status, headers=headers)
 
@@ -69,7 +94,8 @@ def create_app(model, *, model_name: str = "adaptive-pause", decode_config: Deco
     settings = model.settings
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app):
+    async def lifespan(app_):
+        app_.state.outbox = _Outbox(asyncio.get_running_loop())
         scheduler.start()
         try:
             yield
@@ -165,11 +191,11 @@ def create_app(model, *, model_name: str = "adaptive-pause", decode_config: Deco
         else:
             parsed = parse(CompletionRequest, data)
             prompt = parsed.text()
-        loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
+        outbox: _Outbox = request.app.state.outbox
 
         def emit(event: dict) -> None:  # called from the scheduler thread
-            loop.call_soon_threadsafe(events.put_nowait, event)
+            outbox.put(events, event)
 
         job = serve_request(parsed, prompt, emit, "chatcmpl" if chat else "cmpl")
         try:
@@ -216,23 +242,29 @@ def create_app(model, *, model_name: str = "adaptive-pause", decode_config: Deco
 
         ended, first = False, True
         try:
-            while True:
-                event = await events.get()
-                if event["type"] == "token":
-                    yield sse(chunk(job.id, model_name, chat, event["text"], event["pauses"], first=first))
-                    first = False
-                    continue
-                ended = True
-                if event["type"] == "error":
-                    yield sse(error_body(event["message"], "server_error"))
-                else:
-                    per_token = event["pauses_per_token"]  # one more than the tokens when EOS was emitted
-                    last = per_token[-1] if len(per_token) > event["completion_tokens"] else 0
-                    counts = usage(prompt_tokens, event["completion_tokens"], event["pause_tokens"])
-                    yield sse(chunk(job.id, model_name, chat, None if chat else "", last,
-                                             event["finish_reason"], counts, first=first))
-                yield "data: [DONE]\n\n"
-                return
+            while not ended:
+                # Every event already here goes out in one write: fewer sends, and fewer wake-ups of the client.
+                pending = [await events.get()]
+                while not events.empty():
+                    pending.append(events.get_nowait())
+                out = []
+                for event in pending:
+                    if event["type"] == "token":
+                        out.append(sse(chunk(job.id, model_name, chat, event["text"], event["pauses"], first=first)))
+                        first = False
+                        continue
+                    ended = True
+                    if event["type"] == "error":
+                        out.append(sse(error_body(event["message"], "server_error")))
+                    else:
+                        per_token = event["pauses_per_token"]  # one more than the tokens when EOS was emitted
+                        last = per_token[-1] if len(per_token) > event["completion_tokens"] else 0
+                        counts = usage(prompt_tokens, event["completion_tokens"], event["pause_tokens"])
+                        out.append(sse(chunk(job.id, model_name, chat, None if chat else "", last,
+                                             event["finish_reason"], counts, first=first)))
+                    out.append("data: [DONE]\n\n")
+                    break
+                yield "".join(out)
         finally:
             if not ended:  # the client disconnected (the response was cancelled): free its row
                 scheduler.cancel(job.id)

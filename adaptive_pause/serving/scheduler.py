@@ -262,14 +262,18 @@ class Scheduler:
         if bool(cancel.any()):
             session.cancel(cancel)
         keep = session.active.cpu()
+        dropping = not bool(keep.all())
         if not stopping and not rows[0].solo:
             newcomers = self._take_admissible(session.config, self.max_batch - int(keep.sum()))
             fresh = self._prefill(newcomers) if newcomers else None
-            if fresh is not None:
-                admit(session, fresh)
-                rows = rows + newcomers
-                keep = torch.cat([keep, torch.ones(len(newcomers), dtype=torch.bool)])
-        if bool(keep.any()) and not bool(keep.all()):
+            if fresh is not None:  # finished rows leave in the same cache rebuild as the newcomers join
+                self._rows = rows + newcomers  # should admit fail, the newcomers get the error too
+                admit(session, fresh, keep if dropping else None)
+                rows = [r for r, k in zip(rows, keep.tolist()) if k] if dropping else rows
+                self._rows = rows = rows + newcomers
+                self.peak_rows = max(self.peak_rows, len(rows))
+                return
+        if dropping and bool(keep.any()):
             keep_rows(session, keep)
             rows = [r for r, k in zip(rows, keep.tolist()) if k]
         self._rows = rows

@@ -17,15 +17,18 @@ def _session(model, prompts, urgency, config):
                          s.pause_slots)
 
 
-def _staggered(model, policy, config, arrivals, urgency):
+def _staggered(model, policy, config, arrivals, urgency, together=False, when_empty=()):
     """Run `arrivals` ({step: prompts}) through one session with run_policy: rows join at those steps and
-    finished rows leave at once. Returns {prompt: (answer ids, pauses per token)}."""
+    finished rows leave at once. `together`: finished rows leave in the same call that admits newcomers
+    (`admit(..., keep=...)`); `when_empty`: prompts that join at the first step where every row has finished.
+    Returns {prompt: (answer ids, pauses per token)} and the session's width after each step."""
     first = arrivals[0]
     session = _session(model, first, urgency, config)
     rows = list(first)  # prompt of each row
-    answers = {p: ([], []) for prompts in arrivals.values() for p in prompts}
+    answers = {p: ([], []) for prompts in [*arrivals.values(), when_empty] for p in prompts}
     eos = set(session.eos_ids.tolist())
     widths = []
+    waiting_for_empty = [list(when_empty)]
 
     def on_step(s):
         step = on_step.count = on_step.count + 1
@@ -36,13 +39,21 @@ def _staggered(model, policy, config, arrivals, urgency):
                 if valid and not pause:
                     answers[rows[i]][0].append(token)
                     answers[rows[i]][1].append(before)
-        if step in arrivals:
-            admit(s, _session(model, arrivals[step], urgency, config))
-            rows.extend(arrivals[step])
         active = s.active.cpu()
-        if not bool(active.all()) and bool(active.any()):
-            keep_rows(s, active)
-            rows[:] = [r for r, a in zip(rows, active.tolist()) if a]
+        joining = arrivals.get(step, [])
+        if waiting_for_empty[0] and not bool(active.any()):
+            joining, waiting_for_empty[0] = joining + waiting_for_empty[0], []
+        if joining and together:
+            admit(s, _session(model, joining, urgency, config), keep=active)
+            rows[:] = [r for r, a in zip(rows, active.tolist()) if a] + joining
+        else:
+            if joining:
+                admit(s, _session(model, joining, urgency, config))
+                rows.extend(joining)
+            active = s.active.cpu()
+            if not bool(active.all()) and bool(active.any()):
+                keep_rows(s, active)
+                rows[:] = [r for r, a in zip(rows, active.tolist()) if a]
         widths.append(s.length)
 
     on_step.count = 0
@@ -70,6 +81,19 @@ def test_rows_joining_and_leaving_decode_as_alone(numbering):
     assert min(widths[len(widths) // 2:]) < max(widths)
 
 
+def test_rows_leaving_as_others_join_in_one_rebuild_decode_as_alone():
+    """admit(..., keep=...) drops finished rows in the same cache rebuild, also when every row has finished."""
+    model = opinionated_model("slotted")
+    policy = ConfidenceThreshold(0.9)
+    config = DecodeConfig(max_new_tokens=8, max_pauses=4, record_features=False)
+    arrivals = {0: PROMPTS[:2], 1: PROMPTS[2:], 5: EXTRA[:2], 9: EXTRA[2:3]}
+    served, widths = _staggered(model, policy, config, arrivals, 0.2, together=True, when_empty=EXTRA[3:])
+    for prompt in PROMPTS + EXTRA:
+        alone = model.generate([prompt], urgency=0.2, policy=policy, decode_config=config)
+        assert served[prompt] == (alone.answer_ids[0], alone.pauses_per_token[0]), prompt
+    assert min(widths[len(widths) // 2:]) < max(widths)
+
+
 def test_admit_with_prompt_summary_and_a_head():
     model = opinionated_model("slotted", hidden=32)
     head = decisive_head(32, prompt_summary=True)
@@ -90,3 +114,5 @@ def test_admit_and_keep_rows_refuse_mismatches():
         keep_rows(running, torch.zeros(2, dtype=torch.bool))
     with pytest.raises(ValueError, match="keep: expected"):
         keep_rows(running, torch.ones(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="keep: expected"):
+        admit(running, _session(model, PROMPTS[2:], 0.5, config), keep=torch.ones(3, dtype=torch.bool))
