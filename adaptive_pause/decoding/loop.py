@@ -68,15 +68,15 @@ def run_policy(session: DecodeSession, policy: PausePolicy, urgency_schedule: Ur
         decision = policy.decide(inputs, greedy=cfg.controller_greedy, generator=generator)
         if cfg.speculate_pauses:
             decision = session.take_pending(decision)
-        plan = policy.plan_pauses(inputs) if cfg.chunk_pauses else None
-        if plan is not None and int((plan.to(session.device) * session.active).max()) >= 2:
+        plan = policy.plan_pauses(inputs)  # None for a per-step policy; else also the pauses' countdown
+        if cfg.chunk_pauses and plan is not None and int((plan.to(session.device) * session.active).max()) >= 2:
             # Rows with a plan prefill it in one pass; the others take their one-token decision alongside.
             plan = plan.to(session.device).long()
             session.step_pauses(torch.where(plan >= 1, plan, decision.action.long()), decision)
         elif cfg.speculate_pauses >= 2 and bool((decision.action.bool() & session.active & ~session.forced()).any()):
             session.step_speculative(decision, policy, cfg.speculate_pauses, cfg.controller_greedy, generator)
         else:
-            session.step(decision.action, decision)
+            session.step(decision.action, decision, committed=plan)
         if on_step is not None:
             on_step(session)
         step += 1
