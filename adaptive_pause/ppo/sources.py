@@ -154,6 +154,7 @@ class LMSource:
             score=score.float(), pauses=result.pauses_total.long(),
             difficulty=torch.tensor([e.difficulty for e in examples], device=device),
             tokens=token_trace(self.model.lm, result, settings) if self.train_adapter else None,
+            choices=trace.choices if policy.plans else None,  # a planning controller's counts
         )
 
 
