@@ -42,8 +42,10 @@ def _one_thread() -> None:
     torch.set_num_threads(1)  # parallel jobs share the cores: one thread each, no oversubscription
 
 
-def build_lm(out: str, seed: int, countdown: bool, pretrain_steps: int) -> str:
-    """pretrain + LoRA finetune of the demo recipe into OUT/lm{seed}[-plain]/{pre,ft}; returns the finetune run."""
+def build_lm(out: str, seed: int, countdown: bool, pretrain_steps: int, base: str | None = None) -> str:
+    """pretrain + LoRA finetune of the demo recipe into OUT/lm{seed}[-plain]/{pre,ft}; returns the finetune run.
+    With `base` (a finished demo pretrain run, no countdown): only the finetune, seeded by `seed`, with the
+    countdown added there (finetune's `pause_countdown`) or not."""
     from adaptive_pause.config import from_dict
     from adaptive_pause.training.finetune import FinetuneConfig, run_finetune
     from adaptive_pause.training.pretrain import PretrainConfig, run_pretrain
@@ -51,13 +53,14 @@ def build_lm(out: str, seed: int, countdown: bool, pretrain_steps: int) -> str:
     root = Path(out) / f"lm{seed}{'' if countdown else '-plain'}"
     if (root / "ft" / "adapter").is_dir():
         return str(root / "ft")  # built before (a rerun of the bench reuses it)
-    pre = stage_yaml("pretrain")
-    pre["model"] = {**pre["model"], "pause_countdown": countdown}
-    run_pretrain(from_dict(PretrainConfig, {**pre, "seed": seed, "progress": False, "max_steps": pretrain_steps,
-                                            "output_dir": str(root / "pre"), "overwrite": True}))
+    if base is None:
+        pre = stage_yaml("pretrain")
+        pre["model"] = {**pre["model"], "pause_countdown": countdown}
+        run_pretrain(from_dict(PretrainConfig, {**pre, "seed": seed, "progress": False, "max_steps": pretrain_steps,
+                                                "output_dir": str(root / "pre"), "overwrite": True}))
     run_finetune(from_dict(FinetuneConfig, {**stage_yaml("finetune"), "seed": seed, "progress": False,
-                                            "base_model": str(root / "pre"), "output_dir": str(root / "ft"),
-                                            "overwrite": True}))
+                                            "base_model": base or str(root / "pre"), "output_dir": str(root / "ft"),
+                                            "pause_countdown": countdown and base is not None, "overwrite": True}))
     return str(root / "ft")
 
 
@@ -232,6 +235,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--jobs", type=int, default=1, help="independent units run in this many processes")
     parser.add_argument("--iterations", type=int, default=1200, help="PPO iterations (the demo's 1200)")
     parser.add_argument("--pretrain_steps", type=int, default=1500, help="pretrain steps (the demo's 1500)")
+    parser.add_argument("--base", default=None, help="a finished demo pretrain run (no countdown): skip pretraining; "
+                        "LM seeds then seed the finetune, which adds the countdown")
     parser.add_argument("--num_examples", type=int, default=500)
     parser.add_argument("--urgencies", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     parser.add_argument("--fixed_ks", type=int, nargs="+", default=[0, 1, 2, 4, 8, 16])
@@ -243,7 +248,7 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs, initializer=_one_thread if args.jobs > 1 else None) as pool:
-        lm_jobs = {(s, c): pool.submit(build_lm, str(out), s, c, args.pretrain_steps) for s in args.lm_seeds
+        lm_jobs = {(s, c): pool.submit(build_lm, str(out), s, c, args.pretrain_steps, args.base) for s in args.lm_seeds
                    for c in ((True, False) if args.compare_countdown else (True,))}
         lms = {key: job.result() for key, job in lm_jobs.items()}
         compare_jobs = {s: pool.submit(countdown_compare, lms[(s, True)], lms[(s, False)], args.fixed_ks,
