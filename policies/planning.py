@@ -10,6 +10,8 @@ Must not: import `adaptive_pause`, know about decoding, or save files (`policies
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -21,23 +23,28 @@ class PausePlanningHead(PauseControllerHead):
     """MLP over the per-step head's features -> (K + 1 logits over the pause count, value).
 
     max_count: K, the largest count (the decode loop's `max_pauses`; counts beyond a cap are cut there).
-    The other arguments are `PauseControllerHead`'s. The initial policy is near uniform over 0..K.
+    initial_pause_prob p: the untrained head's counts follow P(k) ~ p^k, the count distribution of a per-step
+    head that pauses with probability p at each step (a near-uniform start over 17 counts, mean 8 pauses, collapsed
+    onto k <= 1 in PPO on the demo: docs/results.md). The other arguments are `PauseControllerHead`'s.
     """
 
     plans = True
 
     def __init__(self, hidden_size: int, max_count: int, width: int = 64, pause_scale: float = 8.0,
-                 use_top_prob: bool = True, detach_features: bool = True, prompt_summary: bool = False):
+                 use_top_prob: bool = True, detach_features: bool = True, prompt_summary: bool = False,
+                 initial_pause_prob: float = 0.5):
         if not (isinstance(max_count, int) and max_count >= 1):
             raise ValueError(f"max_count: must be an integer >= 1, got {max_count!r}")
         super().__init__(hidden_size, width=width, pause_scale=pause_scale, use_top_prob=use_top_prob,
-                         detach_features=detach_features, prompt_summary=prompt_summary)
+                         detach_features=detach_features, prompt_summary=prompt_summary,
+                         initial_pause_prob=initial_pause_prob)
         self.max_count = max_count
         self.out = nn.Linear(width, max_count + 2)  # rows 0..K: count logits, row K+1: value
-        with torch.no_grad():  # CleanRL's init: a small-std policy output keeps the first policy near uniform
+        with torch.no_grad():  # CleanRL's init: a small-std policy output keeps the first policy near its bias
             nn.init.orthogonal_(self.out.weight[:-1], 0.01)
             nn.init.orthogonal_(self.out.weight[-1:], 1.0)
             self.out.bias.zero_()
+            self.out.bias[:-1] = torch.arange(max_count + 1) * math.log(initial_pause_prob)  # P(k) ~ p^k
 
     def forward(self, inputs: ControllerInputs) -> tuple[torch.Tensor, torch.Tensor]:  # (batch, K+1), (batch,)
         out = self.out(self.trunk(inputs)).float()
@@ -68,4 +75,5 @@ class PausePlanningHead(PauseControllerHead):
     def config(self) -> dict:
         return {"hidden_size": self.hidden_size, "max_count": self.max_count, "width": self.width,
                 "pause_scale": self.pause_scale, "use_top_prob": self.use_top_prob,
-                "detach_features": self.detach_features, "prompt_summary": self.prompt_summary}
+                "detach_features": self.detach_features, "prompt_summary": self.prompt_summary,
+                "initial_pause_prob": self.initial_pause_prob}

@@ -89,7 +89,8 @@ def build_policy(config: PPOConfig, hidden_size: int) -> PauseControllerHead:
     if config.controller == "plan":
         return PausePlanningHead(hidden_size, max_count=config.max_pauses, width=config.head_width,
                                  pause_scale=float(max(config.pause_cap(), 1)), use_top_prob=True,
-                                 detach_features=not config.train_adapter, prompt_summary=config.prompt_summary)
+                                 detach_features=not config.train_adapter, prompt_summary=config.prompt_summary,
+                                 initial_pause_prob=config.initial_pause_prob)
     return PauseControllerHead(hidden_size, width=config.head_width, pause_scale=float(max(config.pause_cap(), 1)),
                                use_top_prob=config.env == "lm", initial_pause_prob=config.initial_pause_prob,
                                detach_features=not config.train_adapter, prompt_summary=config.prompt_summary)

@@ -100,3 +100,14 @@ def test_planning_head_round_trip(tmp_path):
     torch.testing.assert_close(loaded(inputs)[0], head(inputs)[0])
     with pytest.raises(ValueError, match="max_count"):
         PausePlanningHead(32, max_count=0)
+
+
+def test_untrained_planning_head_starts_geometric():
+    """P(k) ~ p^k at initialisation: the count distribution of a per-step head pausing with probability p."""
+    torch.manual_seed(0)
+    head = PausePlanningHead(32, max_count=5, initial_pause_prob=0.2)
+    inputs = ControllerInputs(torch.randn(4, 32), torch.rand(4), torch.zeros(4, dtype=torch.long),
+                              torch.zeros(4, dtype=torch.long), torch.rand(4))
+    probs = head(inputs)[0].softmax(-1)  # (4, 6)
+    expected = 0.2 ** torch.arange(6.0)
+    torch.testing.assert_close(probs, (expected / expected.sum()).expand(4, -1), atol=0.02, rtol=0)
