@@ -31,6 +31,7 @@ from policies import PausePolicy, UrgencyEstimator, load_estimator, load_policy,
 
 from .base_ref import BASE_ATTR, is_reference, load_reference, should_refer, write_reference
 from .checkpoint import atomic_dir, check_agreement, verify_checksums
+from .countdown import load_countdown, save_countdown
 from .config import check, help_field
 from .decoding import DecodeConfig, DecodeResult, DecodeSession, UrgencyLike, UrgencySchedule, decode
 from .trained_decode import read_trained_decode, warn_outside_training, write_trained_decode
@@ -68,6 +69,7 @@ class ModelConfig:
         "'auto' (chat when the tokenizer has a template, else raw); recorded with the tokenizer for later stages",
         default="auto")
     system_prompt: Optional[str] = help_field("chat format: a system message before each prompt", default=None)
+    pause_countdown: bool = help_field("pauses also read an embedding of the pauses still to come (countdown.py)", default=False)
 
     def __post_init__(self):
         check(self.position_numbering in NUMBERINGS + ("auto",), "position_numbering",
@@ -84,7 +86,6 @@ class ModelConfig:
         if self.position_numbering != "auto":
             return self.position_numbering
         return "slotted" if not self.name_or_path else "contiguous"
-
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ def load_saved_lm(path: str | os.PathLike):
     if local.is_dir():
         verify_checksums(local)
     if is_reference(local):  # a lean run: model/ refers to its (fingerprinted) base
-        return load_reference(local)
+        return load_countdown(*load_reference(local), local)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path)
@@ -192,7 +193,7 @@ def load_saved_lm(path: str | os.PathLike):
     rows = model.get_input_embeddings().weight.shape[0]
     if rows < len(tokenizer):
         raise ValueError(f"{path}: tokenizer has {len(tokenizer)} tokens but the model only {rows} embedding rows")
-    return model, tokenizer
+    return load_countdown(model, tokenizer, local)
 
 
 def save_lm(model, tokenizer, path: str | os.PathLike, state_dict: dict | None = None) -> None:
@@ -202,6 +203,7 @@ def save_lm(model, tokenizer, path: str | os.PathLike, state_dict: dict | None =
     """
     base = should_refer(model) if state_dict is None else None
     with atomic_dir(path) as tmp:
+        save_countdown(model, tmp, state_dict)
         if base is not None:
             write_reference(model, tokenizer, base, tmp)
             return
@@ -379,6 +381,7 @@ class AdaptivePauseModel:
         with atomic_dir(run_dir / MODEL_DIR) as tmp:
             base = _base_model(self.lm)
             reference = should_refer(base)
+            save_countdown(base, tmp)
             if reference is not None:  # a large base: refer to it (path + fingerprint), do not copy it
                 write_reference(base, self.tokenizer, reference, tmp)
             elif is_peft:

@@ -59,6 +59,7 @@ class PausePolicy(nn.Module):
     # What the policy reads, declared so the decode loop and loaders can check it (not guessed):
     hidden_size: int | None = None  # the LM hidden size its features come from; None: it reads no features
     prompt_summary: bool = False  # its features are [hidden state, mean prompt state] (2 x hidden_size)
+    plans: bool = False  # its action is a pause count chosen before an answer token (planning), not pause/emit
 
     def action_logits(self, inputs: ControllerInputs) -> torch.Tensor:  # (batch,)
         raise NotImplementedError

@@ -100,6 +100,13 @@ class PauseControllerHead(PausePolicy):
         return torch.cat(columns, dim=-1)
 
     def forward(self, inputs: ControllerInputs) -> tuple[torch.Tensor, torch.Tensor]:  # (batch,), (batch,)
+        out = self.out(self.trunk(inputs))  # (batch, 2)
+        if out.dtype != torch.float32:
+            out = out.float()
+        return out[:, 0], out[:, 1]
+
+    def trunk(self, inputs: ControllerInputs) -> torch.Tensor:  # (batch, width)
+        """The one hidden layer over the normalised features and the scalar features (shared by the outputs)."""
         features = inputs.features.detach() if self.detach_features else inputs.features
         if features.shape[-1] != self.input_dim:
             what = (f"2 x {self.hidden_size}: the hidden state and the prompt summary (decode with "
@@ -116,10 +123,7 @@ class PauseControllerHead(PausePolicy):
         else:
             normed = [self.norm(features)]
         x = torch.cat(normed + [scalars if scalars.dtype == dtype else scalars.to(dtype)], dim=-1)
-        out = self.out(torch.tanh(self.hidden_layer(x)))  # (batch, 2)
-        if out.dtype != torch.float32:
-            out = out.float()
-        return out[:, 0], out[:, 1]
+        return torch.tanh(self.hidden_layer(x))
 
     def action_logits(self, inputs: ControllerInputs) -> torch.Tensor:
         return self(inputs)[0]

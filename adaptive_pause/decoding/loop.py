@@ -1,7 +1,8 @@
 """The policy-driven decode loop: the only place a policy drives a `DecodeSession` to the end.
 
 Owns: `decode` (prefill prompts, then run a policy), `run_policy` (drive an existing session: urgency
-schedules, step callbacks, chunked and speculative steps chosen per step), and the check that the loop's
+schedules, step callbacks, chunked and speculative steps chosen per step, a planning controller's counts
+prefilled in one pass each), and the check that the loop's
 features are the ones the policy reads. Generation, PPO rollouts, sweeps and the gymnasium env use these.
 
 Must not: know about tasks, rewards, PPO updates or files.
@@ -68,15 +69,18 @@ def run_policy(session: DecodeSession, policy: PausePolicy, urgency_schedule: Ur
         decision = policy.decide(inputs, greedy=cfg.controller_greedy, generator=generator)
         if cfg.speculate_pauses:
             decision = session.take_pending(decision)
-        plan = policy.plan_pauses(inputs) if cfg.chunk_pauses else None
-        if plan is not None and int((plan.to(session.device) * session.active).max()) >= 2:
+        plan = policy.plan_pauses(inputs)  # None for a per-step policy; else also the pauses' countdown
+        if policy.plans:  # a planning controller: before a token, its count k of pauses in one pass, then the emit
+            fresh = session.active & ~session.forced() & (session.pauses_before_token == 0)  # (batch,)
+            session.step_pauses(torch.where(fresh, decision.action.long(), 0), decision, deciding=fresh)
+        elif cfg.chunk_pauses and plan is not None and int((plan.to(session.device) * session.active).max()) >= 2:
             # Rows with a plan prefill it in one pass; the others take their one-token decision alongside.
             plan = plan.to(session.device).long()
             session.step_pauses(torch.where(plan >= 1, plan, decision.action.long()), decision)
         elif cfg.speculate_pauses >= 2 and bool((decision.action.bool() & session.active & ~session.forced()).any()):
             session.step_speculative(decision, policy, cfg.speculate_pauses, cfg.controller_greedy, generator)
         else:
-            session.step(decision.action, decision)
+            session.step(decision.action, decision, committed=plan)
         if on_step is not None:
             on_step(session)
         step += 1

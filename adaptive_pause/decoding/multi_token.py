@@ -14,6 +14,7 @@ import torch
 
 from policies.base import EMIT, PAUSE, ControllerInputs, Decision, PausePolicy
 
+from ..countdown import lm_inputs
 from ..positions import advance, next_position_ids
 from .trace import mask_pause
 
@@ -27,12 +28,12 @@ class MultiTokenSteps:
         self.pending_log_prob = torch.zeros(self.batch, device=self.device)  # (batch,)
         self.pending_value = torch.zeros(self.batch, device=self.device)  # (batch,)
 
-    def _forward_all(self, input_ids, attention_mask, positions):
-        """Run the LM on a chunk (batch, n); return every position's (hidden (batch, n, hidden), masked float
+    def _forward_all(self, input_ids, attention_mask, positions, countdown):
+        """Run the LM on a chunk (batch, n) with its countdown inputs; return every position's (hidden (batch, n, hidden), masked float
         logits (batch, n, vocab), top_prob (batch, n)) without changing the session's current state."""
         n = input_ids.shape[1]
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                         use_cache=True, output_hidden_states=True, logits_to_keep=n, **{self._cache_key: self.cache})
+        out = self.model(**lm_inputs(self.model, input_ids, countdown), attention_mask=attention_mask,
+                         position_ids=positions, use_cache=True, output_hidden_states=True, logits_to_keep=n, **{self._cache_key: self.cache})
         logits = mask_pause(out.logits.float(), self.pause_id)
         return out.hidden_states[-1][:, -n:], logits, logits.softmax(-1).amax(-1)
 
@@ -74,7 +75,9 @@ class MultiTokenSteps:
             chunk_pos[:, j] = next_position_ids(state, is_pause[:, j], self.numbering, self.pause_slots)
             state = advance(state, is_pause[:, j], valid[:, j])
         self._mask[:, self.length:self.length + w] = valid
-        hidden, logits, top_prob = self._forward_all(chunk_ids, self._mask[:, :self.length + w], chunk_pos)
+        # Speculative pauses are per-step decisions: each commits to one pause (countdown 1).
+        hidden, logits, top_prob = self._forward_all(chunk_ids, self._mask[:, :self.length + w], chunk_pos,
+                                                     is_pause.long())
         self.forward_passes += 1
 
         # The controller at the state after pause j+1 (slot j) decides whether pause j+2 is kept.
@@ -111,12 +114,13 @@ class MultiTokenSteps:
         for j in range(w):
             slot_valid, slot_pause = accepted[:, j], accepted[:, j] & pause0
             if j == 0:
-                self._record(slot_valid, chunk_ids[:, j], slot_pause, decision, forced & slot_valid, None)
+                self._record(slot_valid, chunk_ids[:, j], slot_pause, decision, forced & slot_valid, None,
+                             countdown=slot_pause.long())
             else:
                 self.hidden, self.top_prob = hidden[:, j - 1], top_prob[:, j - 1]
                 step_decision = Decision(again[:, j - 1].long(), inner_lp[:, j - 1], inner_v[:, j - 1])
                 self._record(slot_valid, chunk_ids[:, j], slot_pause, step_decision, torch.zeros_like(slot_valid),
-                             None)
+                             None, countdown=slot_pause.long())
             self.positions = advance(self.positions, slot_pause, slot_valid)
             self._after_append(chunk_ids[:, j], slot_pause, slot_valid & ~pause0, slot_valid)
         self._refresh_done()
@@ -127,7 +131,8 @@ class MultiTokenSteps:
         return active
 
     @torch.no_grad()
-    def step_pauses(self, pauses: torch.Tensor, decision: Decision | None = None) -> torch.Tensor:
+    def step_pauses(self, pauses: torch.Tensor, decision: Decision | None = None,
+                    deciding: torch.Tensor | None = None) -> torch.Tensor:
         """One forward pass appending `pauses[r]` known pauses to each active row, or an emit where it is 0.
 
         pauses: (batch,) long >= 0. This is the chunked-pause step: pauses are
@@ -137,7 +142,9 @@ class MultiTokenSteps:
         context are exactly those of appending one by one. Pauses beyond a cap
         are dropped (a row with no room left emits, flagged forced). The
         decision, if given, is recorded at each row's first slot; the further
-        pauses of a chunk are flagged `planned`. Returns the active mask.
+        pauses of a chunk are flagged `planned`. `deciding` (batch,) bool (default: every active row): rows whose
+        decision this is; the others' emits are the end of an earlier plan, flagged `planned` too. A pause's
+        countdown input is the pauses of its chunk from it on (k, ..., 1). Returns the active mask.
         """
         if self.done:
             raise ValueError("step_pauses: every row has finished; check `done` before stepping")
@@ -145,6 +152,7 @@ class MultiTokenSteps:
         forced = self.forced()
         pauses = torch.minimum(pauses.to(self.device).long().clamp(min=0), self.pause_room()) * active.long()  # (batch,)
         emit = active & (pauses == 0)  # (batch,): these rows emit one token, in the chunk's last slot
+        deciding = active if deciding is None else deciding.to(self.device) & active
         counts = torch.where(emit, torch.ones_like(pauses), pauses)  # (batch,) tokens each row appends
         self.pending = self.pending & ~active
         width = max(int(counts.max()), 1)
@@ -153,6 +161,7 @@ class MultiTokenSteps:
         chunk_ids = torch.full((self.batch, width), self.pad_id, dtype=torch.long, device=self.device)
         chunk_mask = torch.zeros((self.batch, width), dtype=torch.long, device=self.device)
         chunk_pos = torch.zeros((self.batch, width), dtype=torch.long, device=self.device)
+        chunk_countdown = torch.zeros((self.batch, width), dtype=torch.long, device=self.device)
         first = width - counts  # (batch,): each row's first slot
         for j in range(width):  # over chunk slots, never over rows
             valid = active & (j >= first)
@@ -160,8 +169,10 @@ class MultiTokenSteps:
             slot_pause = valid & ~slot_emit
             tokens = torch.where(slot_pause, torch.full_like(emit_tokens, self.pause_id), emit_tokens)
             tokens = torch.where(valid, tokens, torch.full_like(tokens, self.pad_id))
-            self._record(valid, tokens, slot_pause, decision, forced & slot_emit, slot_pause & (j > first),
-                         decided=valid & (j == first))
+            chunk_countdown[:, j] = slot_pause.long() * (width - j)  # pauses of the chunk from this one on
+            self._record(valid, tokens, slot_pause, decision, forced & slot_emit,
+                         (slot_pause & (j > first)) | (slot_emit & ~deciding & ~forced),
+                         decided=valid & (j == first) & deciding, countdown=chunk_countdown[:, j])
             chunk_pos[:, j] = next_position_ids(self.positions, slot_pause, self.numbering, self.pause_slots)
             self.positions = advance(self.positions, slot_pause, valid)
             chunk_ids[:, j] = tokens
@@ -172,6 +183,6 @@ class MultiTokenSteps:
         self._ids[:, self.length:self.length + width] = chunk_ids
         self.length += width
         if not self._refresh_done():
-            self._forward(chunk_ids, self._mask[:, :self.length], chunk_pos)
+            self._forward(chunk_ids, self._mask[:, :self.length], chunk_pos, chunk_countdown)
             self.forward_passes += 1
         return active

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..countdown import lm_inputs
 from .trace import controller_features, mask_pause, masked_mean
 
 
@@ -23,18 +24,19 @@ def source_columns(attention_mask: torch.Tensor, prompt_len: int, steps: int) ->
 
 
 def teacher_forced(lm, sequences: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor,
-                   columns: torch.Tensor, pause_id: int, prompt_summary: bool = False
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   columns: torch.Tensor, pause_id: int, prompt_summary: bool = False,
+                   countdown: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass over whole decoded sequences: (features (rows, steps, feature width), logits (rows,
     steps, vocab)).
 
-    sequences, attention_mask, positions: (rows, length); columns: (rows, steps) from `source_columns`.
+    sequences, attention_mask, positions: (rows, length); columns: (rows, steps) from `source_columns`;
+    countdown: (rows, length), the countdown inputs the loop fed (`DecodeResult.countdown`), for a model with one.
     Features are the controller's, built as the loop builds them (`controller_features`): the last layer's
     hidden state, with `prompt_summary` also the mean over the prompt columns. Logits are float with
     `<pause>` masked out, as an emit sees them. The output head runs on the gathered steps only, not on
     every column (the decode loop's fast path relies on the same identity, checked there per prompt).
     """
-    out = lm(input_ids=sequences, attention_mask=attention_mask, position_ids=positions, use_cache=False,
+    out = lm(**lm_inputs(lm, sequences, countdown), attention_mask=attention_mask, position_ids=positions, use_cache=False,
              output_hidden_states=True, logits_to_keep=1)
     full = out.hidden_states[-1]  # (rows, length, hidden)
     hidden = full.gather(1, columns[..., None].expand(-1, -1, full.shape[-1]))  # (rows, steps, hidden)

@@ -5,6 +5,9 @@ before the current answer token and in total; the position-numbering state; why 
 EOS, stop string, `max_new_tokens`, cancelled), the caps (at `max_pauses` before one token or the answer's
 pause budget, a step is a *forced emit*: flagged, not a decision), emit sampling with `<pause>` masked, and
 the per-step records PPO needs. Multi-token steps (chunked, speculative) are in `multi_token.py`.
+The countdown input (a model with `pause_countdown`) carries at each pause the pauses its controller has
+committed to from there on: exact for a plan (fixed k, a planning controller: k, ..., 1), and 1 for a per-step
+decision, which commits to one pause only (so the last pause before a token always reads 1, as in training).
 
 Must not: know about tasks, rewards, PPO or files; loop over rows in Python on the per-step path.
 """
@@ -21,6 +24,7 @@ from transformers import StopStringCriteria
 
 from policies.base import PAUSE, ControllerInputs, Decision
 
+from ..countdown import countdown_values, lm_inputs
 from ..positions import PositionState, advance, check_numbering, initial_state, next_position_ids, position_ids
 from .cache import cache_argument, context_length, decode_cache, full_attention_only
 from .config import DecodeConfig, UrgencyLike, as_urgency
@@ -139,6 +143,7 @@ class DecodeSession(MultiTokenSteps):
         input_ids, mask = (t.to(self.device) for t in left_pad(prompt_ids, self.pad_id))
         self.prompt_len = prompt_len = input_ids.shape[1]
         prompt_positions = position_ids(input_ids, mask, self.pause_id, numbering, pause_slots)
+        self.prompt_countdown = countdown_values(input_ids, mask, self.pause_id, max(pause_slots, 1))
         self.positions: PositionState = initial_state(input_ids, mask, self.pause_id)
         self.eos_ids = torch.tensor(eos_ids(model, tokenizer, self.pause_id), dtype=torch.long, device=self.device)
         self.stop_criteria = StopStringCriteria(tokenizer, list(config.stop_strings)) if config.stop_strings else None
@@ -184,7 +189,7 @@ class DecodeSession(MultiTokenSteps):
         self.prompt_summary = None  # (batch, hidden): set by the prompt pass when config.prompt_summary
         self._features_of = None  # (hidden, its features): one concatenation per step, not one per reader
         with torch.no_grad():
-            self._prefill(input_ids, mask, prompt_positions)
+            self._prefill(input_ids, mask, prompt_positions, self.prompt_countdown)
 
     # ---- internals -------------------------------------------------------------------------------------------
     def _grow(self, extra_columns: int) -> None:
@@ -198,7 +203,7 @@ class DecodeSession(MultiTokenSteps):
         self._bias_columns = self._bias[:, 0, 0]
         self._ids = torch.cat([self._ids, torch.full((b, grow), self.pad_id, dtype=torch.long, device=d)], 1)
 
-    def _prefill(self, input_ids, attention_mask, positions) -> None:
+    def _prefill(self, input_ids, attention_mask, positions, countdown) -> None:
         """The prompt pass, through the model's own forward; also decides whether the fast path is exact.
 
         The fast path (single-token steps) calls the decoder with a ready 4D additive mask over the whole
@@ -209,7 +214,7 @@ class DecodeSession(MultiTokenSteps):
         scaling), and, on this very prompt, head(last hidden) reproducing the model's own logits.
         """
         self._cache_key = cache_argument(self.model)
-        self._forward(input_ids, attention_mask, positions)
+        self._forward(input_ids, attention_mask, positions, countdown)
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         impl = getattr(getattr(base, "config", None), "_attn_implementation", None)
         get_decoder = getattr(base, "get_decoder", None)
@@ -222,18 +227,18 @@ class DecodeSession(MultiTokenSteps):
                 self._fast = (get_decoder(), head)
                 self._decoder_cache_key = cache_argument(self._fast[0])
 
-    def _forward(self, input_ids, attention_mask, positions) -> None:
-        """Run the LM on new tokens (batch, n) over the cache; keep the last position's hidden state and
-        its logits with `<pause>` masked out."""
+    def _forward(self, input_ids, attention_mask, positions, countdown) -> None:
+        """Run the LM on new tokens (batch, n) with their countdown inputs (batch, n) over the cache; keep the
+        last position's hidden state and its logits with `<pause>` masked out."""
         if self._fast is not None and input_ids.shape[1] == 1:
             decoder, head = self._fast
             bias = self._bias[:, :, :, : self.length]  # (batch, 1, 1, length): 0 attend, min masked
-            hidden = decoder(input_ids=input_ids, attention_mask=bias, position_ids=positions,
+            hidden = decoder(**lm_inputs(self.model, input_ids, countdown), attention_mask=bias, position_ids=positions,
                              use_cache=True, **{self._decoder_cache_key: self.cache}).last_hidden_state[:, -1]
             logits = head(hidden).float()
         else:
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                             use_cache=True, output_hidden_states=True, logits_to_keep=1,
+            out = self.model(**lm_inputs(self.model, input_ids, countdown), attention_mask=attention_mask,
+                             position_ids=positions, use_cache=True, output_hidden_states=True, logits_to_keep=1,
                              **{self._cache_key: self.cache})
             hidden = out.hidden_states[-1][:, -1]
             logits = out.logits[:, -1].float()
@@ -258,7 +263,8 @@ class DecodeSession(MultiTokenSteps):
             logits = logits.masked_fill(drop, -math.inf)
         return torch.multinomial(logits.softmax(-1), 1, generator=self.generator).squeeze(-1)
 
-    def _record(self, valid, tokens, is_pause, decision: Decision | None, forced, planned, decided=None) -> None:
+    def _record(self, valid, tokens, is_pause, decision: Decision | None, forced, planned, decided=None,
+                countdown=None) -> None:
         """Keep one trace column (references only: the session never mutates these tensors in place).
         `decided` (default: valid) marks the rows where `decision` was taken in this column."""
         self.records.append(StepRecord(
@@ -267,7 +273,8 @@ class DecodeSession(MultiTokenSteps):
             value=None if decision is None else decision.value.detach(), forced=forced, planned=planned,
             decided=decided, urgency=self.urgency, pauses_before_token=self.pauses_before_token,
             pauses_total=self.pauses_total, top_prob=self.top_prob,
-            features=self._features(self.hidden) if self.config.record_features else None))
+            features=self._features(self.hidden) if self.config.record_features else None, countdown=countdown,
+            choice=None if decision is None else decision.action))
         self._column_times.append(time.perf_counter() - self.start_time)
 
     def _features(self, hidden: torch.Tensor) -> torch.Tensor:  # (batch, [n,] feature width)
@@ -373,10 +380,13 @@ class DecodeSession(MultiTokenSteps):
         self._refresh_done()
 
     @torch.no_grad()
-    def step(self, actions: torch.Tensor, decision: Decision | None = None) -> torch.Tensor:
+    def step(self, actions: torch.Tensor, decision: Decision | None = None,
+             committed: torch.Tensor | None = None) -> torch.Tensor:
         """Append one token to every active row: `<pause>` where actions == 1 (unless forced), else an answer token.
 
         actions: (batch,) long (inactive rows ignored). `decision` (optional) is recorded (log-probs, values).
+        committed: (batch,) long, the pauses a row's policy has committed to from here on (`plan_pauses`);
+        None: 1 (a per-step decision). A pause's countdown input is that, within the caps (at least 1).
         Returns the (batch,) bool mask of rows that were active for this step.
         """
         if self.done:
@@ -388,7 +398,11 @@ class DecodeSession(MultiTokenSteps):
         tokens = self._choose_emits().masked_fill_(is_pause, self.pause_id).masked_fill_(~active, self.pad_id)
 
         self._grow(1)
-        self._record(active, tokens, is_pause, decision, forced, None)
+        countdown = is_pause.long()  # (batch,): a per-step decision commits to this one pause
+        if committed is not None:
+            left = torch.minimum(committed.to(self.device).long(), self.pause_room()).clamp(min=1)
+            countdown = torch.where(is_pause, left, 0)
+        self._record(active, tokens, is_pause, decision, forced, None, countdown=countdown)
         if self.config.speculate_pauses:
             self.pending = self.pending & ~active
         pos = next_position_ids(self.positions, is_pause, self.numbering, self.pause_slots)
@@ -399,7 +413,7 @@ class DecodeSession(MultiTokenSteps):
         self.length += 1
         self._after_append(tokens, is_pause, emit, active)
         if not self._refresh_done():
-            self._forward(tokens[:, None], self._mask[:, :self.length], pos[:, None])
+            self._forward(tokens[:, None], self._mask[:, :self.length], pos[:, None], countdown[:, None])
             self.forward_passes += 1
         return active
 
@@ -427,4 +441,6 @@ class DecodeSession(MultiTokenSteps):
             finish_reasons=[FINISH_NAMES[int(r)] for r in self.finish_reason.cpu()],
             time_s=column_times[last].float(), trace=trace,
             sequences=self._ids[:, : self.length].clone(), attention_mask=self._mask[:, : self.length].clone(),
+            countdown=torch.cat([self.prompt_countdown, trace.countdown], 1)
+            if self.prompt_countdown.shape[0] == self.batch else None,  # rows admitted later: no whole-run record
         )

@@ -64,6 +64,8 @@ class StepRecord:
     pauses_total: torch.Tensor  # long: controller input
     top_prob: torch.Tensor  # float: controller input
     features: torch.Tensor | None  # (batch, feature width) float, or None when features are not recorded
+    countdown: torch.Tensor | None = None  # long: the countdown input fed with the token (0 for emits)
+    choice: torch.Tensor | None = None  # long: the decision's own action (a planning controller's count)
 
 
 @dataclass
@@ -82,6 +84,9 @@ class DecodeTrace:
     pauses_total: torch.Tensor  # (batch, steps) long: controller input
     top_prob: torch.Tensor  # (batch, steps) float: controller input
     features: torch.Tensor | None  # (batch, steps, feature width) float, or None
+    countdown: torch.Tensor | None = None  # (batch, steps) long: the countdown input fed with each token
+    choices: torch.Tensor | None = None  # (batch, steps) long: the controller's action where it decided (a
+    #                                      planning controller's count; per-step: = actions), else `actions`
 
     def decisions(self) -> torch.Tensor:  # (batch, steps) bool
         """Steps that were genuine controller decisions: what PPO trains on."""
@@ -100,7 +105,8 @@ class DecodeTrace:
         if not records:
             z = torch.zeros((batch, 0), device=device)
             features = None if feature_width is None else torch.zeros((batch, 0, feature_width), device=device)
-            return cls(z.bool(), z.long(), z.long(), z, z, z.bool(), z.bool(), z, z.long(), z.long(), z, features)
+            return cls(z.bool(), z.long(), z.long(), z, z, z.bool(), z.bool(), z, z.long(), z.long(), z, features,
+                       z.long(), z.long())
         zeros = torch.zeros(batch, device=device)
 
         def stack(name: str, fill=None) -> torch.Tensor:  # (batch, steps)
@@ -116,14 +122,17 @@ class DecodeTrace:
         keep = decided & ~forced & ~planned
         log_probs = torch.where(keep, stack("log_prob", lambda r: zeros).float(), 0.0)
         values = torch.where(decided, stack("value", lambda r: zeros).float(), 0.0)
+        actions = torch.where(valid, stack("is_pause").long(), 0)
+        choices = torch.where(keep, stack("choice", lambda r: r.is_pause.long()), actions)
+        countdown = torch.where(valid, stack("countdown", lambda r: torch.zeros_like(r.tokens)), 0)
         features = None
         if feature_width is not None:
             features = stack("features").float() * valid[..., None]  # (batch, steps, feature width)
         return cls(valid=valid, tokens=torch.where(valid, stack("tokens"), 0),
-                   actions=torch.where(valid, stack("is_pause").long(), 0), log_probs=log_probs, values=values,
+                   actions=actions, log_probs=log_probs, values=values,
                    forced=forced, planned=planned, urgency=stack("urgency").float(),
                    pauses_before_token=stack("pauses_before_token"), pauses_total=stack("pauses_total"),
-                   top_prob=stack("top_prob").float(), features=features)
+                   top_prob=stack("top_prob").float(), features=features, countdown=countdown, choices=choices)
 
 
 @dataclass
@@ -142,6 +151,7 @@ class DecodeResult:
     trace: DecodeTrace
     sequences: torch.Tensor  # (batch, prompt + steps) long: left-padded prompt + appended tokens (pad where invalid)
     attention_mask: torch.Tensor  # (batch, prompt + steps) long: 1 where `sequences` holds a real token
+    countdown: torch.Tensor | None = None  # (batch, prompt + steps) long: the countdown input of each column
 
     @property
     def cancelled(self) -> list[bool]:

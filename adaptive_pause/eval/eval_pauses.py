@@ -90,7 +90,7 @@ def greedy_correct(run: LoadedRun, examples: Sequence[Example], k: int, batch_si
     correct = []
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start : start + batch_size], generator=None, k=k).to(device)
-        logits = mask_pause(run.model(**batch.model_inputs()).logits[:, :-1].float(), s.pause_id)  # (batch, seq-1, vocab)
+        logits = mask_pause(run.model(**batch.model_inputs(run.model)).logits[:, :-1].float(), s.pause_id)  # (batch, seq-1, vocab)
         targets = batch.labels[:, 1:]
         scored = targets != IGNORE_INDEX
         right = (logits.argmax(-1) == targets) | ~scored

@@ -49,6 +49,8 @@ class Rollout:
     pauses: torch.Tensor  # (episodes,) long: pauses in the episode
     difficulty: torch.Tensor | None = None  # (episodes,) long: instance difficulty, for metrics only
     tokens: "TokenTrace | None" = None  # joint LoRA training: answer tokens as actions; None = controller only
+    choices: torch.Tensor | None = None  # (episodes, steps) long: the controller's action at its decisions when it
+    #                                      is not the slot's pause/emit (a planning controller's count k)
 
     @property
     def decision(self) -> torch.Tensor:  # (episodes, steps) bool: the controller's decisions
@@ -57,6 +59,10 @@ class Rollout:
     @property
     def trained(self) -> torch.Tensor:  # (episodes, steps) bool: the steps PPO trains on (GAE's clock)
         return self.decision if self.tokens is None else self.decision | self.tokens.emitted
+
+    @property
+    def controller_actions(self) -> torch.Tensor:  # (episodes, steps): what the controller chose (its log-prob's)
+        return self.actions if self.choices is None else self.choices
 
     @property
     def action_log_probs(self) -> torch.Tensor:  # (episodes, steps): log-prob of the whole action when taken
@@ -124,6 +130,7 @@ class TokenTrace:
     emitted: torch.Tensor  # (episodes, steps) bool: an answer token was emitted (forced emits included)
     log_probs: torch.Tensor  # (episodes, steps) float: its log-prob under the adapter when sampled (0 elsewhere)
     ref_log_probs: torch.Tensor  # (episodes, steps) float: its log-prob with the adapter disabled (0 elsewhere)
+    countdown: torch.Tensor | None = None  # (episodes, length) long: the countdown inputs the loop fed
 
     def validate(self, episodes: int, steps: int) -> None:
         length = self.sequences.shape[1]
@@ -248,7 +255,7 @@ def make_batch(rollout: Rollout, reward: Reward, gamma: float, gae_lambda: float
         advantages = torch.where(trained, per_episode[:, None].to(advantages.dtype), torch.zeros_like(advantages))
     if rollout.tokens is not None:
         return EpisodeBatch(rollout, advantages, returns)
-    return DecisionBatch(rollout.inputs(trained), rollout.actions[trained], rollout.log_probs[trained],
+    return DecisionBatch(rollout.inputs(trained), rollout.controller_actions[trained], rollout.log_probs[trained],
                  rollout.values[trained], advantages[trained], returns[trained])
 
 
@@ -303,11 +310,11 @@ class JointEvaluation(nn.Module):
         self.pause_id = int(pause_id)
 
     def forward(self, sequences, attention_mask, positions, columns, token_ids, urgency, pauses_before_token,
-                pauses_total, actions):
+                pauses_total, actions, countdown=None):
         """Tensors as in `TokenTrace` / `Rollout`; returns (controller log-prob, controller entropy, value,
         token log-prob), each (episodes, steps), at every step (callers mask)."""
         features, logits = teacher_forced(self.lm, sequences, attention_mask, positions, columns, self.pause_id,
-                                          prompt_summary=self.policy.prompt_summary)
+                                          prompt_summary=self.policy.prompt_summary, countdown=countdown)
         episodes, steps = actions.shape
         # The top answer-token probability is a head input the LM produces: recomputed here so that it moves
         # with the adapter, but detached: the token objective and the KL govern the answer distribution.
@@ -325,7 +332,8 @@ def joint_loss(evaluator: nn.Module, mb: EpisodeBatch, config: "PPOConfig") -> t
     rollout, tokens = mb.rollout, mb.rollout.tokens
     control_lp, entropy, value, token_lp = evaluator(
         tokens.sequences, tokens.attention_mask, tokens.position_ids, tokens.source_columns, tokens.token_ids,
-        rollout.urgency, rollout.pauses_before_token, rollout.pauses_total, rollout.actions)
+        rollout.urgency, rollout.pauses_before_token, rollout.pauses_total, rollout.controller_actions,
+        tokens.countdown)
     decision, emitted, trained = rollout.decision, tokens.emitted, rollout.trained
     # A step's log-prob: the controller's where it decided, plus the token's where one was emitted.
     new_log_prob = torch.where(decision, control_lp, 0.0) + torch.where(emitted, token_lp, 0.0)  # (episodes, steps)

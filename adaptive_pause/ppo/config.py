@@ -17,6 +17,7 @@ from ..envs.analytic import AnalyticEnvConfig
 URGENCY_DISTRIBUTIONS = ("uniform", "discrete")
 REWARD_NAMES = ("meta", "deadline", "discounted")
 ADVANTAGES = ("gae", "rloo")
+CONTROLLERS = ("step", "plan")
 
 
 
@@ -79,6 +80,10 @@ class PPOConfig:
     deadline_min_budget: float = help_field("deadline reward: pause budget at u = 1", default=0.0)
     discount_rate: float = help_field("discounted reward: log-discount over max_pauses pauses at u = 1",
                                  default=math.log(10.0))
+    controller: str = help_field(
+        "'step': before each answer token pause again or emit, one pass per pause (PauseControllerHead); 'plan' "
+        "(env lm): choose a count k in 0..max_pauses before an answer token, its k pauses prefilled in one pass "
+        "(PausePlanningHead; GAE then runs on the planning clock); saved with the controller", default="step")
     head_width: int = help_field("controller head: MLP width", default=64)
     initial_pause_prob: float = help_field("controller head: pause probability before training", default=0.5)
     eval_urgencies: list[float] = help_field("urgencies of the exact evaluation (analytic env)",
@@ -144,6 +149,9 @@ class PPOConfig:
                f"needs env 'lm' (an LM with a LoRA adapter), got env {self.env!r}")
         check(self.advantage in ADVANTAGES, "advantage", f"must be one of {ADVANTAGES}, got {self.advantage!r}")
         check(self.group_size >= 1, "group_size", f"must be >= 1, got {self.group_size}")
+        check(self.controller in CONTROLLERS, "controller", f"must be one of {CONTROLLERS}, got {self.controller!r}")
+        check(self.controller == "step" or (self.env == "lm" and self.max_pauses >= 1), "controller",
+              "plan needs env 'lm' and max_pauses >= 1 (the analytic env steps pause by pause)")
         check(not self.prompt_summary or self.env == "lm", "prompt_summary",
                f"needs env 'lm' (a prompt to summarise), got env {self.env!r}")
         if self.advantage == "rloo":

@@ -154,6 +154,7 @@ class LMSource:
             score=score.float(), pauses=result.pauses_total.long(),
             difficulty=torch.tensor([e.difficulty for e in examples], device=device),
             tokens=token_trace(self.model.lm, result, settings) if self.train_adapter else None,
+            choices=trace.choices if policy.plans else None,  # a planning controller's counts
         )
 
 
@@ -170,14 +171,16 @@ def token_trace(lm, result, settings) -> TokenTrace:
     token_ids = torch.where(trace.valid, trace.tokens, 0)
 
     def log_probs() -> torch.Tensor:  # (rows, steps), 0 where no token was emitted
-        _, logits = teacher_forced(lm, sequences, mask, positions, columns, settings.pause_id)
+        _, logits = teacher_forced(lm, sequences, mask, positions, columns, settings.pause_id,
+                                   countdown=result.countdown)
         return torch.where(emitted, token_log_probs(logits, token_ids), 0.0)
 
     old = log_probs()
     with lm.disable_adapter():
         ref = log_probs()
     return TokenTrace(sequences=sequences, attention_mask=mask, position_ids=positions, source_columns=columns,
-                      token_ids=token_ids, emitted=emitted, log_probs=old, ref_log_probs=ref)
+                      token_ids=token_ids, emitted=emitted, log_probs=old, ref_log_probs=ref,
+                      countdown=result.countdown)
 
 
 def _device_of(policy: nn.Module) -> torch.device:

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from policies import PauseControllerHead
+from policies import PauseControllerHead, PausePlanningHead
 from rewards import Reward, make_reward
 
 from ..checkpoint import NonFiniteLossError, write_json_atomic
@@ -83,8 +83,14 @@ def build_reward(config: PPOConfig) -> Reward:
 
 
 def build_policy(config: PPOConfig, hidden_size: int) -> PauseControllerHead:
-    """The learned head; on the LM it also reads the top answer-token probability (the decode loop records it).
-    With train_adapter its input hidden state is not detached: its gradient reaches the adapter."""
+    """The learned head (`controller`: per-step or planning); on the LM it also reads the top answer-token
+    probability (the decode loop records it). With train_adapter its input hidden state is not detached: its
+    gradient reaches the adapter."""
+    if config.controller == "plan":
+        return PausePlanningHead(hidden_size, max_count=config.max_pauses, width=config.head_width,
+                                 pause_scale=float(max(config.pause_cap(), 1)), use_top_prob=True,
+                                 detach_features=not config.train_adapter, prompt_summary=config.prompt_summary,
+                                 initial_pause_prob=config.initial_pause_prob)
     return PauseControllerHead(hidden_size, width=config.head_width, pause_scale=float(max(config.pause_cap(), 1)),
                                use_top_prob=config.env == "lm", initial_pause_prob=config.initial_pause_prob,
                                detach_features=not config.train_adapter, prompt_summary=config.prompt_summary)

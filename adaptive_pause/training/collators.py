@@ -4,7 +4,8 @@ Owns: where pauses go in training sequences and which targets carry loss. `Pretr
 random positions of the whole sequence; loss on every real token, never on a pause target. `FinetuneCollator`:
 prompt, then k pauses (k ~ a distribution over [0, K], `check_k_weights`) before the answer, optionally before
 every answer token; loss on answer tokens (and EOS) only. Position ids come from `positions.position_ids`,
-the decode loop's rule. Pause placement draws from its own generator, separate from the task streams, so a
+the decode loop's rule; countdown values (a model with `pause_countdown`) from `countdown.countdown_values`,
+the whole-sequence rule the decode loop reproduces for fixed k. Pause placement draws from its own generator, separate from the task streams, so a
 no-pause control sees exactly the same examples.
 
 Must not: sample examples (tasks do) or run models.
@@ -19,6 +20,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..config import check
+from ..countdown import countdown_values, lm_inputs
 from ..positions import position_ids
 from ..tasks import Example
 from ..tokens import encode_prompts, encode_text
@@ -43,15 +45,22 @@ class TokenBatch:
     attention_mask: torch.Tensor  # (batch, seq) long
     position_ids: torch.Tensor  # (batch, seq) long
     labels: torch.Tensor  # (batch, seq) long, IGNORE_INDEX where no loss
+    countdown: torch.Tensor  # (batch, seq) long: pauses still to come at each pause (countdown.py), else 0
+
+    def _fields(self) -> tuple:
+        return self.input_ids, self.attention_mask, self.position_ids, self.labels, self.countdown
 
     def rows(self, start: int, stop: int) -> "TokenBatch":
-        return TokenBatch(*(t[start:stop] for t in (self.input_ids, self.attention_mask, self.position_ids, self.labels)))
+        return TokenBatch(*(t[start:stop] for t in self._fields()))
 
     def to(self, device) -> "TokenBatch":
-        return TokenBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.position_ids, self.labels)))
+        return TokenBatch(*(t.to(device) for t in self._fields()))
 
-    def model_inputs(self) -> dict:
-        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": self.position_ids}
+    def model_inputs(self, model) -> dict:
+        """`model`'s forward arguments: token ids (or, for a model with a countdown, their embeddings plus the
+        countdown's), mask and positions."""
+        return {**lm_inputs(model, self.input_ids, self.countdown), "attention_mask": self.attention_mask,
+                "position_ids": self.position_ids}
 
     @property
     def num_targets(self) -> int:
@@ -92,7 +101,8 @@ class _Collator:
             label_ids[row, : len(lab)] = torch.tensor(lab)
             attention_mask[row, : len(seq)] = 1
         positions = position_ids(input_ids, attention_mask, self.pause_id, self.numbering, self.pause_slots)
-        return TokenBatch(input_ids, attention_mask, positions, label_ids)
+        countdown = countdown_values(input_ids, attention_mask, self.pause_id, max(self.pause_slots, 1))
+        return TokenBatch(input_ids, attention_mask, positions, label_ids, countdown)
 
 
 class PretrainCollator(_Collator):

@@ -22,6 +22,7 @@ from peft import LoraConfig, get_peft_model
 
 from ..checkpoint import atomic_dir, replace_dir
 from ..config import check, help_field, save_yaml, to_dict
+from ..countdown import MODULE_NAME, countdown_module, enable_countdown
 from ..modeling import ModelConfig, load_lm, pause_settings, peft_quietly, save_lm, write_parts
 from ..rundir import claim_run, identity
 from ..tasks import get_task
@@ -49,6 +50,9 @@ class FinetuneConfig(TrainConfig):
     lora_target_modules: list[str] = help_field("modules LoRA adapts ('all-linear' for every linear layer)",
                                            default_factory=lambda: ["all-linear"])
     learning_rate: float = help_field("peak AdamW learning rate", default=2e-3)
+    pause_countdown: bool = help_field(
+        "give a base without one the pause countdown input (adaptive_pause/countdown.py; a base pretrained with it "
+        "keeps it either way); the table trains with the adapter (peft modules_to_save)", default=False)
 
     def __post_init__(self):
         super().__post_init__()
@@ -60,7 +64,7 @@ class FinetuneConfig(TrainConfig):
 
 
 
-def lora_config(config: FinetuneConfig, pause_id: int) -> LoraConfig:
+def lora_config(config: FinetuneConfig, pause_id: int, countdown: bool = False) -> LoraConfig:
     targets = config.lora_target_modules
     return LoraConfig(
         r=config.lora_r,
@@ -68,6 +72,7 @@ def lora_config(config: FinetuneConfig, pause_id: int) -> LoraConfig:
         lora_dropout=config.lora_dropout,
         target_modules=targets[0] if targets == ["all-linear"] else targets,
         trainable_token_indices=[pause_id],
+        modules_to_save=[MODULE_NAME] if countdown else None,  # the countdown table trains and saves with LoRA
         task_type="CAUSAL_LM",
     )
 
@@ -87,6 +92,8 @@ def _run_finetune(config, claim, tasks) -> Path:
     base, tokenizer = load_lm(ModelConfig(name_or_path=config.base_model, prompt_format=config.prompt_format,
                                           system_prompt=config.system_prompt), seed=config.seed)
     settings = pause_settings(base, tokenizer)
+    if config.pause_countdown:
+        enable_countdown(base, settings.pause_slots)
     collate = FinetuneCollator(tokenizer, settings.pause_id, settings.numbering, settings.pause_slots,
                                config.max_pauses, config.k_weights, config.pauses_before_each_answer_token,
                                max_length=base.config.max_position_embeddings)
@@ -97,7 +104,7 @@ def _run_finetune(config, claim, tasks) -> Path:
         # like a finished one whose adapter is missing.
         save_lm(base, tokenizer, pending)
     with peft_quietly():
-        model = get_peft_model(base, lora_config(config, settings.pause_id))
+        model = get_peft_model(base, lora_config(config, settings.pause_id, countdown_module(base) is not None))
     accelerator.init_trackers("finetune", config=tracker_config(config))
     if accelerator.is_main_process:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -80,7 +80,7 @@ def pause_generator(seed: int, step: int) -> torch.Generator:
 
 def token_loss_sum(model, batch: TokenBatch) -> torch.Tensor:
     """Sum (not mean) of next-token cross-entropy over the batch's targets."""
-    logits = model(**batch.model_inputs()).logits  # (batch, seq, vocab)
+    logits = model(**batch.model_inputs(model)).logits  # (batch, seq, vocab)
     logits = logits[:, :-1].float()
     targets = batch.labels[:, 1:]
     return torch.nn.functional.cross_entropy(

@@ -18,6 +18,7 @@ from typing import Optional
 
 
 from ..config import check, help_field, save_yaml, to_dict
+from ..countdown import enable_countdown
 from ..modeling import ModelConfig, load_lm, pause_settings, save_lm
 from ..rundir import claim_run, identity
 from ..tasks import get_task
@@ -88,13 +89,15 @@ def _run_pretrain(config, claim, tasks) -> Path:
     accelerator = make_accelerator(out, config.seed)
     model, tokenizer = load_lm(config.model, seed=config.seed)
     settings = pause_settings(model, tokenizer)
+    if config.model.pause_countdown:  # a model setting, saved with the model (countdown.py)
+        enable_countdown(model, settings.pause_slots)
     collate = pretrain_collator(config, tokenizer, settings, max_length=model.config.max_position_embeddings)
     accelerator.init_trackers("pretrain", config=tracker_config(config))
     if accelerator.is_main_process:
         n_params = sum(p.numel() for p in model.parameters())
         print(f"pretrain: {n_params / 1e6:.2f}M parameters, numbering={settings.numbering}, "
               f"pause_placement={config.pause_placement}, pause_rate={config.pause_rate}, "
-              f"max_pauses={config.max_pauses}, tasks={config.tasks}")
+              f"max_pauses={config.max_pauses}, pause_countdown={config.model.pause_countdown}, tasks={config.tasks}")
     train(model, accelerator, config, tasks, collate, out, "pretrain")
     accelerator.wait_for_everyone()
     state = accelerator.get_state_dict(model)  # every rank takes part (FSDP gathers the full weights here)

@@ -15,11 +15,11 @@ from helpers import tiny_model
 
 
 
-@pytest.mark.parametrize("numbering", ["slotted", "contiguous"])
-def test_teacher_forced_exact_match_equals_greedy_decoding(tmp_path, numbering):
+@pytest.mark.parametrize("numbering,countdown", [("slotted", False), ("contiguous", False), ("slotted", True)])
+def test_teacher_forced_exact_match_equals_greedy_decoding(tmp_path, numbering, countdown):
     run_pretrain(PretrainConfig(output_dir=str(tmp_path / "pre"), tasks=["addition:1-1"], max_steps=100,
                                 batch_size=64, learning_rate=1e-2, warmup_steps=5, progress=False,
-                                model=tiny_model(position_numbering=numbering)))
+                                model=tiny_model(position_numbering=numbering, pause_countdown=countdown)))
     run_finetune(FinetuneConfig(output_dir=str(tmp_path / "ft"), base_model=str(tmp_path / "pre"),
                                 tasks=["addition:1-1"], max_pauses=4, max_steps=20, batch_size=64, progress=False))
     task = get_task("addition:1-1")
