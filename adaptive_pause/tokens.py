@@ -17,6 +17,9 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 PAUSE_TOKEN = "<pause>"
+# An interruption's text enters a running answer between these two markers (decoding/interrupt.py says why two).
+INTERRUPT_TOKEN, END_INTERRUPT_TOKEN = "<interrupt>", "</interrupt>"
+INTERRUPT_MARKERS = (INTERRUPT_TOKEN, END_INTERRUPT_TOKEN)
 PAD_TOKEN = "<pad>"
 EOS_TOKEN = "</s>"
 BOS_TOKEN = "<s>"
@@ -34,7 +37,8 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
     `AutoTokenizer.from_pretrained(dir)` gives it back unchanged.
     """
     specials = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN, PAUSE_TOKEN]
-    vocab = {tok: i for i, tok in enumerate(specials + CHARACTERS)}
+    # The interruption markers come after the characters, so the ids of everything else stay as they were.
+    vocab = {tok: i for i, tok in enumerate(specials + CHARACTERS + list(INTERRUPT_MARKERS))}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
     # Each character is its own piece; special tokens are matched before this
     # runs, so "<pause>" stays one token.
@@ -46,7 +50,7 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
         bos_token=BOS_TOKEN,
         eos_token=EOS_TOKEN,
         unk_token=UNK_TOKEN,
-        additional_special_tokens=[PAUSE_TOKEN],
+        additional_special_tokens=[PAUSE_TOKEN, *INTERRUPT_MARKERS],
         clean_up_tokenization_spaces=False,
         padding_side="left",
     )
@@ -85,6 +89,26 @@ def ensure_pause_token(tokenizer: PreTrainedTokenizerBase, model=None) -> int:
         if vocab_size < len(tokenizer):
             model.resize_token_embeddings(len(tokenizer))
     return pause_token_id(tokenizer)
+
+
+def interrupt_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
+    """The ids of `<interrupt>` and `</interrupt>`; a `ValueError` that says how to fix it if absent."""
+    vocab = tokenizer.get_vocab()
+    missing = [m for m in INTERRUPT_MARKERS if m not in vocab]
+    if missing:
+        raise ValueError(f"tokenizer {type(tokenizer).__name__} has no {missing} token(s); call "
+                         "adaptive_pause.tokens.ensure_interrupt_tokens(tokenizer, model) first")
+    return vocab[INTERRUPT_TOKEN], vocab[END_INTERRUPT_TOKEN]
+
+
+def ensure_interrupt_tokens(tokenizer: PreTrainedTokenizerBase, model=None) -> tuple[int, int]:
+    """Add the interruption markers as `ensure_pause_token` adds `<pause>` (idempotently, embeddings resized)."""
+    missing = [m for m in INTERRUPT_MARKERS if m not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+    if model is not None and model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    return interrupt_token_ids(tokenizer)
 
 
 # ---- prompt format ----------------------------------------------------------------------------------------------

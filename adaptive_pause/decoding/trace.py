@@ -11,7 +11,7 @@ Must not: run the model, or know about tasks, rewards or training.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -82,6 +82,7 @@ class DecodeTrace:
     pauses_total: torch.Tensor  # (batch, steps) long: controller input
     top_prob: torch.Tensor  # (batch, steps) float: controller input
     features: torch.Tensor | None  # (batch, steps, feature width) float, or None
+    interruptions: list = field(default_factory=list)  # decoding.interrupt.Interruption records, in arrival order
 
     def decisions(self) -> torch.Tensor:  # (batch, steps) bool
         """Steps that were genuine controller decisions: what PPO trains on."""
