@@ -20,7 +20,8 @@ from typing import Optional
 from ..config import check, help_field, save_yaml, to_dict
 from ..modeling import ModelConfig, load_lm, pause_settings, save_lm
 from ..rundir import claim_run, identity
-from ..tasks import get_task
+from ..tasks import InterruptionTask, get_task
+from ..tokens import ensure_interrupt_tokens
 from .collators import FinetuneCollator, PretrainCollator, check_k_weights
 from .loop import TrainConfig, finish, make_accelerator, stage_main, tracker_config, train
 
@@ -87,6 +88,8 @@ def _run_pretrain(config, claim, tasks) -> Path:
     out = claim.work
     accelerator = make_accelerator(out, config.seed)
     model, tokenizer = load_lm(config.model, seed=config.seed)
+    if any(isinstance(t, InterruptionTask) for t in tasks):  # an HF base lacks the markers; added like <pause>
+        ensure_interrupt_tokens(tokenizer, model)
     settings = pause_settings(model, tokenizer)
     collate = pretrain_collator(config, tokenizer, settings, max_length=model.config.max_position_embeddings)
     accelerator.init_trackers("pretrain", config=tracker_config(config))
