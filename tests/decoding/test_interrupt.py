@@ -175,3 +175,31 @@ def test_interrupt_errors(model):
     session.step(torch.zeros(4, dtype=torch.long))  # max_new_tokens=1: every row finishes
     with pytest.raises(ValueError, match="row 0 has already finished \\((eos|max_new_tokens)\\)"):
         session.interrupt([0], ["hurry"])
+
+
+def test_generate_reads_interruption_urgency_with_the_estimator(model):
+    """With an urgency estimator, `generate` re-reads prompt + interruption: the controller's urgency input from
+    the next step on is the estimator's reading; without one, urgency stays as the caller gave it."""
+    from adaptive_pause.tokens import encode_text
+    from adaptive_pause.urgency import estimate
+    from policies import UrgencyEstimator
+
+    torch.manual_seed(0)
+    estimator = UrgencyEstimator(model.hidden_size, width=8, vocab_size=len(model.tokenizer),
+                                 pause_id=model.settings.pause_id).eval()
+    seen = {}
+
+    def on_step(session):
+        if len(session.records) == 1:
+            session.interrupt([1], ["hurry up, no time"])
+        elif len(session.records) == 2:
+            seen["urgency"] = session.controller_inputs().urgency.tolist()
+
+    out = model.generate(PROMPTS[:2], urgency=0.3, policy=FixedPauses(3), on_step=on_step,
+                         urgency_estimator=estimator, max_new_tokens=4, max_pauses=4)
+    ids = model.encode([PROMPTS[1]])[0] + encode_text(model.tokenizer, " hurry up, no time")
+    expected = float(estimate(model, [ids], estimator)[0])
+    assert seen["urgency"] == pytest.approx([0.3, expected], abs=1e-5) and abs(expected - 0.3) > 1e-3
+    assert out.result.trace.interruptions[0].urgency == pytest.approx(expected, abs=1e-5)
+    model.generate(PROMPTS[:2], urgency=0.3, policy=FixedPauses(3), on_step=on_step, max_new_tokens=4, max_pauses=4)
+    assert seen["urgency"] == pytest.approx([0.3, 0.3])
