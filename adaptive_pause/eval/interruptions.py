@@ -22,10 +22,11 @@ import torch
 from ..tasks.interruptions import VARIANT_URGENCY, VARIANTS, InterruptedExample
 
 
-def _interrupter(examples: Sequence[InterruptedExample], use_reader: bool, record: dict):
-    """on_step callback: interrupt each row once, at its arrival point; record pauses spent before it."""
-    emitted = torch.tensor([len(e.emitted) for e in examples])  # (rows,)
-    texts = [e.interruption for e in examples]
+def _interrupter(examples: Sequence, use_reader: bool, record: dict):
+    """on_step callback: interrupt each interrupted example's row once, at its arrival point; record pauses
+    spent before it. Rows of other examples are never interrupted (arrival -1 is never reached)."""
+    emitted = torch.tensor([len(e.emitted) if isinstance(e, InterruptedExample) else -1 for e in examples])
+    texts = [getattr(e, "interruption", "") for e in examples]
 
     def on_step(session) -> None:
         waiting = session.active.cpu() & ~session.interrupted.cpu()
@@ -48,6 +49,29 @@ def _interrupter(examples: Sequence[InterruptedExample], use_reader: bool, recor
     return on_step
 
 
+def sweep_step(model, examples: Sequence):
+    """The step callback with which a sweep decodes `examples` (None when none is interrupted)."""
+    if not any(isinstance(e, InterruptedExample) for e in examples):
+        return None
+    return _interrupter(examples, model.urgency_estimator is not None, {})
+
+
+def interrupted_score(task, example, text: str, finish_reason: str) -> float:
+    """The task's score of an answer; a cancellation is right when the row finished `cancelled`."""
+    if getattr(example, "variant", None) == "cancel":
+        return float(finish_reason == "cancelled")
+    return task.score(text, example.answer)
+
+
+def accuracy_by_kind(examples: Sequence, scores: torch.Tensor) -> dict | None:
+    """{variant: mean score} over the interrupted examples (None when there are none)."""
+    variants = [getattr(e, "variant", None) for e in examples]
+    kinds = sorted({v for v in variants if v is not None})
+    if not kinds:
+        return None
+    return {v: scores[torch.tensor([x == v for x in variants])].mean().item() for v in kinds}
+
+
 @torch.no_grad()
 def evaluate_interruptions(model, task, examples: Sequence[InterruptedExample], urgency: float = 0.5,
                            policy=None, batch_size: int = 256, **decode) -> list[dict]:
@@ -68,10 +92,7 @@ def evaluate_interruptions(model, task, examples: Sequence[InterruptedExample], 
                    "plain_answer": plain.texts[i], "plain_correct": task.score(plain.texts[i], e.original_answer),
                    "answer": hit.texts[i], "finish": hit.finish_reasons[i], "pauses_plain": plain.pauses[i],
                    "pauses_after": hit.pauses[i] - arrived.get(i, hit.pauses[i])}
-            if e.variant == "cancel":
-                rec["correct"] = float(hit.finish_reasons[i] == "cancelled")
-            else:
-                rec["correct"] = task.score(hit.texts[i], e.answer)
+            rec["correct"] = interrupted_score(task, e, hit.texts[i], hit.finish_reasons[i])
             if i in replaced:
                 rec["new_request_correct"] = task.score(fresh.texts[replaced.index(i)], e.answer)
             records.append(rec)
