@@ -203,3 +203,20 @@ def test_generate_reads_interruption_urgency_with_the_estimator(model):
     assert out.result.trace.interruptions[0].urgency == pytest.approx(expected, abs=1e-5)
     model.generate(PROMPTS[:2], urgency=0.3, policy=FixedPauses(3), on_step=on_step, max_new_tokens=4, max_pauses=4)
     assert seen["urgency"] == pytest.approx([0.3, 0.3])
+
+
+def test_interrupted_rows_survive_continuous_batching(model):
+    """Dropping a row and admitting a new one after an interruption (the server's moves) keeps the
+    interrupted row's state: its logits match a session that was never re-batched."""
+    from adaptive_pause.decoding.batching import admit, keep_rows
+
+    reference, batched = _session(model, PROMPTS[:2]), _session(model, PROMPTS[:2])
+    for session in (reference, batched):
+        session.step(torch.ones(2, dtype=torch.long))
+        session.interrupt([1], ["forget that, what is 2+2?"])
+    keep_rows(batched, torch.tensor([False, True]))
+    admit(batched, _session(model, PROMPTS[2:3]))
+    assert batched.restart_at.shape == batched.interrupted.shape == (2,) and bool(batched.interrupted[0])
+    reference.step(torch.tensor([1, 0]))
+    batched.step(torch.tensor([0, 0]))
+    assert _close(batched.logits[0], reference.logits[1])
