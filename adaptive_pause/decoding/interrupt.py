@@ -57,11 +57,14 @@ class InterruptSteps:
     def _check_interruption(self, rows, texts) -> tuple[list[int], list[str]]:
         if isinstance(rows, (int, torch.Tensor)) and not isinstance(rows, bool) and torch.as_tensor(rows).dim() == 0:
             rows = [int(rows)]
-        if isinstance(rows, (str, bytes)) or not all(isinstance(r, int) and not isinstance(r, bool)
-                                                     for r in (rows.tolist() if isinstance(rows, torch.Tensor)
-                                                               else list(rows))):
+        try:
+            listed = rows.tolist() if isinstance(rows, torch.Tensor) else list(rows)
+        except TypeError:
+            listed = None
+        if isinstance(rows, (str, bytes)) or listed is None or \
+                not all(isinstance(r, int) and not isinstance(r, bool) for r in listed):
             raise ValueError(f"rows: expected row indices (integers), got {rows!r}")
-        rows = [int(r) for r in (rows.tolist() if isinstance(rows, torch.Tensor) else rows)]
+        rows = listed
         if not rows:
             raise ValueError("rows: need at least one row to interrupt")
         if len(set(rows)) != len(rows):

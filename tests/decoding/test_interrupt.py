@@ -164,6 +164,9 @@ def test_interrupt_errors(model):
         session.interrupt([0], ["  "])
     with pytest.raises(ValueError, match="rows: row indices must lie in \\[0, 4\\)"):
         session.interrupt([4], ["hurry"])
+    for bad in (True, [0.5], "0", [[0]]):
+        with pytest.raises(ValueError, match="rows: expected row indices"):
+            session.interrupt(bad, ["hurry"])
     with pytest.raises(ValueError, match="each row may be interrupted once"):
         session.interrupt([0, 0], ["a", "b"])
     with pytest.raises(ValueError, match="texts: got 1 texts for 2 rows"):
