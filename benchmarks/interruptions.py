@@ -83,7 +83,7 @@ def run(args) -> dict:
         per_seed[seed] = {"by_variant": by_variant, "train_s": trained_s, "reused": args.reuse,
                           "eval_s": time.perf_counter() - start - trained_s}
         print(f"seed {seed}: trained in {trained_s:.0f} s; " + json.dumps(per_seed[seed]["by_variant"]), flush=True)
-        partial = Path(args.json).with_suffix(".partial.json")  # the seeds done so far, should a later one stop
+        partial = out / "partial.json"  # the seeds done so far, should a later one stop
         partial.parent.mkdir(parents=True, exist_ok=True)
         partial.write_text(json.dumps({"args": vars(args), "per_seed": per_seed}, indent=1))
     return per_seed
