@@ -37,8 +37,7 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
     `AutoTokenizer.from_pretrained(dir)` gives it back unchanged.
     """
     specials = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN, PAUSE_TOKEN]
-    # The interruption markers come after the characters, so the ids of everything else stay as they were.
-    vocab = {tok: i for i, tok in enumerate(specials + CHARACTERS + list(INTERRUPT_MARKERS))}
+    vocab = {tok: i for i, tok in enumerate(specials + CHARACTERS)}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
     # Each character is its own piece; special tokens are matched before this
     # runs, so "<pause>" stays one token.
@@ -50,7 +49,7 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
         bos_token=BOS_TOKEN,
         eos_token=EOS_TOKEN,
         unk_token=UNK_TOKEN,
-        additional_special_tokens=[PAUSE_TOKEN, *INTERRUPT_MARKERS],
+        additional_special_tokens=[PAUSE_TOKEN],
         clean_up_tokenization_spaces=False,
         padding_side="left",
     )
@@ -102,7 +101,9 @@ def interrupt_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
 
 
 def ensure_interrupt_tokens(tokenizer: PreTrainedTokenizerBase, model=None) -> tuple[int, int]:
-    """Add the interruption markers as `ensure_pause_token` adds `<pause>` (idempotently, embeddings resized)."""
+    """Add the interruption markers as `ensure_pause_token` adds `<pause>` (idempotently, embeddings resized).
+    Not built into the character tokenizer: a model trained without interruptions keeps its vocabulary (and
+    its initialisation, so earlier runs reproduce); the stages add them when a task has interruptions."""
     missing = [m for m in INTERRUPT_MARKERS if m not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)

@@ -3,14 +3,14 @@ decode loop lays out an interrupted answer, finetuning and eval-pauses per kind.
 
 import pytest
 import torch
-from helpers import tiny_model, tiny_pipeline
+from helpers import tiny_model
 
 from adaptive_pause.decoding import DecodeConfig, DecodeSession
 from adaptive_pause.modeling import load_lm
 from adaptive_pause.positions import next_position_ids
 from adaptive_pause.tasks import InterruptedExample, get_task
 from adaptive_pause.tasks.interruptions import TEMPLATES, VARIANTS, expected_answer, split_templates
-from adaptive_pause.tokens import interrupt_token_ids
+from adaptive_pause.tokens import ensure_interrupt_tokens, interrupt_token_ids
 from adaptive_pause.training.collators import IGNORE_INDEX, FinetuneCollator
 
 
@@ -49,6 +49,7 @@ def test_training_sequence_is_the_decode_loops_sequence():
     """An interruption arriving during the pauses: the collator's tokens and positions up to the answer are
     the ones the decode loop appends (pause, interrupt, pauses) and numbers (slotted)."""
     model, tokenizer = load_lm(tiny_model(position_numbering="slotted", max_position_embeddings=1024), seed=0)
+    ensure_interrupt_tokens(tokenizer, model)
     pause = tokenizer.convert_tokens_to_ids("<pause>")
     example = next(e for e in get_task("interrupt:1-1").examples(50, 0) if not e.emitted and e.variant != "cancel")
     collate = FinetuneCollator(tokenizer, pause, "slotted", 8, max_pauses=2)
@@ -72,6 +73,7 @@ def test_training_sequence_is_the_decode_loops_sequence():
 
 def test_drawn_layouts_keep_the_interruption_inside_the_pause_run():
     _, tokenizer = load_lm(tiny_model(), seed=0)
+    ensure_interrupt_tokens(tokenizer)
     pause = tokenizer.convert_tokens_to_ids("<pause>")
     opening, _ = interrupt_token_ids(tokenizer)
     examples = [e for e in get_task("interrupt:1-2").examples(64, 1, "train") if not e.emitted]
@@ -87,11 +89,10 @@ def test_drawn_layouts_keep_the_interruption_inside_the_pause_run():
     assert len(set(arrivals)) > 2  # arrivals vary: start, middle and end of the pause run
 
 
-def test_finetune_with_interruptions_and_eval_per_kind(tmp_path):
+def test_finetune_with_interruptions_and_eval_per_kind(interrupt_run):
     from adaptive_pause.eval.eval_pauses import evaluate_run, format_table, load_run
 
-    run = tiny_pipeline(tmp_path, ["addition:1-1", "interrupt:1-1"], max_pauses=2)
-    loaded = load_run(run)
+    loaded = load_run(interrupt_run / "ft")
     results = evaluate_run(loaded, ["interrupt:1-1"], [0, 2], num_examples=40, seed=5, batch_size=40)
     entry = results["interrupt:1-1"]
     assert set(entry["n_by_kind"]) <= set(VARIANTS) and sum(entry["n_by_kind"].values()) == 40
@@ -99,6 +100,6 @@ def test_finetune_with_interruptions_and_eval_per_kind(tmp_path):
     assert "kind=reverse" in format_table(results)
     # The adapter trains the marker rows: they moved away from the pretrained ones.
     opening, closing = interrupt_token_ids(loaded.tokenizer)
-    pre = load_run(tmp_path / "pre").model.get_input_embeddings().weight
+    pre = load_run(interrupt_run / "pre").model.get_input_embeddings().weight
     ft = loaded.model.get_input_embeddings().weight
     assert not torch.allclose(pre[opening], ft[opening]) and torch.allclose(pre[5], ft[5])

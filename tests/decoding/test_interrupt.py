@@ -7,13 +7,15 @@ from helpers import PROMPTS, opinionated_model
 from adaptive_pause.decoding import DecodeConfig, DecodeSession
 from adaptive_pause.decoding.trace import mask_pause
 from adaptive_pause.positions import position_ids
-from adaptive_pause.tokens import interrupt_token_ids
+from adaptive_pause.tokens import ensure_interrupt_tokens, interrupt_token_ids
 from policies import FixedPauses
 
 
 @pytest.fixture(scope="module", params=["contiguous", "slotted"])
 def model(request):
-    return opinionated_model(request.param)
+    model = opinionated_model(request.param)
+    ensure_interrupt_tokens(model.tokenizer, model.lm)  # added like <pause>: new embedding rows
+    return model
 
 
 def _session(model, prompts=PROMPTS, **config):

@@ -5,11 +5,13 @@ from helpers import opinionated_model
 from adaptive_pause.eval.interruptions import evaluate_interruptions, summarise
 from adaptive_pause.tasks import get_task
 from adaptive_pause.tasks.interruptions import VARIANTS
+from adaptive_pause.tokens import ensure_interrupt_tokens
 from policies import FixedPauses
 
 
 def test_evaluate_interruptions_interrupts_at_the_arrival_point():
     model = opinionated_model("slotted")
+    ensure_interrupt_tokens(model.tokenizer, model.lm)
     task = get_task("interrupt:1-1")
     examples = task.examples(24, 0, "test")
     records = evaluate_interruptions(model, task, examples, policy=FixedPauses(2), max_new_tokens=4, max_pauses=2,

@@ -105,7 +105,7 @@ def test_controller_summary_against_the_best_fixed_k():
     assert "accuracy_gap_points=n/a" in format_summary(lonely)
 
 
-def test_sweep_reports_accuracy_per_interruption_kind(run_dir, tmp_path):
+def test_sweep_reports_accuracy_per_interruption_kind(interrupt_run, tmp_path):
     """The interruption task in a sweep: its examples are interrupted for real, accuracy is reported per variant
     on the overall rows, and the variants' accuracies weighted by their counts give the overall accuracy."""
     import shutil
@@ -113,10 +113,10 @@ def test_sweep_reports_accuracy_per_interruption_kind(run_dir, tmp_path):
     from adaptive_pause.tasks import get_task
 
     controlled = tmp_path / "run"
-    shutil.copytree(run_dir, controlled)
+    shutil.copytree(interrupt_run / "ft", controlled)
     save_policy(RandomPauses(0.5), controlled / "controller")
     config = SweepConfig(run_dir=str(controlled), tasks=["interrupt:1-1"], urgencies=[0.5], num_examples=28,
-                         fixed_ks=[2], confidence_high=-1.0, random_ps=[], max_pauses=4, max_pauses_total=4,
+                         fixed_ks=[2], confidence_high=-1.0, random_ps=[], max_pauses=2, max_pauses_total=2,
                          progress=False, output_dir=str(tmp_path / "out"))
     rows = run_sweep(config)
     write_outputs(rows, config)
