@@ -1,8 +1,8 @@
 """The `<pause>` token and the embedded character tokenizer.
 
-Owns: adding `<pause>` to any HF tokenizer and resizing a model's embeddings to
-match (idempotently), finding the pause id with a clear error when it is
-missing, the small character-level `PreTrainedTokenizerFast` used by the
+Owns: adding `<pause>` (and the interruption markers `<interrupt>`, `</interrupt>`)
+to any HF tokenizer and resizing a model's embeddings to match (idempotently),
+finding their ids with a clear error when they are missing, the small character-level `PreTrainedTokenizerFast` used by the
 embedded default model, and the prompt format (raw or chat template) with the
 one function that encodes prompts (`encode_prompts`).
 
