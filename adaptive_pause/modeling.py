@@ -35,7 +35,7 @@ from .countdown import load_countdown, save_countdown
 from .config import check, help_field
 from .decoding import DecodeConfig, DecodeResult, DecodeSession, UrgencyLike, UrgencySchedule, decode
 from .trained_decode import read_trained_decode, warn_outside_training, write_trained_decode
-from .urgency import UrgencyAdjust, check_estimator, estimate, urgency_for_generate
+from .urgency import UrgencyAdjust, check_estimator, estimate, interruption_reader, urgency_for_generate
 from .positions import NUMBERINGS, check_numbering
 from .tokens import (PROMPT_FORMAT_KEY, build_char_tokenizer, encode_prompts, ensure_pause_token,
                      pause_token_id, set_prompt_format)
@@ -469,14 +469,12 @@ class AdaptivePauseModel:
         "auto" rows take their urgency from the urgency estimator (the run's, or `urgency_estimator`), passed
         through `urgency_adjust` (a callable on the (rows,) estimates, or a spec such as {"scale": 1.2,
         "offset": -0.1, "max": 0.5, "min": 0.9, "clamp": [0.2, 0.8]}); the output reports per row the estimate
-        and the urgency used.
-
-        As transformers' `generate(..., generation_config=None, **kwargs)`: `decode_config` holds the limits
+        and the urgency used. As transformers' `generate(..., generation_config=None, **kwargs)`: `decode_config` holds the limits
         and sampling (`DecodeConfig`), and any of its fields may be passed as keyword overrides
         (`max_new_tokens=5, max_pauses=16, first_token_pauses_only=True`). The controller (`policy`, else the
         saved one) decides pause/emit before each answer token; at a cap the emit is forced.
         `urgency_schedule` ({step: urgency} or callback(session) -> urgency | None) changes urgency
-        mid-generation; `on_step(session)` may `session.cancel(rows)`.
+        mid-generation; `on_step(session)` may `session.cancel(rows)` or `session.interrupt(rows, texts)`.
         """
         policy = self._policy(policy)
         prompt_ids = self.encode(prompts)
@@ -487,7 +485,8 @@ class AdaptivePauseModel:
         try:
             result = decode(self.lm, self.tokenizer, prompt_ids, policy, urgency, config, self.settings.pause_id,
                             self.settings.numbering, self.settings.pause_slots, seed=seed,
-                            urgency_schedule=urgency_schedule, on_step=on_step)
+                            urgency_schedule=urgency_schedule, on_step=on_step, urgency_reader=interruption_reader(
+                                self, urgency_estimator))
         finally:
             self.lm.train(was_training)
         texts = self.tokenizer.batch_decode(result.answer_ids, skip_special_tokens=True)

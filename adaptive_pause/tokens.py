@@ -1,8 +1,8 @@
 """The `<pause>` token and the embedded character tokenizer.
 
-Owns: adding `<pause>` to any HF tokenizer and resizing a model's embeddings to
-match (idempotently), finding the pause id with a clear error when it is
-missing, the small character-level `PreTrainedTokenizerFast` used by the
+Owns: adding `<pause>` (and the interruption markers `<interrupt>`, `</interrupt>`)
+to any HF tokenizer and resizing a model's embeddings to match (idempotently),
+finding their ids with a clear error when they are missing, the small character-level `PreTrainedTokenizerFast` used by the
 embedded default model, and the prompt format (raw or chat template) with the
 one function that encodes prompts (`encode_prompts`).
 
@@ -17,6 +17,9 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 PAUSE_TOKEN = "<pause>"
+# An interruption's text enters a running answer between these two markers (decoding/interrupt.py says why two).
+INTERRUPT_TOKEN, END_INTERRUPT_TOKEN = "<interrupt>", "</interrupt>"
+INTERRUPT_MARKERS = (INTERRUPT_TOKEN, END_INTERRUPT_TOKEN)
 PAD_TOKEN = "<pad>"
 EOS_TOKEN = "</s>"
 BOS_TOKEN = "<s>"
@@ -85,6 +88,28 @@ def ensure_pause_token(tokenizer: PreTrainedTokenizerBase, model=None) -> int:
         if vocab_size < len(tokenizer):
             model.resize_token_embeddings(len(tokenizer))
     return pause_token_id(tokenizer)
+
+
+def interrupt_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
+    """The ids of `<interrupt>` and `</interrupt>`; a `ValueError` that says how to fix it if absent."""
+    vocab = tokenizer.get_vocab()
+    missing = [m for m in INTERRUPT_MARKERS if m not in vocab]
+    if missing:
+        raise ValueError(f"tokenizer {type(tokenizer).__name__} has no {missing} token(s); call "
+                         "adaptive_pause.tokens.ensure_interrupt_tokens(tokenizer, model) first")
+    return vocab[INTERRUPT_TOKEN], vocab[END_INTERRUPT_TOKEN]
+
+
+def ensure_interrupt_tokens(tokenizer: PreTrainedTokenizerBase, model=None) -> tuple[int, int]:
+    """Add the interruption markers as `ensure_pause_token` adds `<pause>` (idempotently, embeddings resized).
+    Not built into the character tokenizer: a model trained without interruptions keeps its vocabulary (and
+    its initialisation, so earlier runs reproduce); the stages add them when a task has interruptions."""
+    missing = [m for m in INTERRUPT_MARKERS if m not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+    if model is not None and model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    return interrupt_token_ids(tokenizer)
 
 
 # ---- prompt format ----------------------------------------------------------------------------------------------

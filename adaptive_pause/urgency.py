@@ -3,8 +3,9 @@
 Owns: reading prompts through the LM for the estimator (one prefill-shaped pass, left-padded,
 positions by the model's own numbering rule, so a row's states do not depend on its batch),
 `urgency_adjust` (a callable or a small declarative spec turning the estimate into the
-controller's input, checked for NaN and [0, 1]), and `resolve_urgency`: a per-row mix of
-numbers and "auto" -> (urgency used, urgency estimated).
+controller's input, checked for NaN and [0, 1]), `resolve_urgency`: a per-row mix of
+numbers and "auto" -> (urgency used, urgency estimated), and `interruption_reader` (the
+estimator re-reading a prompt with an interruption after it).
 
 Must not: train anything (`training/urgency.py`) or decode (`decoding/`).
 """
@@ -19,6 +20,7 @@ import torch
 from policies import UrgencyEstimator
 
 from .positions import position_ids
+from .tokens import encode_text
 
 AUTO = "auto"
 NO_ESTIMATOR = ("urgency: 'auto' needs an urgency estimator, and this model has none; train one with "
@@ -220,3 +222,19 @@ def urgency_for_generate(model, urgency, prompt_ids, adjust: UrgencyAdjust, esti
     has_estimator = estimator is not None or model.urgency_estimator is not None
     reader = (lambda rows: estimate(model, [prompt_ids[r] for r in rows], estimator)) if has_estimator else None
     return resolve_urgency(urgency, len(prompt_ids), reader, adjust)
+
+
+def interruption_reader(model, estimator: UrgencyEstimator | None = None):
+    """What `DecodeSession.interrupt` calls for an interruption's urgency when its caller gives none: the
+    estimator (`estimator`, else the run's) re-reads each interrupted row's prompt with the interruption after
+    it, as it read phrases after prompts in training. None without an estimator (urgency then stays)."""
+    if estimator is None and model.urgency_estimator is None:
+        return None
+
+    def read(session, rows: list[int], texts: list[str]) -> torch.Tensor:  # (len(rows),)
+        width = session.prompt_len
+        ids = [session._ids[r, :width][session._mask[r, :width].bool()].tolist()
+               + encode_text(model.tokenizer, " " + text, what="interruption") for r, text in zip(rows, texts)]
+        return estimate(model, ids, estimator)
+
+    return read

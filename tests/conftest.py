@@ -27,6 +27,16 @@ def tiny_run(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def interrupt_run(tmp_path_factory):
+    """A tiny pretrain -> LoRA finetune run with the interruption task (root/pre, root/ft). Read-only."""
+    from helpers import tiny_pipeline
+
+    root = tmp_path_factory.mktemp("interrupt_run")
+    tiny_pipeline(root, ["addition:1-1", "interrupt:1-1"], max_pauses=2)
+    return root
+
+
 @pytest.fixture
 def tiny_model_config():
     from adaptive_pause.modeling import ModelConfig

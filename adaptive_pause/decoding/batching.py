@@ -23,7 +23,8 @@ from .trace import StepRecord
 
 # Per-row tensors of a session (batch first); the optional ones may be None (feature off).
 _ROW_STATE = ("urgency", "active", "finish_reason", "pauses_before_token", "pauses_total", "answer_tokens",
-              "hidden", "logits", "top_prob", "pending", "pending_log_prob", "pending_value")
+              "hidden", "logits", "top_prob", "pending", "pending_log_prob", "pending_value",
+              "restart_at", "interrupted")
 _OPTIONAL_ROW_STATE = ("prompt_summary", "answer_tail")
 
 

@@ -90,17 +90,19 @@ def run_policy(session: DecodeSession, policy: PausePolicy, urgency_schedule: Ur
 def decode(model, tokenizer, prompt_ids: Sequence[Sequence[int]], policy: PausePolicy, urgency: UrgencyLike,
            config: DecodeConfig, pause_id: int, numbering: str, pause_slots: int, seed: int | None = None,
            urgency_schedule: UrgencySchedule | None = None,
-           on_step: Callable[[DecodeSession], None] | None = None) -> DecodeResult:
+           on_step: Callable[[DecodeSession], None] | None = None, urgency_reader=None) -> DecodeResult:
     """Prefill `prompt_ids` (token id lists, left-padded here) and run `policy` to the end.
 
     `urgency`: a number or one per prompt, in [0, 1]. `urgency_schedule`: {step: urgency} or a callback
     (session) -> urgency | None, applied before each step. `on_step(session)` runs after each step (e.g. to
-    `cancel` rows).
+    `cancel` or `interrupt` rows). `urgency_reader`: how an interruption's urgency is read when its caller
+    gives none (`DecodeSession.interrupt`).
     """
     check_schedule(urgency_schedule)
     hidden = getattr(getattr(model, "config", None), "hidden_size", None)
     check_policy_reads(policy, config, hidden)  # before the prompt pass, not after it
     session = DecodeSession(model, tokenizer, prompt_ids, urgency, config, pause_id, numbering, pause_slots, seed)
+    session.urgency_reader = urgency_reader
     generator = None
     if seed is not None:
         generator = torch.Generator(device=session.device)

@@ -4,7 +4,8 @@ Owns: the prompt pass (prefill), the single-token step, per-row state (urgency, 
 before the current answer token and in total; the position-numbering state; why and when a row finished:
 EOS, stop string, `max_new_tokens`, cancelled), the caps (at `max_pauses` before one token or the answer's
 pause budget, a step is a *forced emit*: flagged, not a decision), emit sampling with `<pause>` masked, and
-the per-step records PPO needs. Multi-token steps (chunked, speculative) are in `multi_token.py`.
+the per-step records PPO needs. Multi-token steps (chunked, speculative) are in `multi_token.py`,
+interruptions in `interrupt.py`.
 The countdown input (a model with `pause_countdown`) carries at each pause the pauses its controller has
 committed to from there on: exact for a plan (fixed k, a planning controller: k, ..., 1), and 1 for a per-step
 decision, which commits to one pause only (so the last pause before a token always reads 1, as in training).
@@ -28,6 +29,7 @@ from ..countdown import countdown_values, lm_inputs
 from ..positions import PositionState, advance, check_numbering, initial_state, next_position_ids, position_ids
 from .cache import cache_argument, context_length, decode_cache, full_attention_only
 from .config import DecodeConfig, UrgencyLike, as_urgency
+from .interrupt import InterruptSteps
 from .multi_token import MultiTokenSteps
 from .trace import (CANCELLED, FINISH_NAMES, FINISHED_EOS, FINISHED_LENGTH, FINISHED_STOP, DecodeResult,
                     DecodeTrace, StepRecord, answers_from_trace, controller_features, mask_pause, masked_mean)
@@ -119,11 +121,11 @@ def _head_is_whole_output(base, decoder, head) -> bool:
     _WHOLE_OUTPUT[base] = exact
     return exact
 
-class DecodeSession(MultiTokenSteps):
+class DecodeSession(MultiTokenSteps, InterruptSteps):
     """A batch being decoded. Construct (prefills), then call `step` until `done`.
 
     Between steps the caller may read `controller_inputs()` / `forced()`, `set_urgency`, `cancel` rows, or
-    append several tokens in one pass (`step_pauses`, `step_speculative`). `loop.decode` is the
+    append several tokens in one pass (`step_pauses`, `step_speculative`, `interrupt`). `loop.decode` is the
     policy-driven loop over this; the gymnasium env and PPO rollouts drive it the same way.
     """
 
@@ -181,6 +183,7 @@ class DecodeSession(MultiTokenSteps):
                        for code in (FINISHED_EOS, FINISHED_LENGTH, FINISHED_STOP)}
         self.forward_passes = 0
         self.init_pending()
+        self.init_interruptions()
 
         self.cache = decode_cache(model, capacity)
         self.start_time = time.perf_counter()
@@ -422,12 +425,16 @@ class DecodeSession(MultiTokenSteps):
         if self.config.record_features:
             hidden = int(getattr(getattr(self.model, "config", None), "hidden_size", 1))
             width = hidden * (2 if self.config.prompt_summary else 1)
-        return DecodeTrace.stack(self.records, self.batch, self.device, width)
+        trace = DecodeTrace.stack(self.records, self.batch, self.device, width)
+        trace.interruptions = list(self.interruptions)
+        return trace
 
     def result(self) -> DecodeResult:
         """Collect per-row outputs (call when `done`, or any time for a partial view)."""
         trace = self.trace()
         answer_ids, pauses_per_token = answers_from_trace(trace, self.finish_reason, set(self.eos_ids.tolist()))
+        finish_reasons = [FINISH_NAMES[int(r)] for r in self.finish_reason.cpu()]
+        self.answers_after_interruptions(answer_ids, pauses_per_token, finish_reasons)
         # A row's time: until its last token was decided (still-running rows: until now).
         now = time.perf_counter() - self.start_time
         column_times = torch.tensor(self._column_times + [now], dtype=torch.float64)
@@ -438,7 +445,7 @@ class DecodeSession(MultiTokenSteps):
         return DecodeResult(
             answer_ids=answer_ids, pauses_per_token=pauses_per_token, pauses_total=self.pauses_total.cpu(),
             answer_tokens=self.answer_tokens.cpu(), steps=valid.sum(1), forward_passes=self.forward_passes,
-            finish_reasons=[FINISH_NAMES[int(r)] for r in self.finish_reason.cpu()],
+            finish_reasons=finish_reasons,
             time_s=column_times[last].float(), trace=trace,
             sequences=self._ids[:, : self.length].clone(), attention_mask=self._mask[:, : self.length].clone(),
             countdown=torch.cat([self.prompt_countdown, trace.countdown], 1)

@@ -11,7 +11,7 @@ Must not: run the model, or know about tasks, rewards or training.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -87,6 +87,7 @@ class DecodeTrace:
     countdown: torch.Tensor | None = None  # (batch, steps) long: the countdown input fed with each token
     choices: torch.Tensor | None = None  # (batch, steps) long: the controller's action where it decided (a
     #                                      planning controller's count; per-step: = actions), else `actions`
+    interruptions: list = field(default_factory=list)  # decoding.interrupt.Interruption records, in arrival order
 
     def decisions(self) -> torch.Tensor:  # (batch, steps) bool
         """Steps that were genuine controller decisions: what PPO trains on."""

@@ -1,7 +1,7 @@
 """`eval-pauses`: accuracy with a fixed number k of pauses before the answer, under each task's scorer.
 
 Owns: held-out evaluation of a pretrain or finetune run at k in {0,1,2,4,8,16} (by default), per task and
-per difficulty bucket, a printed table and JSON (each task's scorer named), optionally beside a no-pause
+per difficulty bucket (and per interruption variant for the interruption task), a printed table and JSON (each task's scorer named), optionally beside a no-pause
 control run at k = 0. For the exact scorer one teacher-forced pass per k (`greedy_correct`, checked against
 the decode loop by tests); for any other scorer (numeric, partial) the decode loop's greedy answers, scored.
 
@@ -120,6 +120,8 @@ def evaluate_run(run: LoadedRun, tasks: Sequence[str], ks: Sequence[int], num_ex
         task = get_task(spec)
         examples = task.examples(num_examples, seed, split)
         difficulty = torch.tensor([e.difficulty for e in examples])
+        variants = [getattr(e, "variant", None) for e in examples]  # interruption variants (None: not interrupted)
+        kinds = sorted({v for v in variants if v is not None})
         by_k = {}
         for k in ks:
             if task.scorer == "exact":  # teacher-forced: the same verdict as greedy decoding, in one pass
@@ -130,30 +132,33 @@ def evaluate_run(run: LoadedRun, tasks: Sequence[str], ks: Sequence[int], num_ex
                 "all": correct.mean().item(),
                 "by_difficulty": {int(d): correct[difficulty == d].mean().item() for d in difficulty.unique()},
             }
+            if kinds:
+                by_k[k]["by_kind"] = {v: correct[[x == v for x in variants]].mean().item() for v in kinds}
         counts = {int(d): int((difficulty == d).sum()) for d in difficulty.unique()}
         results[task_label(spec, task)] = {"n": len(examples), "scorer": task.scorer, "n_by_difficulty": counts,
                                            "by_k": by_k}
+        if kinds:
+            results[task_label(spec, task)]["n_by_kind"] = {v: variants.count(v) for v in kinds}
     return results
 
 
 def format_table(results: dict, control: dict | None = None) -> str:
-    """Rows: task x (all, each difficulty); columns: k (and the control at k = 0)."""
+    """Rows: task x (all, each difficulty, each interruption variant); columns: k (and the control at k = 0)."""
     any_task = next(iter(results.values()))
     ks = list(any_task["by_k"])
     head = ["task", "scorer", "difficulty", "n"] + [f"k={k}" for k in ks] + (["control k=0"] if control else [])
     rows = []
     for spec, res in results.items():
-        buckets = ["all"] + sorted(res["n_by_difficulty"])
-        for bucket in buckets:
-            n = res["n"] if bucket == "all" else res["n_by_difficulty"][bucket]
-            cells = []
-            for k in ks:
-                entry = res["by_k"][k]
-                cells.append(entry["all"] if bucket == "all" else entry["by_difficulty"][bucket])
-            row = [spec, res.get("scorer", "exact"), str(bucket), str(n)] + [f"{c:.3f}" for c in cells]
+        buckets = [("all", None)] + [(d, "by_difficulty") for d in sorted(res["n_by_difficulty"])] + \
+            [(v, "by_kind") for v in sorted(res.get("n_by_kind", {}))]
+        for bucket, group in buckets:
+            n = res["n"] if group is None else res["n_" + group][bucket]
+            cells = [res["by_k"][k]["all"] if group is None else res["by_k"][k][group][bucket] for k in ks]
+            label = f"kind={bucket}" if group == "by_kind" else str(bucket)
+            row = [spec, res.get("scorer", "exact"), label, str(n)] + [f"{c:.3f}" for c in cells]
             if control:
                 centry = control[spec]["by_k"][0]
-                row.append(f"{(centry['all'] if bucket == 'all' else centry['by_difficulty'][bucket]):.3f}")
+                row.append(f"{(centry['all'] if group is None else centry[group][bucket]):.3f}")
             rows.append(row)
     return markdown_table(head, rows)
 

@@ -5,7 +5,8 @@ controller, fixed k, confidence threshold, random) and every urgency, run the
 held-out examples of each task through the one decode loop
 (`AdaptivePauseModel.generate`), score the answers with the task's scorer and
 report accuracy, mean / p50 / p95 pauses, meta-reward and milliseconds per
-answer, overall and per difficulty bucket; write `sweep.csv`, `sweep.json`,
+answer, overall and per difficulty bucket (and accuracy per interruption variant, the interrupted examples
+interrupted for real: `interruptions.py`); write `sweep.csv`, `sweep.json`,
 `pareto.png` and `by_difficulty.png`.
 
 Policies whose decisions do not read urgency (fixed k, random) are decoded
@@ -36,6 +37,7 @@ from ..config import check, help_field, parse_cli
 from ..decoding import pause_budget
 from ..modeling import AdaptivePauseModel
 from ..tasks import check_split, get_task, task_label
+from .interruptions import accuracy_by_kind, interrupted_score, sweep_step
 from .plots import ALL, plot
 from .tables import markdown_table
 
@@ -189,8 +191,10 @@ def run_sweep(config: SweepConfig) -> list[dict]:
                     out = model.generate(prompts[chunk], urgency=float(u_decode), policy=policy,
                                          max_new_tokens=max_new, max_pauses=config.max_pauses,
                                          max_pauses_total=budget,
-                                         first_token_pauses_only=config.first_token_pauses_only, seed=config.seed)
-                    scores += [task.score(text, e.answer) for text, e in zip(out.texts, examples[chunk])]
+                                         first_token_pauses_only=config.first_token_pauses_only, seed=config.seed,
+                                         on_step=sweep_step(model, examples[chunk]))
+                    scores += [interrupted_score(task, e, text, reason)
+                               for text, reason, e in zip(out.texts, out.finish_reasons, examples[chunk])]
                     pauses += out.pauses
                     # wall-clock of the batched call shared by its answers: throughput-based ms per answer
                     ms += [(time.perf_counter() - started) * 1000 / len(out.texts)] * len(out.texts)
@@ -203,6 +207,7 @@ def run_sweep(config: SweepConfig) -> list[dict]:
                         row = {"policy": name, "param": param, "urgency": float(u), "task": label,
                                "split": config.split, "difficulty": bucket}
                         row.update(_summarise(scores_t[mask], pauses_t[mask], ms_t[mask], float(u), budget))
+                        row["accuracy_by_kind"] = accuracy_by_kind(examples, scores_t) if bucket == ALL else None
                         rows.append(row)
                 bar.update(1)
     bar.close()
@@ -336,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_sweep(config)
     outputs = write_outputs(rows, config)
     print(format_table(rows))
+    kind_rows = [r for r in rows if r["accuracy_by_kind"] and r["policy"] != "random"]
+    if kind_rows:  # accuracy per interruption variant, on the overall rows
+        kinds = sorted({k for r in kind_rows for k in r["accuracy_by_kind"]})
+        print(markdown_table(["task", "policy", "param", "u"] + kinds, [
+            [r["task"], r["policy"], r["param"], f"{r['urgency']:.2f}"]
+            + [f"{r['accuracy_by_kind'].get(k, float('nan')):.3f}" for k in kinds] for r in kind_rows]))
     print(f"plots: {outputs['pareto']} {outputs['by_difficulty']}")
     for summary in outputs["controller"]:
         print(format_summary(summary))

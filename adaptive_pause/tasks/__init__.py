@@ -2,7 +2,8 @@
 
 A task is named by a spec string, usable in YAML and on the command line:
 ``addition`` (default difficulty range), ``addition:1-4`` (digits 1 to 4),
-``jsonl:path/to/file.jsonl`` or ``jsonl:path/to/dir:numeric`` (a directory with train/dev/test.jsonl).
+``interrupt:1-2`` (additions interrupted mid-answer, `interruptions.py`), ``jsonl:path/to/file.jsonl`` or
+``jsonl:path/to/dir:numeric`` (a directory with train/dev/test.jsonl).
 Every stage reads one split (`base.STAGE_SPLITS`; the rule for files is in `jsonl.py`).
 """
 
@@ -11,12 +12,15 @@ from __future__ import annotations
 from .base import SPLITS, STAGE_SPLITS, Example, Task, check_split, data_record, example_id, task_label
 from .jsonl import JsonlTask
 from .scoring import SCORERS, get_scorer
+from .interruptions import InterruptedExample, InterruptionTask
 from .synthetic import SYNTHETIC_TASKS
+
+SYNTHETIC_TASKS = {**SYNTHETIC_TASKS, InterruptionTask.name: InterruptionTask}
 
 # Every built-in task at its default difficulty range: the default mixture of the training stages.
 ALL_TASKS = ["addition", "parity", "sum_mod10", "multihop", "threesum", "primes"]
 
-__all__ = ["ALL_TASKS", "Example", "Task", "JsonlTask", "SCORERS", "SPLITS", "STAGE_SPLITS", "SYNTHETIC_TASKS",
+__all__ = ["ALL_TASKS", "Example", "InterruptedExample", "InterruptionTask", "Task", "JsonlTask", "SCORERS", "SPLITS", "STAGE_SPLITS", "SYNTHETIC_TASKS",
            "check_split", "data_record", "example_id", "get_scorer", "get_task", "task_label"]
 
 

@@ -3,10 +3,12 @@
 Owns: where pauses go in training sequences and which targets carry loss. `PretrainCollator`: `<pause>` at
 random positions of the whole sequence; loss on every real token, never on a pause target. `FinetuneCollator`:
 prompt, then k pauses (k ~ a distribution over [0, K], `check_k_weights`) before the answer, optionally before
-every answer token; loss on answer tokens (and EOS) only. Position ids come from `positions.position_ids`,
-the decode loop's rule; countdown values (a model with `pause_countdown`) from `countdown.countdown_values`,
-the whole-sequence rule the decode loop reproduces for fixed k. Pause placement draws from its own generator, separate from the task streams, so a
-no-pause control sees exactly the same examples.
+every answer token; loss on answer tokens (and EOS) only; an interrupted example (`tasks.InterruptedExample`) gets
+its interruption where it arrives at decode time (inside the pause run or after the answer prefix already
+written), framed by the interruption markers, without loss, then pauses and the expected answer. Position ids come
+from `positions.position_ids`, the decode loop's rule; countdown values (a model with `pause_countdown`) from
+`countdown.countdown_values`, the whole-sequence rule the decode loop reproduces for fixed k. Pause placement
+draws from its own generator, separate from the task streams, so a no-pause control sees exactly the same examples.
 
 Must not: sample examples (tasks do) or run models.
 """
@@ -22,8 +24,8 @@ import torch
 from ..config import check
 from ..countdown import countdown_values, lm_inputs
 from ..positions import position_ids
-from ..tasks import Example
-from ..tokens import encode_prompts, encode_text
+from ..tasks import Example, InterruptedExample
+from ..tokens import encode_prompts, encode_text, interrupt_token_ids
 
 
 def check_k_weights(k_weights: Optional[list[float]], max_pauses: int) -> None:
@@ -86,7 +88,17 @@ class _Collator:
         where = f"task {example.task!r}"
         prompt = encode_prompts(self.tokenizer, [example.prompt])[0]
         answer = encode_text(self.tokenizer, example.answer, what=f"{where} answer") + [self.eos_id]
+        # as one text (random pause placement): prefix, interruption, answer
+        if isinstance(example, InterruptedExample):
+            answer = (encode_text(self.tokenizer, example.emitted, what=f"{where} answer")
+                      + self.framed(example) + answer)
         return prompt, answer
+
+    def framed(self, example: InterruptedExample) -> list[int]:
+        """`<interrupt>` + the interruption's tokens + `</interrupt>`, as `DecodeSession.interrupt` appends them."""
+        opening, closing = interrupt_token_ids(self.tokenizer)
+        return [opening] + encode_text(self.tokenizer, example.interruption,
+                                       what=f"task {example.task!r} interruption") + [closing]
 
     def pad(self, sequences: list[list[int]], labels: list[list[int]]) -> TokenBatch:
         longest = max(len(s) for s in sequences)
@@ -164,11 +176,45 @@ class FinetuneCollator(_Collator):
             lab.append(token)
         return seq, lab
 
+    def build_interrupted(self, example: InterruptedExample, k: int, arrival: int, k_after: int
+                          ) -> tuple[list[int], list[int]]:
+        """prompt, k pauses, the answer prefix already written (loss on it), the framed interruption (no loss:
+        the user's words), k_after pauses, the expected answer and EOS (loss). With no prefix written the
+        interruption arrives inside the pause run, after `arrival` of its pauses."""
+        prompt = encode_prompts(self.tokenizer, [example.prompt])[0]
+        where = f"task {example.task!r} answer"
+        emitted = encode_text(self.tokenizer, example.emitted, what=where)
+        answer = encode_text(self.tokenizer, example.answer, what=where) + [self.eos_id]
+        seq, lab = list(prompt), [IGNORE_INDEX] * len(prompt)
+        if not emitted:
+            seq += [self.pause_id] * arrival
+            lab += [IGNORE_INDEX] * arrival
+        for part, pauses, loss in ((emitted, k, True), (self.framed(example), 0, False), (answer, k_after, True)):
+            for i, token in enumerate(part):
+                if pauses and (i == 0 or self.before_each):
+                    seq += [self.pause_id] * pauses
+                    lab += [IGNORE_INDEX] * pauses
+                seq.append(token)
+                lab.append(token if loss else IGNORE_INDEX)
+        return seq, lab
+
     def __call__(self, examples: Sequence[Example], generator: torch.Generator, k: int | None = None) -> TokenBatch:
-        """`k` fixes the pauses for every row (evaluation); otherwise k is drawn per example."""
+        """`k` fixes the pauses for every row (evaluation; an interruption without a written prefix then arrives
+        after k // 2 of them, and k pauses follow it); otherwise k is drawn per example."""
+        n = len(examples)
         if k is None:
-            ks = torch.multinomial(self.k_probs, len(examples), replacement=True, generator=generator).tolist()
+            ks = torch.multinomial(self.k_probs, n, replacement=True, generator=generator).tolist()
+            if any(isinstance(e, InterruptedExample) for e in examples):  # drawn after ks: other batches unchanged
+                arrivals = [int(torch.randint(ki + 1, (1,), generator=generator)) for ki in ks]
+                after = torch.multinomial(self.k_probs, n, replacement=True, generator=generator).tolist()
         else:
-            ks = [k] * len(examples)
-        built = [self.build(e, ki) for e, ki in zip(examples, ks)]
+            ks = [k] * n
+        if not any(isinstance(e, InterruptedExample) for e in examples):
+            built = [self.build(e, ki) for e, ki in zip(examples, ks)]
+        elif k is not None:
+            built = [self.build_interrupted(e, k, k // 2, k) if isinstance(e, InterruptedExample) else self.build(e, k)
+                     for e in examples]
+        else:
+            built = [self.build_interrupted(e, ki, ai, bi) if isinstance(e, InterruptedExample) else self.build(e, ki)
+                     for e, ki, ai, bi in zip(examples, ks, arrivals, after)]
         return self.pad([s for s, _ in built], [lab for _, lab in built])

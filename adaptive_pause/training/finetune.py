@@ -25,7 +25,8 @@ from ..config import check, help_field, save_yaml, to_dict
 from ..countdown import MODULE_NAME, countdown_module, enable_countdown
 from ..modeling import ModelConfig, load_lm, pause_settings, peft_quietly, save_lm, write_parts
 from ..rundir import claim_run, identity
-from ..tasks import get_task
+from ..tasks import InterruptionTask, get_task
+from ..tokens import ensure_interrupt_tokens
 from .collators import FinetuneCollator, check_k_weights
 from .loop import TrainConfig, finish, make_accelerator, stage_main, tracker_config, train
 
@@ -64,14 +65,15 @@ class FinetuneConfig(TrainConfig):
 
 
 
-def lora_config(config: FinetuneConfig, pause_id: int, countdown: bool = False) -> LoraConfig:
+def lora_config(config: FinetuneConfig, pause_id: int, countdown: bool = False,
+                marker_ids: tuple[int, ...] = ()) -> LoraConfig:
     targets = config.lora_target_modules
     return LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=targets[0] if targets == ["all-linear"] else targets,
-        trainable_token_indices=[pause_id],
+        trainable_token_indices=[pause_id, *marker_ids],
         modules_to_save=[MODULE_NAME] if countdown else None,  # the countdown table trains and saves with LoRA
         task_type="CAUSAL_LM",
     )
@@ -94,6 +96,9 @@ def _run_finetune(config, claim, tasks) -> Path:
     settings = pause_settings(base, tokenizer)
     if config.pause_countdown:
         enable_countdown(base, settings.pause_slots)
+    # Interruptions in the mixture: their markers are added like <pause> (a no-op for the embedded tokenizer)
+    # and their embedding rows trained with the adapter.
+    markers = ensure_interrupt_tokens(tokenizer, base) if any(isinstance(t, InterruptionTask) for t in tasks) else ()
     collate = FinetuneCollator(tokenizer, settings.pause_id, settings.numbering, settings.pause_slots,
                                config.max_pauses, config.k_weights, config.pauses_before_each_answer_token,
                                max_length=base.config.max_position_embeddings)
@@ -104,7 +109,8 @@ def _run_finetune(config, claim, tasks) -> Path:
         # like a finished one whose adapter is missing.
         save_lm(base, tokenizer, pending)
     with peft_quietly():
-        model = get_peft_model(base, lora_config(config, settings.pause_id, countdown_module(base) is not None))
+        model = get_peft_model(base, lora_config(config, settings.pause_id, countdown_module(base) is not None,
+                                                 markers))
     accelerator.init_trackers("finetune", config=tracker_config(config))
     if accelerator.is_main_process:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -21,7 +21,8 @@ from ..config import check, help_field, save_yaml, to_dict
 from ..countdown import enable_countdown
 from ..modeling import ModelConfig, load_lm, pause_settings, save_lm
 from ..rundir import claim_run, identity
-from ..tasks import get_task
+from ..tasks import InterruptionTask, get_task
+from ..tokens import ensure_interrupt_tokens
 from .collators import FinetuneCollator, PretrainCollator, check_k_weights
 from .loop import TrainConfig, finish, make_accelerator, stage_main, tracker_config, train
 
@@ -88,6 +89,8 @@ def _run_pretrain(config, claim, tasks) -> Path:
     out = claim.work
     accelerator = make_accelerator(out, config.seed)
     model, tokenizer = load_lm(config.model, seed=config.seed)
+    if any(isinstance(t, InterruptionTask) for t in tasks):  # an HF base lacks the markers; added like <pause>
+        ensure_interrupt_tokens(tokenizer, model)
     settings = pause_settings(model, tokenizer)
     if config.model.pause_countdown:  # a model setting, saved with the model (countdown.py)
         enable_countdown(model, settings.pause_slots)

@@ -103,3 +103,27 @@ def test_controller_summary_against_the_best_fixed_k():
     lonely = controller_summary([_row("learned", "", 0.3, 0.7, 1.0)], "t")
     assert lonely["best_fixed_k"] is None and lonely["accuracy_gap"] is None
     assert "accuracy_gap_points=n/a" in format_summary(lonely)
+
+
+def test_sweep_reports_accuracy_per_interruption_kind(interrupt_run, tmp_path):
+    """The interruption task in a sweep: its examples are interrupted for real, accuracy is reported per variant
+    on the overall rows, and the variants' accuracies weighted by their counts give the overall accuracy."""
+    import shutil
+
+    from adaptive_pause.tasks import get_task
+
+    controlled = tmp_path / "run"
+    shutil.copytree(interrupt_run / "ft", controlled)
+    save_policy(RandomPauses(0.5), controlled / "controller")
+    config = SweepConfig(run_dir=str(controlled), tasks=["interrupt:1-1"], urgencies=[0.5], num_examples=28,
+                         fixed_ks=[2], confidence_high=-1.0, random_ps=[], max_pauses=2, max_pauses_total=2,
+                         progress=False, output_dir=str(tmp_path / "out"))
+    rows = run_sweep(config)
+    write_outputs(rows, config)
+    examples = get_task("interrupt:1-1").examples(28, config.seed, "test")
+    counts = {v: sum(e.variant == v for e in examples) for v in {e.variant for e in examples}}
+    for row in (r for r in rows if r["difficulty"] == "all"):
+        by_kind = row["accuracy_by_kind"]
+        assert set(by_kind) == set(counts)
+        assert sum(by_kind[v] * n for v, n in counts.items()) / 28 == pytest.approx(row["accuracy"])
+    assert all(r["accuracy_by_kind"] is None for r in rows if r["difficulty"] != "all")

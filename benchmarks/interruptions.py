@@ -1,0 +1,159 @@
+"""Interruptions on the embedded default: train with them, then interrupt held-out answers for real.
+
+Per seed: pause-pretraining from scratch and LoRA finetuning on `addition` + `interrupt` (the demo's model
+shape and pause regime, scaled down), a controller trained by PPO on uninterrupted additions (it reads the
+urgency an urgency interruption sets), then `eval.interruptions.evaluate_interruptions` on held-out
+phrasings (the test templates): per variant the accuracy after the interruption, irrelevant (and urgency)
+interruptions that changed an otherwise-correct answer, modifications followed where the uninterrupted answer
+is right, replacement accuracy beside the new request asked uninterrupted, and mean pauses after "hurry up"
+vs "take your time" (under the learned controller, and under the confidence baseline, whose threshold reads
+urgency). The same accuracies on the training phrasings (fresh examples) separate "learned what the
+interruption asks" from "generalises to a phrasing never seen". Prints a table (mean and spread over seeds), writes JSON, and ends with one
+`interruptions: key=value ...` line.
+
+usage: PYTHONPATH=. python benchmarks/interruptions.py --seeds 0 1 2 [--out DIR] [--pretrain_steps N] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from statistics import mean, pstdev
+
+import torch
+
+from adaptive_pause.eval.interruptions import evaluate_interruptions, summarise
+from adaptive_pause.eval.tables import markdown_table
+from adaptive_pause.modeling import AdaptivePauseModel, ModelConfig
+from adaptive_pause.ppo.config import PPOConfig
+from adaptive_pause.ppo.trainer import train as train_controller
+from adaptive_pause.tasks import get_task
+from adaptive_pause.tasks.interruptions import VARIANTS
+from adaptive_pause.training.finetune import FinetuneConfig, run_finetune
+from adaptive_pause.training.pretrain import PretrainConfig, run_pretrain
+from policies import ConfidenceThreshold
+
+
+def train_seed(args, seed: int, root: Path) -> Path:
+    tasks = [f"addition:{args.digits}", f"interrupt:{args.digits}"]
+    common = dict(tasks=tasks, batch_size=args.batch_size, seed=seed, progress=False, log_every=100, overwrite=True)
+    model = ModelConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256,
+                        position_numbering="slotted", pause_slots=args.max_pauses)
+    run_pretrain(PretrainConfig(output_dir=str(root / "pretrain"), model=model, pause_placement="answer",
+                                max_pauses=args.max_pauses, max_steps=args.pretrain_steps, learning_rate=3e-3,
+                                warmup_steps=min(100, args.pretrain_steps // 10), **common))
+    run_finetune(FinetuneConfig(output_dir=str(root / "finetune"), base_model=str(root / "pretrain"),
+                                max_pauses=args.max_pauses, max_steps=args.finetune_steps, learning_rate=1e-3,
+                                warmup_steps=min(10, args.finetune_steps // 10), **common))
+    train_controller(PPOConfig(output_dir=str(root / "controller"), env="lm", model_run_dir=str(root / "finetune"),
+                               tasks=[f"addition:{args.digits}"], max_new_tokens=args.max_new_tokens,
+                               max_pauses=args.max_pauses, max_pauses_total=args.max_pauses,
+                               first_token_pauses_only=True, iterations=args.controller_iterations,
+                               episodes_per_iteration=256, initial_pause_prob=0.3, seed=seed, progress=False,
+                               overwrite=True))
+    return root / "controller"
+
+
+def run(args) -> dict:
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    per_seed = {}
+    decode = dict(max_new_tokens=args.max_new_tokens, max_pauses=args.max_pauses, first_token_pauses_only=True)
+    for seed in args.seeds:
+        start = time.perf_counter()
+        run_dir = out / f"seed{seed}" / "controller"
+        if not (args.reuse and (run_dir / "controller").is_dir()):
+            run_dir = train_seed(args, seed, out / f"seed{seed}")
+        trained_s = time.perf_counter() - start
+        model = AdaptivePauseModel.from_pretrained(run_dir)
+        task = get_task(f"interrupt:{args.digits}")
+        examples = task.examples(args.num_examples, seed=10_000 + seed, split="test")  # held-out phrasings
+        seen = task.examples(args.num_examples, seed=20_000 + seed, split="train")  # training phrasings
+        by_variant = summarise(evaluate_interruptions(model, task, examples, urgency=args.urgency, **decode))
+        for variant, row in summarise(evaluate_interruptions(model, task, seen, urgency=args.urgency,
+                                                             **decode)).items():
+            by_variant[variant]["accuracy_train_phrasings"] = row["accuracy"]
+        urgent = [e for e in examples if e.variant in ("hurry", "slow")]
+        confident = summarise(evaluate_interruptions(model, task, urgent, urgency=args.urgency,
+                                                     policy=ConfidenceThreshold(args.confidence), **decode))
+        for variant, row in confident.items():
+            by_variant[variant]["pauses_after_confidence"] = row["pauses_after"]
+        per_seed[seed] = {"by_variant": by_variant, "train_s": trained_s, "reused": args.reuse,
+                          "eval_s": time.perf_counter() - start - trained_s}
+        print(f"seed {seed}: trained in {trained_s:.0f} s; " + json.dumps(per_seed[seed]["by_variant"]), flush=True)
+        partial = out / "partial.json"  # the seeds done so far, should a later one stop
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps({"args": vars(args), "per_seed": per_seed}, indent=1))
+    return per_seed
+
+
+def figure(per_seed: dict, variant: str, key: str) -> list[float]:
+    values = [s["by_variant"].get(variant, {}).get(key) for s in per_seed.values()]
+    return [v for v in values if v is not None]
+
+
+def cell(values: list[float], digits: int = 3) -> str:
+    if not values:
+        return "-"
+    return f"{mean(values):.{digits}f}" + (f" +- {pstdev(values):.{digits}f}" if len(values) > 1 else "")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--out", default="runs/bench_interruptions")
+    parser.add_argument("--json", default="benchmarks/results/interruptions.json")
+    parser.add_argument("--digits", default="1-2", help="addition digits (the task's difficulty range)")
+    parser.add_argument("--pretrain_steps", type=int, default=1500)
+    parser.add_argument("--finetune_steps", type=int, default=200)
+    parser.add_argument("--controller_iterations", type=int, default=150)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--max_pauses", type=int, default=4)
+    parser.add_argument("--max_new_tokens", type=int, default=5)
+    parser.add_argument("--num_examples", type=int, default=700)
+    parser.add_argument("--urgency", type=float, default=0.5, help="urgency before any interruption")
+    parser.add_argument("--confidence", type=float, default=0.99,
+                        help="confidence baseline's threshold at u=0 (0 at u=1) for the pauses after hurry/slow")
+    parser.add_argument("--reuse", action="store_true", help="evaluate OUT/seedN/controller where it exists")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    per_seed = run(args)
+    keys = [("n", "n", 0), ("plain_accuracy", "uninterrupted", 3), ("accuracy", "after (held-out phrasings)", 3),
+            ("accuracy_train_phrasings", "after (training phrasings)", 3),
+            ("changed_of_correct", "changed of correct", 3), ("followed_of_correct", "followed of correct", 3),
+            ("new_request_plain_accuracy", "new request alone", 3), ("pauses_after", "pauses after (learned)", 2),
+            ("pauses_after_confidence", f"pauses after (confidence:{args.confidence})", 2)]
+    rows = [[variant] + [cell(figure(per_seed, variant, key), d) for key, _, d in keys] for variant in VARIANTS]
+    print(f"interruptions: seeds={args.seeds} digits={args.digits} held-out phrasings (test templates); "
+          "mean +- spread over seeds")
+    print(markdown_table(["variant"] + [label for _, label, _ in keys], rows))
+    irrelevant = figure(per_seed, "irrelevant", "changed_of_correct")
+    modified = [mean(v) for v in zip(*(figure(per_seed, m, "followed_of_correct") for m in ("reverse", "plus_one")))]
+    replace = figure(per_seed, "replace", "accuracy")
+    replace_plain = figure(per_seed, "replace", "new_request_plain_accuracy")
+    hurry, slow = figure(per_seed, "hurry", "pauses_after"), figure(per_seed, "slow", "pauses_after")
+    cancel = figure(per_seed, "cancel", "accuracy")
+    hurry_c = figure(per_seed, "hurry", "pauses_after_confidence")
+    slow_c = figure(per_seed, "slow", "pauses_after_confidence")
+    seen = {v: figure(per_seed, v, "accuracy_train_phrasings") for v in VARIANTS}
+    summary = {"seeds": args.seeds, "irrelevant_changed": mean(irrelevant) if irrelevant else None,
+               "modify_followed": mean(modified) if modified else None,
+               "replace_accuracy": mean(replace) if replace else None,
+               "replace_plain_accuracy": mean(replace_plain) if replace_plain else None,
+               "cancelled": mean(cancel) if cancel else None,
+               "pauses_after_hurry": mean(hurry) if hurry else None, "pauses_after_slow": mean(slow) if slow else None,
+               "confidence_pauses_after_hurry": mean(hurry_c) if hurry_c else None,
+               "confidence_pauses_after_slow": mean(slow_c) if slow_c else None,
+               **{f"{v}_train_phrasings": mean(x) for v, x in seen.items() if x}}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"args": vars(args), "summary": summary, "per_seed": per_seed}, indent=1))
+    print(f"wrote {args.json}")
+    print("interruptions: " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}".replace(" ", "")
+                                       for k, v in summary.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
