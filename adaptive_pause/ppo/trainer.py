@@ -166,6 +166,9 @@ def _train(config: PPOConfig, accelerator, run_dir: Path) -> dict:
                "last_good_iteration": 0}
     if config.resume:
         trainer = load_checkpoint(run_dir, policy, evaluator, optimizer, generators, accelerator, lm)
+        if accelerator.is_main_process:
+            print(f"train-controller: resuming from {run_dir / 'state'} at iteration {trainer['iteration']}",
+                  flush=True)
     if accelerator.is_main_process:
         save_yaml(config, run_dir / "config.yaml")
     writer = SummaryWriter(str(run_dir / "logs"), purge_step=trainer["iteration"] + 1) \
