@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, example, given, settings, strategies as st
 
 from adaptive_pause.config import parse_cli, from_dict
 from adaptive_pause.decoding import DecodeConfig
@@ -144,6 +144,7 @@ DECODE_FIELDS = {f.name for f in dataclasses.fields(DecodeConfig)}
 
 @fuzz(150)
 @given(st.dictionaries(st.sampled_from(sorted(DECODE_FIELDS)), ANY_VALUE, max_size=4))
+@example({"stop_strings": "12"})  # one stop string, never the strings "1" and "2"
 def test_decode_config_builds_or_names_the_field(kwargs):
     try:
         config = DecodeConfig(**kwargs)
@@ -158,6 +159,8 @@ def test_decode_config_builds_or_names_the_field(kwargs):
         assert type(value) in (int, float) and math.isfinite(value), f"{name}={value!r} accepted"
     assert config.max_new_tokens >= 1 and config.max_pauses >= 0 and config.temperature > 0
     assert all(isinstance(s, str) and s for s in config.stop_strings)
+    if isinstance(kwargs.get("stop_strings"), str):
+        assert config.stop_strings == (kwargs["stop_strings"],)
 
 
 # ---- stage configs: mappings, YAML files, flags -----------------------------------------------------------------
@@ -284,7 +287,7 @@ def test_a_jsonl_task_file_loads_or_names_the_file_and_line(lines, scorer):
 @pytest.fixture(scope="module")
 def saved_head(tmp_path_factory):
     torch.manual_seed(0)
-    head = PauseControllerHead(8)
+    head = PauseControllerHead(8, width=16, pause_scale=8.0)
     path = tmp_path_factory.mktemp("head") / "controller"
     save_policy(head, path)
     return path, head.state_dict()
@@ -317,3 +320,19 @@ def test_changed_checkpoint_bytes_load_identically_or_name_the_file(saved_head, 
         # loaded anyway: only a change that leaves the meaning intact (e.g. whitespace after the JSON)
         assert json.loads((source / "config.json").read_text()) == json.loads((path / "config.json").read_text())
         assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
+
+
+@pytest.mark.parametrize("change", [
+    ('"controller.safetensors": "', '"bontroller.safetensors": "'),  # the weights' checksum no longer named
+    ('"pause_scale": 8.0', '"pause_scale": 9.0'),  # another controller, the weights untouched
+    ('"sha256": {', '"sha256": "x", "was": {'),
+])
+def test_a_controller_config_changed_where_no_tensor_checksum_reaches_is_refused(saved_head, change, tmp_path):
+    # Cases the soak found: a flip in config.json loaded as another controller (or unchecked weights).
+    path = tmp_path / "controller"
+    shutil.copytree(saved_head[0], path)
+    config = (path / "config.json").read_text()
+    assert change[0] in config
+    (path / "config.json").write_text(config.replace(change[0], change[1]))
+    with pytest.raises(ValueError, match=re.escape(str(path / "config.json"))):
+        load_policy(path)

@@ -102,6 +102,7 @@ def test_a_non_finite_loss_or_gradient_stops_before_the_update(poison, message, 
 
 
 @pytest.mark.parametrize("learning_rate, message", [
+    (1e10, r"PPO diverged at iteration 1, epoch 0, minibatch 1: the policy exploded \(approx KL [0-9.e+]+ > 10.0 nats"),
     (1e3, r"PPO diverged at iteration 1, epoch 0, minibatch 1: the policy exploded \(approx KL [0-9.e+]+ > 10.0 nats"),
     (1e300, r"PPO diverged at iteration 1, epoch 0, minibatch 0: the optimizer step overflowed"),
 ])
