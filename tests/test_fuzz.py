@@ -22,9 +22,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from hypothesis import HealthCheck, event, example, given, settings, strategies as st
+from helpers import opinionated_model
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
 
-from adaptive_pause.config import parse_cli, from_dict
+from adaptive_pause.config import from_dict, parse_cli
 from adaptive_pause.decoding import DecodeConfig
 from adaptive_pause.demo import DemoConfig
 from adaptive_pause.ppo.config import PPOConfig
@@ -32,7 +34,6 @@ from adaptive_pause.tasks import SCORERS, get_task
 from adaptive_pause.tokens import CHARACTERS
 from adaptive_pause.training.finetune import FinetuneConfig
 from adaptive_pause.training.pretrain import PretrainConfig
-from helpers import opinionated_model
 from policies import FixedPauses, PauseControllerHead, load_policy, save_policy
 
 SCALE = int(os.environ.get("ADAPTIVE_PAUSE_FUZZ_SCALE", "1"))
@@ -171,7 +172,6 @@ CONFIGS = [PretrainConfig, FinetuneConfig, PPOConfig, DemoConfig]
 def flat_names(cls, prefix=""):
     for f in dataclasses.fields(cls):
         yield prefix + f.name
-        inner = f.type if isinstance(f.type, type) else None
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
         if dataclasses.is_dataclass(default):
             yield from flat_names(type(default), f"{prefix}{f.name}.")

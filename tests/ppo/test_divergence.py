@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from adaptive_pause.config import save_yaml
 from adaptive_pause.envs.analytic import AnalyticEnvConfig
-from adaptive_pause.ppo import algorithm as ppo_algorithm, trainer as ppo_trainer
+from adaptive_pause.ppo import algorithm as ppo_algorithm
+from adaptive_pause.ppo import trainer as ppo_trainer
 from adaptive_pause.ppo.config import PPOConfig
 from policies import load_policy
 from rewards import MetaReward
