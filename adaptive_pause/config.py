@@ -153,7 +153,12 @@ def from_dict(cls: type[C], data: dict, prefix: str = "") -> C:
             values[name] = convert(data[name], hints[name], prefix + name)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ValueError(f"{prefix}{name}: required")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as err:  # a nested config's own check names its field; say where it sits (model.hidden_size)
+        if prefix and not str(err).startswith(prefix):
+            raise ValueError(f"{prefix}{err}") from None
+        raise
 
 
 def save_yaml(config, path: str | os.PathLike) -> None:

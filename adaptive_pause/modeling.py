@@ -404,8 +404,9 @@ class AdaptivePauseModel:
     # ---- generation ----------------------------------------------------------------------------------------------
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:
         """Prompt texts -> token ids, exactly as the collators encode prompts (`tokens.encode_prompts`)."""
-        if isinstance(prompts, str):
-            raise ValueError("prompts: expected a list of strings, got a single string (wrap it in a list)")
+        if not isinstance(prompts, (list, tuple)):
+            raise ValueError("prompts: expected a list of strings, got " + ("a single string (wrap it in a list)"
+                             if isinstance(prompts, str) else type(prompts).__name__))
         if len(prompts) == 0:
             raise ValueError("prompts: need at least one prompt")
         for i, prompt in enumerate(prompts):

@@ -99,6 +99,23 @@ def _current_names(config: dict) -> dict:
     return config
 
 
+def _config_sha256(meta: dict) -> str:
+    """sha256 of a controller's type and config: a flipped digit there would load as another controller."""
+    return hashlib.sha256(json.dumps([meta["type"], meta["config"]], sort_keys=True).encode()).hexdigest()
+
+
+def _check_record(data) -> dict:
+    """The checksums of config.json (empty for controllers saved before checksums); ValueError when corrupt."""
+    if not isinstance(data, dict) or set(data) - {"type", "config", "sha256"}:
+        raise ValueError("expected a mapping of type, config and sha256")
+    sums = data.get("sha256", {})
+    if not isinstance(sums, dict) or not set(sums) <= {"config", WEIGHTS_NAME}:
+        raise ValueError(f"corrupt checksum record {sums!r}")
+    if "config" in sums and sums["config"] != _config_sha256(data):
+        raise ValueError("the sha256 of type and config differs from the one recorded; the file is corrupt")
+    return sums
+
+
 def save_policy(policy: PausePolicy, path: str | os.PathLike) -> None:
     """Write `path/config.json` ({"type": ..., "config": {...}}) and, if it has any, `path/controller.safetensors`."""
     name = type(policy).__name__
@@ -107,9 +124,10 @@ def save_policy(policy: PausePolicy, path: str | os.PathLike) -> None:
     with atomic_directory(path) as tmp:
         meta = {"type": name, "config": policy.config()}
         state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
+        meta["sha256"] = {"config": _config_sha256(meta)}  # checked by load_policy, as the weights' below
         if state:
             save_file(state, str(tmp / WEIGHTS_NAME))
-            meta["sha256"] = {WEIGHTS_NAME: file_sha256(tmp / WEIGHTS_NAME)}  # checked by load_policy
+            meta["sha256"][WEIGHTS_NAME] = file_sha256(tmp / WEIGHTS_NAME)
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -137,6 +155,7 @@ def load_policy(path: str | os.PathLike, hidden_size: int | None = None,
         raise ValueError(f"policy path {path}: no {CONFIG_NAME} (expected a directory written by save_policy)")
     try:
         data = json.loads(config_file.read_text())
+        sums = _check_record(data)
         name = data.get("type")
         if name not in POLICY_TYPES:
             raise ValueError(f"unknown policy type {name!r}; known: {sorted(POLICY_TYPES)}")
@@ -150,7 +169,9 @@ def load_policy(path: str | os.PathLike, hidden_size: int | None = None,
     if expected:
         if not weights.is_file():
             raise ValueError(f"policy path {path}: {name} has parameters but {WEIGHTS_NAME} is missing")
-        recorded = (data.get("sha256") or {}).get(WEIGHTS_NAME)  # controllers saved before checksums have none
+        recorded = sums.get(WEIGHTS_NAME)  # controllers saved before checksums have none
+        if sums and recorded is None:
+            raise ValueError(f"{config_file}: the checksum record has no {WEIGHTS_NAME}; the file is corrupt")
         if recorded is not None and file_sha256(weights) != recorded:
             raise ValueError(f"{weights}: sha256 differs from the one recorded in {config_file}; the file is corrupt")
         try:

@@ -10,6 +10,7 @@ Must not: run a model or know about tasks, rewards or training.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence, Union
@@ -28,6 +29,14 @@ def pause_budget(max_pauses: int, max_new_tokens: int, max_pauses_total: int | N
     rule: the decode loop's caps, PPO's and the sweep's reward normaliser all call it."""
     per_answer = max_pauses * (1 if first_token_pauses_only else max_new_tokens)
     return per_answer if max_pauses_total is None else min(per_answer, max_pauses_total)
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not a count
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check(ok: bool, name: str, message: str) -> None:
@@ -67,22 +76,27 @@ class DecodeConfig:
                 "prompt_summary)"})
 
     def __post_init__(self):
-        _check(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1, "max_new_tokens",
+        _check(_integer(self.max_new_tokens) and self.max_new_tokens >= 1, "max_new_tokens",
                f"must be an integer >= 1, got {self.max_new_tokens!r}")
-        _check(isinstance(self.max_pauses, int) and self.max_pauses >= 0, "max_pauses",
+        _check(_integer(self.max_pauses) and self.max_pauses >= 0, "max_pauses",
                f"must be an integer >= 0, got {self.max_pauses!r}")
         if self.max_pauses_total is not None:
-            _check(isinstance(self.max_pauses_total, int) and self.max_pauses_total >= 0, "max_pauses_total",
+            _check(_integer(self.max_pauses_total) and self.max_pauses_total >= 0, "max_pauses_total",
                    f"must be an integer >= 0 or None, got {self.max_pauses_total!r}")
-        _check(isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
-               and self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
-        _check(isinstance(self.top_k, int) and self.top_k >= 0, "top_k", f"must be an integer >= 0, got {self.top_k}")
-        _check(isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1, "top_p",
-               f"must be in (0, 1], got {self.top_p}")
-        _check(isinstance(self.speculate_pauses, int) and (self.speculate_pauses == 0 or self.speculate_pauses >= 2),
+        _check(_number(self.temperature) and math.isfinite(self.temperature)
+               and self.temperature > 0, "temperature", f"must be > 0, got {self.temperature!r}")
+        _check(_integer(self.top_k) and self.top_k >= 0, "top_k", f"must be an integer >= 0, got {self.top_k!r}")
+        _check(_number(self.top_p) and 0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p!r}")
+        _check(_integer(self.speculate_pauses) and (self.speculate_pauses == 0 or self.speculate_pauses >= 2),
                "speculate_pauses", f"must be 0 (off) or an integer >= 2, got {self.speculate_pauses!r}")
+        for f in dataclasses.fields(self):  # a string "false" is truthy: flags must be real booleans
+            if f.type in (bool, "bool"):
+                _check(isinstance(getattr(self, f.name), bool), f.name,
+                       f"must be true or false, got {getattr(self, f.name)!r}")
         if isinstance(self.stop_strings, str):
             self.stop_strings = (self.stop_strings,)
+        _check(isinstance(self.stop_strings, (list, tuple)), "stop_strings",
+               f"must be a string or a list of strings, got {self.stop_strings!r}")
         self.stop_strings = tuple(self.stop_strings)
         _check(all(isinstance(s, str) and s for s in self.stop_strings), "stop_strings",
                f"must be non-empty strings, got {self.stop_strings!r}")

@@ -14,6 +14,7 @@ Must not: collect rollouts (`envs/sources.py`), decode, save files or run the lo
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -233,6 +234,10 @@ class EpisodeBatch:
     def returns(self) -> torch.Tensor:  # (samples,)
         return self.step_returns[self.rollout.trained]
 
+    @property
+    def advantages(self) -> torch.Tensor:  # (samples,)
+        return self.step_advantages[self.rollout.trained]
+
 
 def group_advantages(episode_rewards: torch.Tensor, group_size: int) -> torch.Tensor:  # (episodes,)
     """RLOO: each episode's reward minus the mean reward of the other episodes of its group (consecutive
@@ -359,6 +364,23 @@ def minibatch_loss(evaluator: nn.Module, mb: DecisionBatch | EpisodeBatch, confi
     return ppo_loss(new_log_prob, entropy, new_value, mb, config)
 
 
+# The approx KL (nats) of one minibatch beyond which an update has exploded rather than learnt: clipped PPO moves
+# ~0.01-0.1 per update (target_kl 0.03 stops the epochs), and 10 means the taken actions' probabilities moved by
+# factors like e^10 within one update (e.g. a learning rate of 1e10 puts the head's logits at +-1e9).
+EXPLODED_KL = 10.0
+
+
+def stop_if_diverged(values: dict[str, torch.Tensor], accelerator, where: str) -> None:
+    """Raise NonFiniteLossError naming each of `values` (reward, advantages, ...) that holds a NaN or inf on any
+    process; every process raises alike (the flags are summed over processes)."""
+    flags = torch.tensor([float(not bool(torch.isfinite(v).all())) for v in values.values()],
+                         device=accelerator.device)
+    flags = accelerator.reduce(flags, "sum")
+    bad = [name for name, flag in zip(values, flags.tolist()) if flag > 0]
+    if bad:
+        raise NonFiniteLossError(f"PPO diverged at {where}: {', '.join(bad)} not finite")
+
+
 def ppo_update(evaluator: nn.Module, optimizer, batch: DecisionBatch | EpisodeBatch, config: "PPOConfig",
                generator: torch.Generator, accelerator, where: str) -> dict[str, float]:
     """Minibatch epochs over `batch` (this process's samples, or episodes when joint); returns stats averaged
@@ -379,16 +401,35 @@ def ppo_update(evaluator: nn.Module, optimizer, batch: DecisionBatch | EpisodeBa
         for chunk in torch.tensor_split(order, config.num_minibatches):
             mb = batch.index(chunk).to(device)
             loss, stats = minibatch_loss(evaluator, mb, config)
-            bad = accelerator.reduce(torch.tensor(float(not torch.isfinite(loss)), device=device), "sum")
-            if bad > 0:
+            # one collective: [any process's loss not finite, sum of the processes' approx KL]
+            bad, kl_sum = accelerator.reduce(torch.stack([(~torch.isfinite(loss)).float(),
+                                                          stats["approx_kl"].float()]).to(device), "sum").tolist()
+            step = f"{where}, epoch {epoch}, minibatch {minibatches}"
+            if bad > 0 or kl_sum / accelerator.num_processes > EXPLODED_KL:
                 values = ", ".join(f"{k}={float(v):.4g}" for k, v in stats.items())
-                raise NonFiniteLossError(f"non-finite PPO loss at {where}, epoch {epoch}, minibatch {minibatches} "
-                                    f"({values})")
+                what = "loss not finite" if bad > 0 else (
+                    f"the policy exploded (approx KL {kl_sum / accelerator.num_processes:.4g} > {EXPLODED_KL} nats; "
+                    f"lower learning_rate={config.learning_rate})")
+                raise NonFiniteLossError(f"PPO diverged at {step}: {what} ({values})")
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
-            if config.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(evaluator.parameters(), config.max_grad_norm)
-            optimizer.step()
+            # max_norm inf when clipping is off: the norm is still measured, the gradients scaled by exactly 1.
+            # After the all-reduce every process holds the same gradients, so every process decides alike.
+            grad_norm = accelerator.clip_grad_norm_(evaluator.parameters(),
+                                                    config.max_grad_norm if config.max_grad_norm > 0 else math.inf)
+            if not math.isfinite(float(grad_norm)):
+                raise NonFiniteLossError(f"PPO diverged at {step}: gradient norm {float(grad_norm)} not finite "
+                                         "(the update was not applied)")
+            try:
+                optimizer.step()
+            except RuntimeError as err:  # e.g. lr 1e300: Adam's step size does not fit a float32
+                if "overflow" not in str(err):
+                    raise
+                raise NonFiniteLossError(f"PPO diverged at {step}: the optimizer step overflowed ({err}); lower "
+                                         f"learning_rate={config.learning_rate}") from None
+            if not all(bool(torch.isfinite(p).all()) for p in evaluator.parameters() if p.requires_grad):
+                raise NonFiniteLossError(f"PPO diverged at {step}: parameters not finite after the update "
+                                         f"(lower learning_rate={config.learning_rate})")
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0) + v
             epoch_kl = epoch_kl + stats["approx_kl"]

@@ -33,7 +33,8 @@ from ..modeling import AdaptivePauseModel
 from ..rundir import claim_run, identity
 from ..tasks import data_record, get_task
 from ..training.loop import make_accelerator
-from .algorithm import JointEvaluation, PolicyEvaluation, Rollout, explained_variance, make_batch, ppo_update
+from .algorithm import (JointEvaluation, PolicyEvaluation, Rollout, explained_variance, make_batch, ppo_update,
+                        stop_if_diverged)
 from .checkpoint import RESUMABLE_CHANGES, check_resumable, load_checkpoint, save_checkpoint
 from .config import PPOConfig
 from .sources import AnalyticSource, LMSource
@@ -172,6 +173,9 @@ def _train(config: PPOConfig, accelerator, run_dir: Path) -> dict:
                "last_good_iteration": 0}
     if config.resume:
         trainer = load_checkpoint(run_dir, policy, evaluator, optimizer, generators, accelerator, lm)
+        if accelerator.is_main_process:
+            print(f"train-controller: resuming from {run_dir / 'state'} at iteration {trainer['iteration']}",
+                  flush=True)
     if accelerator.is_main_process:
         save_yaml(config, run_dir / "config.yaml")
     writer = SummaryWriter(str(run_dir / "logs"), purge_step=trainer["iteration"] + 1) \
@@ -197,6 +201,8 @@ def _train(config: PPOConfig, accelerator, run_dir: Path) -> dict:
             rollout = source.collect(policy, urgency, generators["rollout"])
             batch = make_batch(rollout, reward, config.gamma, config.gae_lambda, config.advantage, group)
             sums = accelerator.reduce(rollout_sums(rollout, reward).to(accelerator.device), "sum").cpu()
+            stop_if_diverged({"reward": sums[1], "advantages": batch.advantages, "value estimates": batch.values,
+                              "policy log-probs": rollout.action_log_probs}, accelerator, f"iteration {iteration}")
             ev = explained_variance(batch.values, batch.returns)
             stats = ppo_update(evaluator, optimizer, batch, config, generators["update"], accelerator,
                                where=f"iteration {iteration}")
@@ -282,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = train(config)
     except NonFiniteLossError as error:
-        print(f"train-controller: {error}", file=sys.stderr)
+        print(f"adaptive-pause train-controller: error: {error}", file=sys.stderr)
         return 1
     if PartialState().is_main_process and result["evaluation"]:
         rows = result["evaluation"]

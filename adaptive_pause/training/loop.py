@@ -126,6 +126,8 @@ def train(
     if config.resume:
         start, history = load_train_state(output_dir, model, optimizer, scheduler, accelerator, config.max_steps)
         last_good = start
+        if accelerator.is_main_process:
+            print(f"{stage}: resuming from {output_dir / 'state'} at step {start}", flush=True)
     bar = tqdm(range(start, config.max_steps), desc=stage, initial=start, total=config.max_steps,
                disable=not (config.progress and accelerator.is_main_process))
     model.train()

@@ -102,7 +102,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_p
     real_make_batch = ppo_algorithm.make_batch
     calls = {"n": 0}
 
-    def poisoned_make_batch(*args, **kwargs):  # iteration 3 gets NaN advantages, hence a NaN loss
+    def poisoned_make_batch(*args, **kwargs):  # iteration 3 gets NaN advantages
         calls["n"] += 1
         batch = real_make_batch(*args, **kwargs)
         if calls["n"] == 3:
@@ -115,7 +115,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_p
     argv = ["--config", str(config_file)]
     assert ppo_trainer.main(argv) == 1
     message = capsys.readouterr().err
-    assert "non-finite PPO loss at iteration 3" in message
+    assert "adaptive-pause train-controller: error: PPO diverged at iteration 3: advantages not finite" in message
     assert "last good checkpoint" in message and "(iteration 2), left intact" in message
     state = tmp_path / "poisoned" / "state"
     assert json.loads((state / "trainer.json").read_text())["iteration"] == 2
