@@ -357,6 +357,15 @@ def test_policies_with_the_estimator_never_import_adaptive_pause():
 
 
 # ---- PPO under phrased urgency -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def long_model():
+    """Phrased prompts are long: contiguous numbering keeps them inside the tiny model's context."""
+    m = opinionated_model("contiguous")
+    m.policy = decisive_head(m.hidden_size)
+    m.urgency_estimator = _estimator(m)
+    return m
+
+
 def _phrased_ppo_config(run, out, **kwargs):
     from adaptive_pause.ppo.config import PPOConfig
 
@@ -364,11 +373,11 @@ def _phrased_ppo_config(run, out, **kwargs):
                      output_dir=str(out), urgency_from_phrases=True, progress=False, **kwargs)
 
 
-def test_ppo_phrased_urgency_controller_reads_the_estimate_reward_reads_the_level(tmp_path, model):
+def test_ppo_phrased_urgency_controller_reads_the_estimate_reward_reads_the_level(tmp_path, long_model):
     from adaptive_pause.ppo import trainer as ppo_trainer
     from adaptive_pause.urgency import estimate
 
-    model.save_pretrained(tmp_path / "run")  # with its estimator: RUN/urgency/
+    long_model.save_pretrained(tmp_path / "run")  # with its estimator: RUN/urgency/
     config = _phrased_ppo_config(tmp_path / "run", tmp_path / "out")
     reward = ppo_trainer.build_reward(config)
     source, _ = ppo_trainer.build_source(config, reward, torch.device("cpu"))
@@ -392,17 +401,17 @@ def test_ppo_phrased_urgency_controller_reads_the_estimate_reward_reads_the_leve
     assert {p.template for p in phrased} <= {t.template for t in source.phrases.phrasings("train")}
     torch.testing.assert_close(rollout.urgency_input, estimate(source.model, source.model.encode(
         [p.prompt for p in phrased]), None))
-def test_ppo_phrased_urgency_trains_and_needs_an_estimator(tmp_path, model):
+def test_ppo_phrased_urgency_trains_and_needs_an_estimator(tmp_path, long_model):
     from adaptive_pause.ppo import trainer as ppo_trainer
 
-    AdaptivePauseModel(model.lm, model.tokenizer).save_pretrained(tmp_path / "bare")  # no urgency/
+    AdaptivePauseModel(long_model.lm, long_model.tokenizer).save_pretrained(tmp_path / "bare")  # no urgency/
     with pytest.raises(ValueError, match="urgency_from_phrases: .* has no urgency/"):
         ppo_trainer.build_source(_phrased_ppo_config(tmp_path / "bare", tmp_path / "o1"), None, torch.device("cpu"))
     with pytest.raises(ValueError, match="urgency_from_phrases: needs env 'lm'"):
         from adaptive_pause.ppo.config import PPOConfig
 
         PPOConfig(env="analytic", urgency_from_phrases=True)
-    model.save_pretrained(tmp_path / "run")
+    long_model.save_pretrained(tmp_path / "run")
     argv = ["--env", "lm", "--model_run_dir", str(tmp_path / "run"), "--tasks", "addition:1-2", "--output_dir",
             str(tmp_path / "ppo"), "--iterations", "2", "--episodes_per_iteration", "16", "--max_pauses", "3",
             "--max_new_tokens", "3", "--progress", "false", "--urgency_from_phrases", "true"]
@@ -410,4 +419,35 @@ def test_ppo_phrased_urgency_trains_and_needs_an_estimator(tmp_path, model):
     trained = AdaptivePauseModel.from_pretrained(tmp_path / "ppo")  # the estimator comes along with the controller
     assert trained.urgency_estimator is not None
     out = trained.generate(["Quick! 12+34="], urgency="auto", max_new_tokens=3, max_pauses=3)
-    assert out.urgency_estimated[0] == pytest.approx(float(model.estimate_urgency(["Quick! 12+34="])[0]), abs=1e-5)
+    assert out.urgency_estimated[0] == pytest.approx(float(long_model.estimate_urgency(["Quick! 12+34="])[0]), abs=1e-5)
+
+
+def test_sweep_auto_rows_match_generate_auto_on_the_held_out_phrasings(tmp_path, long_model):
+    from adaptive_pause.eval.sweep import SweepConfig, run_sweep
+
+    long_model.save_pretrained(tmp_path / "run")
+    config = SweepConfig(run_dir=str(tmp_path / "run"), tasks=["addition:1-2"], urgencies=[0.0, 1.0], num_examples=4,
+                         fixed_ks=[0], confidence_high=-1, random_ps=[], auto=True, max_pauses=3, progress=False,
+                         output_dir=str(tmp_path / "sweep"))
+    rows = [r for r in run_sweep(config) if r["difficulty"] == "all"]
+    auto = {r["urgency"]: r for r in rows if r["policy"] == "auto"}
+    phrased = {r["urgency"]: r for r in rows if r["policy"] == "phrased"}
+    assert sorted(auto) == sorted(phrased) == [level_urgency(lv) for lv in range(LEVELS)]
+    # A row is generate(urgency="auto") (else the level's urgency) on that level's test phrasings.
+    task = get_task("addition:1-2")
+    examples = UrgencyPhraseBank().examples([task], "test", 4, config.seed, "before", levels=[5])
+    assert {e.template for e in examples} <= {p.template for p in UrgencyPhraseBank().phrasings("test", 5)}
+    resolved = config.resolved(long_model.trained_decode)
+    max_new = max(len(long_model.tokenizer(e.answer, add_special_tokens=False)["input_ids"])
+                  for e in task.examples(4, config.seed, "test")) + 1  # as the sweep sizes its answers
+    for mode, urgency in (("auto", "auto"), ("phrased", level_urgency(5))):
+        out = long_model.generate([e.prompt for e in examples], urgency=urgency, max_new_tokens=max_new, max_pauses=3,
+                             max_pauses_total=resolved.pause_budget(max_new),
+                             first_token_pauses_only=resolved.first_token_pauses_only, seed=config.seed)
+        row = (auto if mode == "auto" else phrased)[level_urgency(5)]
+        assert row["mean_pauses"] == pytest.approx(sum(out.pauses) / 4), mode
+    assert any(a["mean_pauses"] != p["mean_pauses"] for a, p in zip(auto.values(), phrased.values()))
+    bare = tmp_path / "bare"
+    AdaptivePauseModel(long_model.lm, long_model.tokenizer, long_model.policy).save_pretrained(bare)
+    with pytest.raises(ValueError, match="auto: .* has no urgency estimator"):
+        run_sweep(SweepConfig(**{**config.__dict__, "run_dir": str(bare)}))
