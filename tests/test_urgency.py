@@ -252,6 +252,16 @@ def test_estimator_of_another_base_is_refused(tmp_path, model):
         AdaptivePauseModel.from_pretrained(tmp_path / "run")
 
 
+def test_auto_on_a_run_without_an_estimator_and_a_layer_the_lm_lacks_are_clear_errors(tmp_path, model, capsys):
+    AdaptivePauseModel(model.lm, model.tokenizer, model.policy).save_pretrained(tmp_path / "bare")
+    assert cli_main(["generate", str(tmp_path / "bare"), "--urgency", "auto", "--max_new_tokens", "2", "1+2="]) == 2
+    assert "error: urgency: 'auto' needs an urgency estimator" in capsys.readouterr().err
+    deep = UrgencyEstimator(32, pooling="conv", layer=9, vocab_size=len(model.tokenizer),
+                            pause_id=model.settings.pause_id)
+    with pytest.raises(ValueError, match="layer: the LM has 3 hidden states"):
+        model.generate(PROMPTS[:1], urgency="auto", urgency_estimator=deep)
+
+
 def test_run_dir_round_trip_keeps_the_estimator(tmp_path, model):
     model.save_pretrained(tmp_path / "run")
     back = AdaptivePauseModel.from_pretrained(tmp_path / "run")
