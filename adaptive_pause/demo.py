@@ -32,7 +32,7 @@ from .rundir import fingerprint as run_fingerprint
 from .rundir import identity, read_marker
 from .checkpoint import write_json_atomic
 from .eval.sweep import SweepConfig, format_summary, format_table, run_sweep, write_outputs
-from .eval.urgency_auto import auto_table, format_auto_table
+from .eval.urgency_auto import auto_table, fmt, format_auto_table
 from .ppo.config import PPOConfig
 from .ppo.trainer import train as train_controller
 from .training.finetune import FinetuneConfig, run_finetune
@@ -218,7 +218,7 @@ def run_demo(config: DemoConfig) -> dict:
     spearman = result["spearman"]
     spearman = spearman if isinstance(spearman, str) or spearman is None else f"{spearman:.3f}"
     print(f"demo: seconds={seconds:.0f} spearman_urgency_pauses={spearman} "
-          f"spearman_auto_level_pauses={auto['spearman_level_pauses']:.3f} pareto={result['pareto']}")
+          f"spearman_auto_level_pauses={fmt(auto['spearman_level_pauses'])} pareto={result['pareto']}")
     return {"seconds": seconds, "timings": timings, **result, "auto": auto}
 
 

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 import torch
-from adaptive_pause.eval.urgency_auto import auto_table, format_auto_table
+from adaptive_pause.eval.urgency_auto import auto_table, fmt, format_auto_table
 from adaptive_pause.modeling import AdaptivePauseModel
 from adaptive_pause.tasks import get_task
 
@@ -51,9 +51,8 @@ def main(argv=None) -> int:
     print(format_auto_table(result))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"urgency_auto: spearman_level_pauses={result['spearman_level_pauses']:.3f} "
-          f"spearman_level_estimate={result['spearman_level_estimate']:.3f} mae={result['mae']:.3f} "
-          f"spearman_level_pauses_explicit={result['spearman_level_pauses_explicit']:.3f}")
+    print("urgency_auto: " + " ".join(f"{key}={fmt(result[key])}" for key in (
+        "spearman_level_pauses", "spearman_level_estimate", "mae", "spearman_level_pauses_explicit")))
     return 0
 
 

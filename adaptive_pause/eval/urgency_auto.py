@@ -14,12 +14,17 @@ from __future__ import annotations
 from ..tasks.urgency_phrases import LEVELS, UrgencyPhraseBank, level_urgency
 
 
-def _spearman(x, y) -> float:
+def _spearman(x, y) -> float | str:
     from scipy.stats import spearmanr
 
     if len(set(x)) < 2 or len(set(y)) < 2:
-        return float("nan")  # a constant column has no rank order
+        return "constant"  # undefined when one side does not vary: said so, not NaN (as the sweep)
     return float(spearmanr(x, y).statistic)
+
+
+def fmt(value) -> str:
+    """A summary figure for a printed line: 3 decimals, or the word that says why there is none."""
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def auto_table(model, task, split: str = "test", num_per_level: int = 100, phrase_seed: int = 0, seed: int = 12345,
