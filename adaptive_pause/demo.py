@@ -1,13 +1,14 @@
 """`adaptive-pause demo`: the whole pipeline on the embedded default (or `--tasks`), in one command.
 
 Owns: the order of the stages and their hand-offs: pause-pretraining -> LoRA pause-finetuning -> controller
-PPO on the LM -> urgency sweep, each configured by a YAML shipped with the package
+PPO on the LM -> the urgency estimator (`train-urgency` into OUT/controller, then urgency="auto" end to end
+on held-out phrasings) -> urgency sweep, each configured by a YAML shipped with the package
 (`adaptive_pause/configs/demo_*.yaml`, overridable with `--*_config`), each written into `OUT/<stage>/` and
 skipped when rerun once finished with the same configuration (a `.done` marker holds a fingerprint of the
 stage's config and of the stages before it). A stage directory is replaced only when it carries the demo's own
 marker (`.done`, or `.demo-started` for the sweep), and only once the new stage completes; a directory the demo
 did not write is refused. It prints the sweep table, the plots' paths, and ends with one line:
-`demo: seconds=S spearman_urgency_pauses=R pareto=PATH`.
+`demo: seconds=S spearman_urgency_pauses=R spearman_auto_level_pauses=R pareto=PATH`.
 
 Must not: implement any stage; it only calls them.
 """
@@ -29,13 +30,17 @@ import yaml
 from .config import check, from_dict, help_field, parse_cli, read_yaml, to_dict
 from .rundir import fingerprint as run_fingerprint
 from .rundir import identity, read_marker
+from .checkpoint import write_json_atomic
 from .eval.sweep import SweepConfig, format_summary, format_table, run_sweep, write_outputs
+from .eval.urgency_auto import auto_table, fmt, format_auto_table
 from .ppo.config import PPOConfig
 from .ppo.trainer import train as train_controller
 from .training.finetune import FinetuneConfig, run_finetune
 from .training.pretrain import PretrainConfig, run_pretrain
+from .training.urgency import STAGE_DIR as URGENCY_STAGE_DIR
+from .training.urgency import UrgencyTrainConfig, run_train_urgency
 
-STAGES = ("pretrain", "finetune", "controller", "sweep")
+STAGES = ("pretrain", "finetune", "controller", "urgency", "sweep")
 DEMO_STARTED = ".demo-started"  # the sweep directory is the demo's from its first write
 
 
@@ -55,12 +60,17 @@ class DemoConfig:
                                            default=None)
     controller_config: Optional[str] = help_field("YAML for controller PPO; empty = the packaged demo config",
                                              default=None)
+    urgency_config: Optional[str] = help_field("YAML for train-urgency; empty = the packaged demo config",
+                                               default=None)
     sweep_config: Optional[str] = help_field("YAML for the sweep; empty = the packaged demo config", default=None)
+    auto_per_level: int = help_field("held-out phrased prompts per urgency level in the end-to-end 'auto' figure",
+                                     default=50)
     force: bool = help_field("rerun stages even if they finished before", default=False)
     progress: bool = help_field("show progress bars", default=True)
 
     def __post_init__(self):
         check(bool(self.out), "out", "must name a directory")
+        check(self.auto_per_level >= 1, "auto_per_level", f"must be >= 1, got {self.auto_per_level}")
 
 
 def _stage_yaml(path: Optional[str], stage: str) -> dict:
@@ -95,6 +105,7 @@ def run_demo(config: DemoConfig) -> dict:
     started = time.perf_counter()
     timings = {}
     dirs = {stage: out / stage for stage in STAGES}
+    dirs["urgency"] = out / "controller" / URGENCY_STAGE_DIR  # the estimator lives in the run it reads through
     common = {"seed": config.seed, "progress": config.progress}
     if config.tasks:
         common["tasks"] = list(config.tasks)
@@ -150,6 +161,32 @@ def run_demo(config: DemoConfig) -> dict:
     stage("controller",  # writes model/, adapter/, controller/
           lambda overwrite, resume: train_controller(replace(ppo, overwrite=overwrite, resume=resume)), ppo_print, ppo)
 
+    # The phrases go on the controller's own task prompts unless the urgency config names others.
+    urg_data = {"tasks": list(ppo.tasks), **_stage_yaml(config.urgency_config, "urgency"), **common,
+                "run_dir": str(dirs["controller"])}
+    urg = from_dict(UrgencyTrainConfig, urg_data)
+    urg_print = _fingerprint({**urg_data, "auto_per_level": config.auto_per_level}, ppo_print)
+    auto: dict = {}
+
+    def urgency(overwrite: bool, resume: bool):
+        if overwrite:  # ours (stage() checked its marker); train-urgency refuses a directory with a run in it
+            shutil.rmtree(dirs["urgency"])
+        dirs["urgency"].mkdir(parents=True, exist_ok=True)
+        (dirs["urgency"] / DEMO_STARTED).write_text("")
+        run_train_urgency(replace(urg, resume=False))
+        # End to end: held-out phrasings of each level -> the estimate -> the controller's pauses.
+        from .modeling import AdaptivePauseModel
+        from .tasks import get_task
+
+        trained = AdaptivePauseModel.from_pretrained(dirs["controller"])
+        auto.update(auto_table(trained, get_task(urg.tasks[0]), "test", config.auto_per_level,
+                               urg.phrase_seed, seed=config.seed))
+        write_json_atomic(auto, dirs["urgency"] / "auto.json")
+
+    stage("urgency", urgency, urg_print)
+    if not auto:
+        auto.update(json.loads((dirs["urgency"] / "auto.json").read_text()))
+
     sweep_data = {**_stage_yaml(config.sweep_config, "sweep"), "progress": config.progress,
                   **({"tasks": list(config.tasks)} if config.tasks else {}),
                   "run_dir": str(dirs["controller"]), "output_dir": str(dirs["sweep"])}
@@ -166,7 +203,7 @@ def run_demo(config: DemoConfig) -> dict:
         result.update(write_outputs(rows, sweep_config))
         result["table"] = format_table(rows)
 
-    stage("sweep", sweep, _fingerprint(sweep_data, ppo_print))
+    stage("sweep", sweep, _fingerprint(sweep_data, urg_print))
     if not result:  # the sweep finished before: read its outputs back
         data = json.loads((dirs["sweep"] / "sweep.json").read_text())
         result = {"table": format_table(data["rows"]), "spearman": data["spearman_urgency_pauses"],
@@ -176,10 +213,13 @@ def run_demo(config: DemoConfig) -> dict:
     print(f"plots: {result['pareto']} {result['by_difficulty']}")
     for summary in result.get("controller", []):
         print(format_summary(summary))
+    print(f"urgency from the wording (held-out phrasings, {config.auto_per_level} prompts per level):")
+    print(format_auto_table(auto))
     spearman = result["spearman"]
     spearman = spearman if isinstance(spearman, str) or spearman is None else f"{spearman:.3f}"
-    print(f"demo: seconds={seconds:.0f} spearman_urgency_pauses={spearman} pareto={result['pareto']}")
-    return {"seconds": seconds, "timings": timings, **result}
+    print(f"demo: seconds={seconds:.0f} spearman_urgency_pauses={spearman} "
+          f"spearman_auto_level_pauses={fmt(auto['spearman_level_pauses'])} pareto={result['pareto']}")
+    return {"seconds": seconds, "timings": timings, **result, "auto": auto}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,11 +31,11 @@ UrgencyAdjust = Union[None, Callable[[torch.Tensor], object], Mapping[str, objec
 
 
 @torch.no_grad()
-def pooled_prompt_states(lm, prompt_ids: Sequence[Sequence[int]], pad_id: int, pause_id: int, numbering: str,
-                         pause_slots: int, layer: int, batch_size: int = 64,
-                         progress: str | None = None) -> torch.Tensor:  # (n, 2 * hidden)
-    """Mean and max of the LM's hidden states at `layer` over each prompt (what the estimator pools).
-    `progress`: a label to show a progress bar under (None: no bar)."""
+def prompt_features(lm, prompt_ids: Sequence[Sequence[int]], pad_id: int, pause_id: int, numbering: str,
+                    pause_slots: int, estimator: UrgencyEstimator, batch_size: int = 64,
+                    progress: str | None = None) -> torch.Tensor:
+    """`estimator.features` of the LM's hidden states at `estimator.layer` for each prompt (what its trainable
+    part reads; no parameters). `progress`: a label to show a progress bar under (None: no bar)."""
     from tqdm.auto import tqdm
 
     device = next(lm.parameters()).device
@@ -55,13 +55,13 @@ def pooled_prompt_states(lm, prompt_ids: Sequence[Sequence[int]], pad_id: int, p
             positions = position_ids(input_ids, mask, pause_id, numbering, pause_slots)
             hidden = lm(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                         output_hidden_states=True).hidden_states
-            if not -len(hidden) <= layer < len(hidden):
+            if not -len(hidden) <= estimator.layer < len(hidden):
                 raise ValueError(f"layer: the LM has {len(hidden)} hidden states (embeddings + each layer), "
-                                 f"got layer {layer}")
-            out.append(UrgencyEstimator.pool(hidden[layer], mask))
+                                 f"got layer {estimator.layer}")
+            out.append(estimator.features(hidden[estimator.layer], mask).cpu())
     finally:
         lm.train(was_training)
-    return torch.cat(out)
+    return UrgencyEstimator.pad_features(out)
 
 
 def parse_adjust(spec: str) -> dict:
@@ -195,12 +195,12 @@ def estimate(model, prompt_ids: Sequence[Sequence[int]], estimator: UrgencyEstim
     check_estimator(model, estimator)
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     settings = model.settings
-    pooled = pooled_prompt_states(model.lm, prompt_ids, pad_id, settings.pause_id, settings.numbering,
-                                  settings.pause_slots, estimator.layer, batch_size)
+    features = prompt_features(model.lm, prompt_ids, pad_id, settings.pause_id, settings.numbering,
+                               settings.pause_slots, estimator, batch_size)
     was_training = estimator.training
     estimator.eval()
     try:
-        return torch.sigmoid(estimator.logits_from_pooled(pooled.to(next(estimator.parameters()).device)))
+        return torch.sigmoid(estimator.logits_from_features(features.to(next(estimator.parameters()).device)))
     finally:
         estimator.train(was_training)
 

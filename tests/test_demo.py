@@ -13,9 +13,12 @@ def test_demo_end_to_end_then_skips(tmp_path, capsys):
     config = DemoConfig(out=str(tmp_path / "demo"), pretrain_config=str(DATA / "demo_pretrain.yaml"),
                         finetune_config=str(DATA / "demo_finetune.yaml"),
                         controller_config=str(DATA / "demo_controller.yaml"),
-                        sweep_config=str(DATA / "demo_sweep.yaml"), progress=False)
+                        urgency_config=str(DATA / "demo_urgency.yaml"), sweep_config=str(DATA / "demo_sweep.yaml"),
+                        auto_per_level=3, progress=False)
     first = run_demo(config)
-    assert set(first["timings"]) == {"pretrain", "finetune", "controller", "sweep"}
+    assert set(first["timings"]) == {"pretrain", "finetune", "controller", "urgency", "sweep"}
+    assert (tmp_path / "demo" / "controller" / "urgency" / "urgency.safetensors").is_file()
+    assert len(first["auto"]["table"]) == 7 and "spearman_level_pauses" in first["auto"]
     for part in ("model", "adapter", "controller"):
         assert (tmp_path / "demo" / "controller" / part).is_dir()
     assert Path(first["pareto"]).is_file() and Path(first["by_difficulty"]).is_file()
@@ -33,6 +36,7 @@ def test_demo_end_to_end_then_skips(tmp_path, capsys):
     assert second["timings"] == {}  # every stage was skipped
     again = capsys.readouterr().out
     assert "finished before" in again and "controller: task=parity:2-6" in again
+    assert "spearman_auto_level_pauses=" in again.strip().splitlines()[-1]  # read back from urgency_train/auto.json
     # a changed sweep config reruns the sweep only; a changed controller config reruns it and the sweep
     sweep_yaml = tmp_path / "sweep.yaml"
     sweep_yaml.write_text((DATA / "demo_sweep.yaml").read_text().replace("num_examples: 20", "num_examples: 12"))

@@ -59,6 +59,28 @@ def test_estimator_save_load_round_trip(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["urgency"]
 
 
+def test_conv_estimator_ignores_padding_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    est = UrgencyEstimator(4, width=8, pooling="conv", kernel=3, vocab_size=50, pause_id=3).eval()
+    states = torch.randn(1, 5, 4)
+    padded = torch.cat([torch.full((1, 3, 4), 1e6), states], dim=1)  # left padding, as the prefill's
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1]])
+    alone = est(states, torch.ones(1, 5))
+    assert torch.allclose(est(padded, mask), alone, atol=1e-6)
+    # Features of different widths join by left padding and give each row what it gives alone.
+    joined = UrgencyEstimator.pad_features([est.features(states, torch.ones(1, 5)), est.features(padded, mask)])
+    assert joined.shape == (2, 8, 5)
+    assert torch.allclose(torch.sigmoid(est.logits_from_features(joined)), alone.expand(2), atol=1e-6)
+    save_estimator(est, tmp_path / "u")
+    back = load_estimator(tmp_path / "u", hidden_size=4, vocab_size=50, pause_id=3)
+    assert back.config() == est.config() and back.pooling == "conv" and torch.equal(back(states, torch.ones(1, 5)),
+                                                                                       alone)
+    with pytest.raises(ValueError, match="pooling: must be one of"):
+        UrgencyEstimator(4, pooling="attention")
+    with pytest.raises(ValueError, match="kernel: must be an odd integer"):
+        UrgencyEstimator(4, pooling="conv", kernel=4)
+
+
 @pytest.mark.parametrize("facts, message", [
     ({"hidden_size": 16}, "hidden_size: estimator=8, model=16"),
     ({"hidden_size": 8, "vocab_size": 200}, "tokenizer vocab size: estimator=105, model=200"),
@@ -230,6 +252,16 @@ def test_estimator_of_another_base_is_refused(tmp_path, model):
         AdaptivePauseModel.from_pretrained(tmp_path / "run")
 
 
+def test_auto_on_a_run_without_an_estimator_and_a_layer_the_lm_lacks_are_clear_errors(tmp_path, model, capsys):
+    AdaptivePauseModel(model.lm, model.tokenizer, model.policy).save_pretrained(tmp_path / "bare")
+    assert cli_main(["generate", str(tmp_path / "bare"), "--urgency", "auto", "--max_new_tokens", "2", "1+2="]) == 2
+    assert "error: urgency: 'auto' needs an urgency estimator" in capsys.readouterr().err
+    deep = UrgencyEstimator(32, pooling="conv", layer=9, vocab_size=len(model.tokenizer),
+                            pause_id=model.settings.pause_id)
+    with pytest.raises(ValueError, match="layer: the LM has 3 hidden states"):
+        model.generate(PROMPTS[:1], urgency="auto", urgency_estimator=deep)
+
+
 def test_run_dir_round_trip_keeps_the_estimator(tmp_path, model):
     model.save_pretrained(tmp_path / "run")
     back = AdaptivePauseModel.from_pretrained(tmp_path / "run")
@@ -332,3 +364,100 @@ def test_policies_with_the_estimator_never_import_adaptive_pause():
     code = ("import sys, policies; from policies import urgency; "
             "assert not [m for m in sys.modules if m.startswith('adaptive_pause')]")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- PPO under phrased urgency -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def long_model():
+    """Phrased prompts are long: contiguous numbering keeps them inside the tiny model's context."""
+    m = opinionated_model("contiguous")
+    m.policy = decisive_head(m.hidden_size)
+    m.urgency_estimator = _estimator(m)
+    return m
+
+
+def _phrased_ppo_config(run, out, **kwargs):
+    from adaptive_pause.ppo.config import PPOConfig
+
+    return PPOConfig(env="lm", model_run_dir=str(run), tasks=["addition:1-2"], max_pauses=3, max_new_tokens=3,
+                     output_dir=str(out), urgency_from_phrases=True, progress=False, **kwargs)
+
+
+def test_ppo_phrased_urgency_controller_reads_the_estimate_reward_reads_the_level(tmp_path, long_model):
+    from adaptive_pause.ppo import trainer as ppo_trainer
+    from adaptive_pause.urgency import estimate
+
+    long_model.save_pretrained(tmp_path / "run")  # with its estimator: RUN/urgency/
+    config = _phrased_ppo_config(tmp_path / "run", tmp_path / "out")
+    reward = ppo_trainer.build_reward(config)
+    source, _ = ppo_trainer.build_source(config, reward, torch.device("cpu"))
+    policy = ppo_trainer.build_policy(config, source.hidden_size)
+    phrased, sample = [], source.phrases.sample
+    source.phrases.sample = lambda *args, **kw: phrased.append(sample(*args, **kw)) or phrased[-1]
+    asked = torch.tensor([0.0, 0.1, 0.4, 0.55, 0.9, 1.0])
+    rollout = source.collect(policy, asked, torch.Generator().manual_seed(0))
+    rollout.validate()
+    levels = (asked * (LEVELS - 1)).round()
+    torch.testing.assert_close(rollout.urgency, levels / (LEVELS - 1))  # the reward's urgency: the phrase's level
+    assert rollout.urgency_input is not None and not torch.allclose(rollout.urgency_input, rollout.urgency)
+    # The controller's inputs carry the estimate, the reward the level.
+    inputs = rollout.inputs(rollout.valid)
+    expected = rollout.urgency_input[:, None].expand_as(rollout.valid)[rollout.valid]
+    torch.testing.assert_close(inputs.urgency, expected)
+    torch.testing.assert_close(rollout.episode_rewards(reward),
+                               reward.reward(rollout.score, rollout.pauses, levels / (LEVELS - 1)))
+    # The prompts carry train phrasings of those levels, and the controller's urgency is the run's estimate of them.
+    assert [p.level for p in phrased] == levels.long().tolist()
+    assert {p.template for p in phrased} <= {t.template for t in source.phrases.phrasings("train")}
+    torch.testing.assert_close(rollout.urgency_input, estimate(source.model, source.model.encode(
+        [p.prompt for p in phrased]), None))
+def test_ppo_phrased_urgency_trains_and_needs_an_estimator(tmp_path, long_model):
+    from adaptive_pause.ppo import trainer as ppo_trainer
+
+    AdaptivePauseModel(long_model.lm, long_model.tokenizer).save_pretrained(tmp_path / "bare")  # no urgency/
+    with pytest.raises(ValueError, match="urgency_from_phrases: .* has no urgency/"):
+        ppo_trainer.build_source(_phrased_ppo_config(tmp_path / "bare", tmp_path / "o1"), None, torch.device("cpu"))
+    with pytest.raises(ValueError, match="urgency_from_phrases: needs env 'lm'"):
+        from adaptive_pause.ppo.config import PPOConfig
+
+        PPOConfig(env="analytic", urgency_from_phrases=True)
+    long_model.save_pretrained(tmp_path / "run")
+    argv = ["--env", "lm", "--model_run_dir", str(tmp_path / "run"), "--tasks", "addition:1-2", "--output_dir",
+            str(tmp_path / "ppo"), "--iterations", "2", "--episodes_per_iteration", "16", "--max_pauses", "3",
+            "--max_new_tokens", "3", "--progress", "false", "--urgency_from_phrases", "true"]
+    assert ppo_trainer.main(argv) == 0
+    trained = AdaptivePauseModel.from_pretrained(tmp_path / "ppo")  # the estimator comes along with the controller
+    assert trained.urgency_estimator is not None
+    out = trained.generate(["Quick! 12+34="], urgency="auto", max_new_tokens=3, max_pauses=3)
+    assert out.urgency_estimated[0] == pytest.approx(float(long_model.estimate_urgency(["Quick! 12+34="])[0]), abs=1e-5)
+
+
+def test_sweep_auto_rows_match_generate_auto_on_the_held_out_phrasings(tmp_path, long_model):
+    from adaptive_pause.eval.sweep import SweepConfig, run_sweep
+
+    long_model.save_pretrained(tmp_path / "run")
+    config = SweepConfig(run_dir=str(tmp_path / "run"), tasks=["addition:1-2"], urgencies=[0.0, 1.0], num_examples=4,
+                         fixed_ks=[0], confidence_high=-1, random_ps=[], auto=True, max_pauses=3, progress=False,
+                         output_dir=str(tmp_path / "sweep"))
+    rows = [r for r in run_sweep(config) if r["difficulty"] == "all"]
+    auto = {r["urgency"]: r for r in rows if r["policy"] == "auto"}
+    phrased = {r["urgency"]: r for r in rows if r["policy"] == "phrased"}
+    assert sorted(auto) == sorted(phrased) == [level_urgency(lv) for lv in range(LEVELS)]
+    # A row is generate(urgency="auto") (else the level's urgency) on that level's test phrasings.
+    task = get_task("addition:1-2")
+    examples = UrgencyPhraseBank().examples([task], "test", 4, config.seed, "before", levels=[5])
+    assert {e.template for e in examples} <= {p.template for p in UrgencyPhraseBank().phrasings("test", 5)}
+    resolved = config.resolved(long_model.trained_decode)
+    max_new = max(len(long_model.tokenizer(e.answer, add_special_tokens=False)["input_ids"])
+                  for e in task.examples(4, config.seed, "test")) + 1  # as the sweep sizes its answers
+    for mode, urgency in (("auto", "auto"), ("phrased", level_urgency(5))):
+        out = long_model.generate([e.prompt for e in examples], urgency=urgency, max_new_tokens=max_new, max_pauses=3,
+                             max_pauses_total=resolved.pause_budget(max_new),
+                             first_token_pauses_only=resolved.first_token_pauses_only, seed=config.seed)
+        row = (auto if mode == "auto" else phrased)[level_urgency(5)]
+        assert row["mean_pauses"] == pytest.approx(sum(out.pauses) / 4), mode
+    assert any(a["mean_pauses"] != p["mean_pauses"] for a, p in zip(auto.values(), phrased.values()))
+    bare = tmp_path / "bare"
+    AdaptivePauseModel(long_model.lm, long_model.tokenizer, long_model.policy).save_pretrained(bare)
+    with pytest.raises(ValueError, match="auto: .* has no urgency estimator"):
+        run_sweep(SweepConfig(**{**config.__dict__, "run_dir": str(bare)}))

@@ -56,6 +56,10 @@ class SweepConfig:
                                    "negative disables it", default=0.95)
     random_ps: list[float] = help_field("random baselines: pause probability per step", default_factory=lambda: [0.5])
     learned: bool = help_field("sweep the run's learned controller (needs RUN_DIR/controller)", default=True)
+    auto: bool = help_field("also the 'auto' rows: at each phrase level's urgency, held-out phrasings of that level "
+                            "before the task prompts, the learned controller reading urgency from the wording "
+                            "(policy 'auto', the run's estimator: RUN_DIR/urgency) and, beside it, the same prompts "
+                            "with the level's urgency given (policy 'phrased')", default=False)
     max_pauses: Optional[int] = help_field("cap on pauses before one answer token; empty = what the run's controller "
                                            "was trained with (RUN_DIR/decode.yaml), else 16", default=None)
     max_pauses_total: Optional[int] = help_field("cap on pauses per answer (also the meta-reward's normaliser); "
@@ -84,6 +88,7 @@ class SweepConfig:
         check(self.max_pauses_total is None or self.max_pauses_total >= 1, "max_pauses_total",
                f"must be >= 1, got {self.max_pauses_total}")
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        check(not self.auto or self.learned, "auto", "the 'auto' rows run the learned controller: needs learned true")
 
     def resolved(self, trained: dict) -> "SweepConfig":
         """This config with its empty pause settings taken from the run's trained ones (`trained`), else the
@@ -210,6 +215,8 @@ def run_sweep(config: SweepConfig) -> list[dict]:
                         row["accuracy_by_kind"] = accuracy_by_kind(examples, scores_t) if bucket == ALL else None
                         rows.append(row)
                 bar.update(1)
+        if config.auto:
+            rows += _auto_rows(model, task, label, config, max_new, budget)
     bar.close()
     # Per-instance Spearman(difficulty, pauses) of the learned controller, one number per (task, urgency):
     # stored on its overall rows so that tables, CSV and JSON carry it.
@@ -217,6 +224,41 @@ def run_sweep(config: SweepConfig) -> list[dict]:
         row["spearman_difficulty_pauses"] = (per_instance.get((row["task"], row["urgency"]))
                                              if row["policy"] == "learned" and row["difficulty"] == ALL
                                              else None)
+    return rows
+
+
+def _auto_rows(model, task, label: str, config: SweepConfig, max_new: int, budget: int) -> list[dict]:
+    """Rows 'auto' (urgency from the wording) and 'phrased' (the same prompts, the level's urgency given) at each
+    phrase level, on the phrase bank's test phrasings (never seen by the estimator) before the task's prompts."""
+    from ..tasks.urgency_phrases import LEVELS, UrgencyPhraseBank, level_urgency
+
+    if model.urgency_estimator is None:
+        raise ValueError(f"auto: {config.run_dir} has no urgency estimator (urgency/); train one with "
+                         "`adaptive-pause train-urgency RUN_DIR`, or set auto false")
+    bank, rows = UrgencyPhraseBank(), []
+    for level in range(LEVELS):
+        u = level_urgency(level)
+        examples = bank.examples([task], "test", config.num_examples, config.seed, "before", levels=[level])
+        prompts = [e.prompt for e in examples]
+        difficulty = torch.tensor([e.difficulty for e in examples])
+        for name, urgency in (("auto", "auto"), ("phrased", u)):
+            scores, pauses, ms = [], [], []
+            for start in range(0, len(prompts), config.batch_size):
+                chunk = slice(start, start + config.batch_size)
+                started = time.perf_counter()
+                out = model.generate(prompts[chunk], urgency=urgency, max_new_tokens=max_new,
+                                     max_pauses=config.max_pauses, max_pauses_total=budget,
+                                     first_token_pauses_only=config.first_token_pauses_only, seed=config.seed)
+                scores += [task.score(text, e.answer) for text, e in zip(out.texts, examples[chunk])]
+                pauses += out.pauses
+                ms += [(time.perf_counter() - started) * 1000 / len(out.texts)] * len(out.texts)
+            scores_t, pauses_t, ms_t = torch.tensor(scores, dtype=torch.float), torch.tensor(pauses), torch.tensor(ms)
+            for bucket in [ALL] + sorted(set(difficulty.tolist())):
+                mask = torch.ones_like(difficulty, dtype=torch.bool) if bucket == ALL else difficulty == bucket
+                row = {"policy": name, "param": "wording" if name == "auto" else "level", "urgency": u,
+                       "task": label, "split": config.split, "difficulty": bucket}
+                row.update(_summarise(scores_t[mask], pauses_t[mask], ms_t[mask], u, budget))
+                rows.append(row)
     return rows
 
 

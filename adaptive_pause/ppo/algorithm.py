@@ -52,6 +52,8 @@ class Rollout:
     tokens: "TokenTrace | None" = None  # joint LoRA training: answer tokens as actions; None = controller only
     choices: torch.Tensor | None = None  # (episodes, steps) long: the controller's action at its decisions when it
     #                                      is not the slot's pause/emit (a planning controller's count k)
+    urgency_input: torch.Tensor | None = None  # (episodes,) the controller's urgency where it differs from the
+    #                                            reward's `urgency` (estimated from a phrase); None = the same
 
     @property
     def decision(self) -> torch.Tensor:  # (episodes, steps) bool: the controller's decisions
@@ -85,7 +87,8 @@ class Rollout:
 
     def inputs(self, mask: torch.Tensor) -> ControllerInputs:
         """Controller inputs at the steps selected by mask (episodes, steps) bool, flattened to (samples, ...)."""
-        urgency = self.urgency[:, None].expand_as(self.valid)
+        read = self.urgency if self.urgency_input is None else self.urgency_input
+        urgency = read[:, None].expand_as(self.valid)
         return ControllerInputs(
             self.features[mask], urgency[mask], self.pauses_before_token[mask], self.pauses_total[mask],
             None if self.top_prob is None else self.top_prob[mask],
@@ -100,7 +103,7 @@ class Rollout:
                 raise ValueError(f"{name}: expected shape {(episodes, steps)}, got {tuple(getattr(self, name).shape)}")
         if self.features.shape[:2] != (episodes, steps):
             raise ValueError(f"features: expected shape ({episodes}, {steps}, dim), got {tuple(self.features.shape)}")
-        for name in ("urgency", "score", "pauses"):
+        for name in ("urgency", "score", "pauses") + (("urgency_input",) if self.urgency_input is not None else ()):
             if tuple(getattr(self, name).shape) != (episodes,):
                 raise ValueError(f"{name}: expected shape ({episodes},), got {tuple(getattr(self, name).shape)}")
         if (self.undecided & ~self.valid).any():

@@ -76,6 +76,12 @@ class PPOConfig:
     urgency_high: float = help_field("uniform urgency: upper end", default=1.0)
     urgency_values: list[float] = help_field("discrete urgency: the values, drawn uniformly",
                                         default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    urgency_from_phrases: bool = help_field(
+        "env lm: each episode's urgency becomes a phrase of the nearest level in the prompt (the phrase bank's "
+        "train phrasings); the controller reads the run's urgency estimate (model_run_dir/urgency/, from "
+        "`adaptive-pause train-urgency`), the reward the phrase's level", default=False)
+    phrase_seed: int = help_field("urgency_from_phrases: the phrase bank's split seed (as in train-urgency)",
+                                  default=0)
     reward: str = help_field("episode reward: 'meta', 'deadline' or 'discounted' (rewards/)", default="meta")
     deadline_min_budget: float = help_field("deadline reward: pause budget at u = 1", default=0.0)
     discount_rate: float = help_field("discounted reward: log-discount over max_pauses pauses at u = 1",
@@ -152,6 +158,8 @@ class PPOConfig:
         check(self.controller in CONTROLLERS, "controller", f"must be one of {CONTROLLERS}, got {self.controller!r}")
         check(self.controller == "step" or (self.env == "lm" and self.max_pauses >= 1), "controller",
               "plan needs env 'lm' and max_pauses >= 1 (the analytic env steps pause by pause)")
+        check(not self.urgency_from_phrases or self.env == "lm", "urgency_from_phrases",
+              f"needs env 'lm' (prompts to phrase), got env {self.env!r}")
         check(not self.prompt_summary or self.env == "lm", "prompt_summary",
                f"needs env 'lm' (a prompt to summarise), got env {self.env!r}")
         if self.advantage == "rloo":

@@ -120,6 +120,14 @@ class LMSource:
         )
         self.hidden_size = model.hidden_size
         self.max_pauses_total = self.decode_config.pause_budget
+        self.phrases = None
+        if config.urgency_from_phrases:
+            from ..tasks.urgency_phrases import UrgencyPhraseBank
+
+            if model.urgency_estimator is None:
+                raise ValueError(f"urgency_from_phrases: {config.model_run_dir} has no urgency/ (an urgency "
+                                 "estimator); train one with `adaptive-pause train-urgency RUN_DIR` first")
+            self.phrases = UrgencyPhraseBank(config.phrase_seed)
 
     def adapter_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """(name, tensor) of the LM's trainable tensors (LoRA A/B, the <pause> row); empty when frozen."""
@@ -137,11 +145,16 @@ class LMSource:
         for example in examples:
             if example.task in self.seen:
                 self.seen[example.task].add(example_id(example))
+        prompts, urgency_input = [e.prompt for e in examples], None
+        if self.phrases is not None:
+            urgency, prompts, urgency_input = self._phrased(urgency, examples, rng)
         chosen = [task for task in chosen for _ in range(group)]
         examples = [e for e in examples for _ in range(group)]
+        prompt_ids = [ids for ids in self.model.encode(prompts) for _ in range(group)]
         settings, device = self.model.settings, self.model.device
-        result = decode(self.model.lm, self.model.tokenizer, self.model.encode([e.prompt for e in examples]), policy,
-                        urgency.to(device), self.decode_config, settings.pause_id, settings.numbering,
+        read = urgency if urgency_input is None else urgency_input
+        result = decode(self.model.lm, self.model.tokenizer, prompt_ids, policy,
+                        read.to(device), self.decode_config, settings.pause_id, settings.numbering,
                         settings.pause_slots, seed=seed)
         texts = self.model.tokenizer.batch_decode(result.answer_ids, skip_special_tokens=True)
         score = torch.tensor([task.score(text, e.answer) for task, text, e in zip(chosen, texts, examples)],
@@ -155,7 +168,22 @@ class LMSource:
             difficulty=torch.tensor([e.difficulty for e in examples], device=device),
             tokens=token_trace(self.model.lm, result, settings) if self.train_adapter else None,
             choices=trace.choices if policy.plans else None,  # a planning controller's counts
+            urgency_input=None if urgency_input is None else urgency_input.to(device).float(),
         )
+
+    def _phrased(self, urgency: torch.Tensor, examples: list, rng: random.Random):
+        """(the reward's urgency: the phrase's level, phrased prompts, the controller's: the estimate), per group.
+        Each group's urgency becomes its nearest level; its prompt carries a train phrasing of that level."""
+        from ..tasks.urgency_phrases import LEVELS
+        from ..urgency import estimate
+
+        group = self.group_size
+        levels = (urgency[::group].cpu() * (LEVELS - 1)).round().long()  # (groups,)
+        phrased = [self.phrases.sample(rng, "train", e, int(level)) for e, level in zip(examples, levels)]
+        prompts = [p.prompt for p in phrased]
+        estimated = estimate(self.model, self.model.encode(prompts), None).cpu()  # (groups,)
+        level_urgency = levels.float() / (LEVELS - 1)
+        return (level_urgency.repeat_interleave(group), prompts, estimated.repeat_interleave(group))
 
 
 @torch.no_grad()

@@ -261,7 +261,9 @@ def _train(config: PPOConfig, accelerator, run_dir: Path) -> dict:
               "metrics": metrics}  # the last iteration's gathered scalars
     if accelerator.is_main_process:
         if isinstance(source, LMSource):  # make run_dir a loadable AdaptivePauseModel: model/, adapter/, controller/
-            trained = AdaptivePauseModel(source.model.lm, source.model.tokenizer, policy)
+            # the run's urgency estimator (if any) reads the same LM: it comes along, for generate(urgency="auto")
+            trained = AdaptivePauseModel(source.model.lm, source.model.tokenizer, policy,
+                                         urgency_estimator=source.model.urgency_estimator)
             # the pause settings the controller was trained under: generate and sweep decode with them by default
             trained.trained_decode = {"max_pauses": config.max_pauses, "max_pauses_total": config.max_pauses_total,
                                       "first_token_pauses_only": config.first_token_pauses_only}

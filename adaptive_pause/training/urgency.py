@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from policies import UrgencyEstimator, save_estimator
+from policies.urgency import POOLINGS
 
 from ..checkpoint import atomic_dir, write_json_atomic
 from ..config import check, help_field, load_yaml, parse_cli, save_yaml, to_dict
@@ -48,7 +49,10 @@ class UrgencyTrainConfig:
     num_validation: int = help_field("validation prompts (held-out phrasings)", default=1024)
     num_test: int = help_field("test prompts (other held-out phrasings; reported once, at the end)", default=1024)
     layer: int = help_field("which of the LM's hidden states the estimator reads (-1 = the last layer's)", default=-1)
-    width: int = help_field("estimator MLP width", default=128)
+    pooling: str = help_field("the estimator's head: 'meanmax' (mean and max of the states -> MLP) or 'conv' (a "
+                              "convolution over positions -> max: detects short cues)", default="meanmax")
+    kernel: int = help_field("conv head: the convolution's width in tokens (odd)", default=5)
+    width: int = help_field("estimator MLP width (conv: channels)", default=128)
     dropout: float = help_field("estimator dropout", default=0.1)
     loss: str = help_field("'bce' (cross-entropy against the level's urgency as a soft target) or 'mse'",
                       default="bce")
@@ -72,6 +76,8 @@ class UrgencyTrainConfig:
                      "feature_batch_size", "eval_every", "checkpoint_every"):
             check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+        check(self.pooling in POOLINGS, "pooling", f"must be one of {POOLINGS}, got {self.pooling!r}")
+        check(self.kernel >= 1 and self.kernel % 2 == 1, "kernel", f"must be an odd integer >= 1, got {self.kernel}")
         check(self.loss in LOSSES, "loss", f"must be one of {LOSSES}, got {self.loss!r}")
         check(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
                f"must be a positive number, got {self.learning_rate}")
@@ -91,33 +97,34 @@ class _PooledHead(nn.Module):
         super().__init__()
         self.estimator = estimator
 
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:  # (batch, 2 * hidden) -> (batch,) logits
-        return self.estimator.logits_from_pooled(pooled)
+    def forward(self, features: torch.Tensor) -> torch.Tensor:  # -> (batch,) logits
+        return self.estimator.logits_from_features(features)
 
 
 @dataclass
 class PhrasedSplit:
-    pooled: torch.Tensor  # (n, 2 * hidden) float: mean and max of the prompt's states
+    features: torch.Tensor  # (n, ...) float: UrgencyEstimator.features of the prompt's states
     level: torch.Tensor  # (n,) long
     urgency: torch.Tensor  # (n,) float: level / (LEVELS - 1)
     kind: list[str]  # request | context
     placement: list[str]  # before | after
 
 
-def phrased_split(model, config: UrgencyTrainConfig, split: str, n: int, seed: int) -> PhrasedSplit:
-    """`n` prompts of `split`'s phrasings, read once through the frozen LM."""
+def phrased_split(model, estimator: UrgencyEstimator, config: UrgencyTrainConfig, split: str, n: int,
+                  seed: int) -> PhrasedSplit:
+    """`n` prompts of `split`'s phrasings, read once through the frozen LM into `estimator`'s features."""
     from ..tasks import get_task
 
     bank = UrgencyPhraseBank(config.phrase_seed)
     examples = bank.examples([get_task(spec) for spec in config.tasks], split, n, seed, config.placement)
     prompt_ids = model.encode([e.prompt for e in examples])
-    from ..urgency import pooled_prompt_states
+    from ..urgency import prompt_features
 
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    pooled = pooled_prompt_states(model.lm, prompt_ids, pad_id, model.settings.pause_id, model.settings.numbering,
-                                  model.settings.pause_slots, config.layer, config.feature_batch_size,
-                                  progress=f"LM states ({split})" if config.progress else None)
-    return PhrasedSplit(pooled.cpu(), torch.tensor([e.level for e in examples]),
+    features = prompt_features(model.lm, prompt_ids, pad_id, model.settings.pause_id, model.settings.numbering,
+                               model.settings.pause_slots, estimator, config.feature_batch_size,
+                               progress=f"LM states ({split})" if config.progress else None)
+    return PhrasedSplit(features, torch.tensor([e.level for e in examples]),
                         torch.tensor([e.urgency for e in examples], dtype=torch.float32),
                         [e.kind for e in examples], [e.placement for e in examples])
 
@@ -137,7 +144,8 @@ def evaluate(estimator: UrgencyEstimator, data: PhrasedSplit) -> dict:
     was_training = estimator.training
     estimator.eval()
     device = next(estimator.parameters()).device
-    estimate = torch.sigmoid(estimator.logits_from_pooled(data.pooled.to(device))).cpu()
+    estimate = torch.cat([torch.sigmoid(estimator.logits_from_features(chunk.to(device))).cpu()
+                          for chunk in data.features.split(512)])
     estimator.train(was_training)
 
     def figures(keep: torch.Tensor) -> dict:
@@ -217,13 +225,13 @@ def run_train_urgency(config: UrgencyTrainConfig) -> dict:
     model = AdaptivePauseModel.from_pretrained(run_dir, device=accelerator.device)
     for p in model.lm.parameters():
         p.requires_grad_(False)
-    # The LM is frozen, so its states are read once: training touches only the head.
-    train_data = phrased_split(model, config, "train", config.num_train, config.seed)
-    val_data = phrased_split(model, config, "validation", config.num_validation, config.seed + 1)
-
     torch.manual_seed(config.seed)  # the same initial head on every process
     estimator = UrgencyEstimator(model.hidden_size, width=config.width, layer=config.layer, dropout=config.dropout,
-                                 vocab_size=len(model.tokenizer), pause_id=model.settings.pause_id)
+                                 vocab_size=len(model.tokenizer), pause_id=model.settings.pause_id,
+                                 pooling=config.pooling, kernel=config.kernel).to(accelerator.device)
+    # The LM is frozen, so its states are read once: training touches only the head.
+    train_data = phrased_split(model, estimator, config, "train", config.num_train, config.seed)
+    val_data = phrased_split(model, estimator, config, "validation", config.num_validation, config.seed + 1)
     head = _PooledHead(estimator)
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     start = 0
@@ -248,7 +256,7 @@ def run_train_urgency(config: UrgencyTrainConfig) -> dict:
 
     history_file = stage_dir / "history.json"
     history: list[dict] = json.loads(history_file.read_text()) if config.resume and history_file.is_file() else []
-    pooled, target = train_data.pooled.to(accelerator.device), train_data.urgency.to(accelerator.device)
+    features, target = train_data.features.to(accelerator.device), train_data.urgency.to(accelerator.device)
     per_process = config.batch_size // world
     bar = tqdm(range(start, config.max_steps), desc="train-urgency", initial=start, total=config.max_steps,
                disable=not (config.progress and accelerator.is_main_process))
@@ -256,10 +264,10 @@ def run_train_urgency(config: UrgencyTrainConfig) -> dict:
     for step in bar:
         # Minibatch and dropout are functions of (seed, step): a resumed run draws what the first would have.
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        rows = torch.randint(0, pooled.shape[0], (config.batch_size,), generator=generator)
+        rows = torch.randint(0, features.shape[0], (config.batch_size,), generator=generator)
         rows = rows[rank * per_process:(rank + 1) * per_process].to(accelerator.device)
         torch.manual_seed(config.seed * 1_000_003 + step + rank)
-        logits = head(pooled[rows])
+        logits = head(features[rows])
         if config.loss == "bce":
             loss = nn.functional.binary_cross_entropy_with_logits(logits, target[rows])
         else:
@@ -288,7 +296,7 @@ def run_train_urgency(config: UrgencyTrainConfig) -> dict:
     accelerator.wait_for_everyone()
     result = {}
     if accelerator.is_main_process:
-        test_data = phrased_split(model, config, "test", config.num_test, config.seed + 2)
+        test_data = phrased_split(model, estimator, config, "test", config.num_test, config.seed + 2)
         result = {"validation": evaluate(estimator, val_data), "test": evaluate(estimator, test_data),
                   "train": evaluate(estimator, train_data)}
         save_estimator(estimator, run_dir / ESTIMATOR_DIR,
