@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .checkpoint import write_json_atomic
 from .config import from_dict
-from .demo import DEMO_STARTED, DemoConfig, StageRunner, _fingerprint, _stage_yaml
+from .stages import DEMO_STARTED, StageRunner, _fingerprint, _stage_yaml
 from .eval.eval_pauses import LoadedRun, evaluate_run, format_table, load_run
 from .eval.sweep import SweepConfig, format_summary, run_sweep, write_outputs
 from .eval.sweep import format_table as sweep_table
@@ -97,7 +97,8 @@ def _eval_stage(run: LoadedRun, tasks, ks, data: dict, output: Path, label: str)
     return results
 
 
-def run_smollm2(config: DemoConfig) -> dict:
+def run_smollm2(config) -> dict:
+    """`config`: the demo's `DemoConfig` (out, tasks, seed, stage configs, base_dir, scale, control, force)."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
