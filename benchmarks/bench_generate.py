@@ -17,9 +17,12 @@ repeat so that load from other processes hits both alike. Position numbering is 
 `generate` can reproduce).
 
 Prints a table, writes JSON, and ends with one line:
-`bench_generate: device=D ratio_b1=X ratio_b16=Y ratio_b64=Z` (ours / hf tokens per second, ours = the learned
-head deciding pause by pause: k more sequential passes than hf, which prefills the k pauses with the prompt),
-followed by the same ratios for `ours_spec` in `spec_ratio_b...` keys.
+`bench_generate: device=D model=NAME ratio_b1=X ratio_b16=Y ratio_b64=Z` (ours / hf tokens per second, ours =
+the learned head deciding pause by pause: k more sequential passes than hf, which prefills the k pauses with
+the prompt), followed by the same ratios for `ours_spec` in `spec_ratio_b...` keys when it ran.
+`--model PATH --k 0 --variants hf ours` is the pretrained-model comparison (SmolLM2-135M in docs/benchmarks.md):
+no pauses, so both sides process exactly the same tokens. `peak MB` is the most resident memory (CPU: RSS
+sampled every 2 ms; CUDA: `max_memory_allocated`) above what was resident before the call.
 
 Must not: benchmark quality (that is the sweeps), or use a second decode loop.
 """
@@ -28,8 +31,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +43,49 @@ import torch
 from adaptive_pause.modeling import AdaptivePauseModel, ModelConfig, load_lm
 from adaptive_pause.tasks import get_task
 from policies import FixedPauses, PauseControllerHead
+
+
+VARIANTS = ("hf", "ours", "ours_spec", "ours_chunked")
+
+
+class PeakMemory:
+    """The most memory a call holds above what was resident when it started, in MB.
+
+    CPU: a thread samples this process's resident set (/proc/self/statm) every 2 ms (a short peak between
+    samples can be missed); CUDA: torch's allocator statistics (exact)."""
+
+    def __init__(self, device: str):
+        self.device, self.peak_mb = device, 0.0
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self):
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+            return self
+        self._base = self._peak = self._rss()
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.002):
+                self._peak = max(self._peak, self._rss())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.startswith("cuda"):
+            self.peak_mb = (torch.cuda.max_memory_allocated() - self._base) / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = (max(self._peak, self._rss()) - self._base) / 2**20
+        return False
 
 
 def parse_args(argv=None):
@@ -56,6 +104,9 @@ def parse_args(argv=None):
     p.add_argument("--clock", default="wall", choices=["wall", "process"],
                    help="wall: perf_counter (what a user waits); process: this process's CPU time, robust on a CPU "
                         "shared with other jobs (CPU only: it does not see GPU time)")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                   help="which runs to time (hf is always included: the ratios are against it)")
+    p.add_argument("--model_name", default=None, help="NAME in the last line (default: the model's directory name)")
     p.add_argument("--output", default=None, help="JSON path (default: benchmarks/results/bench_generate_D.json)")
     return p.parse_args(argv)
 
@@ -91,7 +142,7 @@ def run_hf(model: AdaptivePauseModel, prompts, k: int, max_new_tokens: int, devi
     eos = model.tokenizer.eos_token_id
     sync(device)
     t0 = CLOCK()
-    prompt_ids = model.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    prompt_ids = model.encode(list(prompts))  # the same encoding as ours (a chat template where the model has one)
     width = max(len(p) for p in prompt_ids) + k
     input_ids = torch.tensor([[pad] * (width - len(p) - k) + p + [pause] * k for p in prompt_ids], device=device)
     starts = torch.tensor([width - len(p) - k for p in prompt_ids], device=device)
@@ -128,6 +179,11 @@ def run_ours(model: AdaptivePauseModel, prompts, k: int, max_new_tokens: int, de
     return seconds, tokens, out.answer_ids, out.forward_passes + 1  # + the prefill
 
 
+def spread(times: list[float]) -> float:
+    """Half the range of the timed runs, relative to their median: the table's +- figure."""
+    return (max(times) - min(times)) / 2 / statistics.median(times)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -142,46 +198,56 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     model = build_model(args)
     task = get_task(args.task)
+    variants = ["hf"] + [v for v in VARIANTS[1:] if v in args.variants]
     rows = []
     for batch in args.batch_sizes:
         prompts = [e.prompt for e in task.examples(batch, seed=batch)]
-        timings = {"hf": [], "ours": [], "ours_spec": [], "ours_chunked": []}
+        timings = {name: [] for name in variants}
+        peaks = {name: 0.0 for name in variants}
         results = {}
         for repeat in range(args.repeats + 1):  # the first round is a warm-up
-            for name in timings:
-                if name == "hf":
-                    res = run_hf(model, prompts, args.k, args.max_new_tokens, args.device)
-                else:
-                    res = run_ours(model, prompts, args.k, args.max_new_tokens, args.device, name)
+            for name in variants:
+                with PeakMemory(args.device) as memory:
+                    if name == "hf":
+                        res = run_hf(model, prompts, args.k, args.max_new_tokens, args.device)
+                    else:
+                        res = run_ours(model, prompts, args.k, args.max_new_tokens, args.device, name)
                 if repeat > 0:
                     timings[name].append(res[0])
+                    peaks[name] = max(peaks[name], memory.peak_mb)
                 results[name] = res
-        same = all(results[name][2] == results["hf"][2] for name in timings)
+        same = all(results[name][2] == results["hf"][2] for name in variants)
         row = {"batch": batch, "same_tokens": same}
         for name, times in timings.items():
             median = statistics.median(times)
-            row[name] = {"median_s": median, "min_s": min(times), "tokens": results[name][1],
-                         "tokens_per_s": results[name][1] / median, "forward_passes": results[name][3],
-                         "times_s": times}
-        row["ratio"] = row["ours"]["tokens_per_s"] / row["hf"]["tokens_per_s"]
-        row["spec_ratio"] = row["ours_spec"]["tokens_per_s"] / row["hf"]["tokens_per_s"]
-        row["chunked_ratio"] = row["ours_chunked"]["tokens_per_s"] / row["hf"]["tokens_per_s"]
+            row[name] = {"median_s": median, "min_s": min(times), "max_s": max(times), "spread": spread(times),
+                         "tokens": results[name][1], "tokens_per_s": results[name][1] / median,
+                         "forward_passes": results[name][3], "peak_mb": peaks[name], "times_s": times}
+        for name, key in (("ours", "ratio"), ("ours_spec", "spec_ratio"), ("ours_chunked", "chunked_ratio")):
+            if name in row:
+                row[key] = row[name]["tokens_per_s"] / row["hf"]["tokens_per_s"]
         rows.append(row)
 
-    header = (f"{'batch':>5} | {'hf tok/s':>9} | {'ours tok/s':>10} | {'ours/hf':>7} | {'spec tok/s':>10} | "
-              f"{'spec/hf':>7} | {'chunked tok/s':>13} | {'chunk/hf':>8} | {'passes hf/ours/spec/chunk':>25} | "
-              f"{'same':>5}")
+    model_name = args.model_name or (Path(args.model).name if args.model else
+                                     f"tiny-d{args.hidden_size}-L{args.num_layers}")
     print(f"bench_generate on {args.device} ({torch.get_num_threads()} threads, {args.clock} clock), model "
-          f"{args.model or f'tiny d={args.hidden_size} L={args.num_layers}'}, k={args.k} pauses, "
-          f"{args.max_new_tokens} answer tokens, median of {args.repeats}")
+          f"{args.model or model_name}, k={args.k} pauses, {args.max_new_tokens} answer tokens, median of "
+          f"{args.repeats} (+- half the range)")
+    ratio_names = {"ours": "ours/hf", "ours_spec": "spec/hf", "ours_chunked": "chunk/hf"}
+    header = f"{'batch':>5} | " + " | ".join(
+        f"{name + ' tok/s':>20} | {name + ' MB':>10}" + (f" | {ratio_names[name]:>8}" if name != "hf" else "")
+        for name in variants) + f" | {'passes ' + '/'.join(variants):>22} | {'same':>5}"
     print(header)
     print("-" * len(header))
     for r in rows:
-        passes = "/".join(str(r[n]["forward_passes"]) for n in ("hf", "ours", "ours_spec", "ours_chunked"))
-        print(f"{r['batch']:>5} | {r['hf']['tokens_per_s']:>9.0f} | {r['ours']['tokens_per_s']:>10.0f} | "
-              f"{r['ratio']:>7.3f} | {r['ours_spec']['tokens_per_s']:>10.0f} | {r['spec_ratio']:>7.3f} | "
-              f"{r['ours_chunked']['tokens_per_s']:>13.0f} | {r['chunked_ratio']:>8.3f} | {passes:>25} | "
-              f"{str(r['same_tokens']):>5}")
+        cells = []
+        for name in variants:
+            cell = f"{r[name]['tokens_per_s']:>10.0f} +- {100 * r[name]['spread']:>4.1f}% | {r[name]['peak_mb']:>10.0f}"
+            if name != "hf":
+                cell += f" | {r[name]['tokens_per_s'] / r['hf']['tokens_per_s']:>8.3f}"
+            cells.append(cell)
+        passes = "/".join(str(r[n]["forward_passes"]) for n in variants)
+        print(f"{r['batch']:>5} | " + " | ".join(cells) + f" | {passes:>22} | {str(r['same_tokens']):>5}")
     device_name = args.device
     if args.device.startswith("cuda"):
         device_name = "cuda"
@@ -193,9 +259,9 @@ def main(argv=None) -> int:
         meta["gpu"] = torch.cuda.get_device_name()
     output.write_text(json.dumps({"config": meta, "rows": rows}, indent=2) + "\n")
     print(f"wrote {output}")
-    ratios = " ".join(f"ratio_b{r['batch']}={r['ratio']:.3f}" for r in rows)
-    ratios += " " + " ".join(f"spec_ratio_b{r['batch']}={r['spec_ratio']:.3f}" for r in rows)
-    print(f"bench_generate: device={device_name} {ratios}")
+    keys = [f"ratio_b{r['batch']}={r['ratio']:.3f}" for r in rows if "ratio" in r]
+    keys += [f"spec_ratio_b{r['batch']}={r['spec_ratio']:.3f}" for r in rows if "spec_ratio" in r]
+    print(f"bench_generate: device={device_name} model={model_name} {' '.join(keys)}".rstrip())
     return 0
 
 

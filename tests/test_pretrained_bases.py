@@ -181,3 +181,43 @@ def test_run_over_a_large_base_refers_to_it_and_checks_its_fingerprint(tmp_path,
     (tmp_path / "base").rename(tmp_path / "moved")
     with pytest.raises(ValueError, match=r"the base model directory .*base is missing"):
         AdaptivePauseModel.from_pretrained(tmp_path / "run")
+
+
+def test_controller_run_over_a_lora_wrapped_large_base_stores_no_base_weights(tmp_path, monkeypatch):
+    """finetune (LoRA) -> controller PPO over a base counted as large: each run holds its adapter, controller and
+    state, never the base's weights; a changed base is refused by name and fingerprint."""
+    from adaptive_pause.base_ref import REFERENCE_FILE, ROWS_FILE, THRESHOLD_ENV, weight_files
+    from adaptive_pause.ppo.trainer import main as train_main
+    from adaptive_pause.training.finetune import FinetuneConfig, run_finetune
+
+    model, tokenizer = plain_llama()
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    base_bytes = sum(p.stat().st_size for p in weight_files(tmp_path / "base"))
+    monkeypatch.setenv(THRESHOLD_ENV, str(base_bytes / 2**20 / 2))  # this tiny base counts as "large"
+    run_finetune(FinetuneConfig(output_dir=str(tmp_path / "ft"), base_model=str(tmp_path / "base"),
+                                tasks=["addition:1-2"], max_pauses=2, max_steps=2, batch_size=4, warmup_steps=1,
+                                progress=False))
+    assert train_main(["--env", "lm", "--model_run_dir", str(tmp_path / "ft"), "--tasks", "addition:1-2",
+                       "--output_dir", str(tmp_path / "ctl"), "--iterations", "1", "--episodes_per_iteration", "8",
+                       "--max_pauses", "2", "--max_new_tokens", "3", "--progress", "false"]) == 0
+    for run in ("ft", "ctl"):
+        files = {p.relative_to(tmp_path / run).as_posix(): p.stat().st_size
+                 for p in (tmp_path / run).rglob("*") if p.is_file()}
+        assert f"model/{REFERENCE_FILE}" in files, files
+        assert [p.name for p in weight_files(tmp_path / run / "model")] == [ROWS_FILE]  # only the <pause> row
+        assert any(name.startswith("adapter/") for name in files)
+        tensors = [name for name in files if name.endswith((".safetensors", ".bin", ".pt"))]
+        assert all(name.split("/")[0] in ("adapter", "controller", "state") for name in tensors
+                   if name != f"model/{ROWS_FILE}"), tensors  # no weight file of the base anywhere
+    assert any(name.startswith("controller/") for name in
+               (p.relative_to(tmp_path / "ctl").as_posix() for p in (tmp_path / "ctl").rglob("*")))
+    loaded = AdaptivePauseModel.from_pretrained(tmp_path / "ctl")
+    assert loaded.policy is not None and hasattr(loaded.lm, "peft_config")  # the adapter is on
+    loaded.generate(PROMPTS[:2], urgency=0.5, max_new_tokens=3)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(1.5)
+    model.save_pretrained(tmp_path / "base")
+    for run in ("ft", "ctl"):
+        with pytest.raises(ValueError, match=r"base changed since this run was written: expected weight files"):
+            AdaptivePauseModel.from_pretrained(tmp_path / run)

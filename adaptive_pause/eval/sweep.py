@@ -74,6 +74,7 @@ class SweepConfig:
     seed: int = help_field("seed of the held-out examples", default=1_000_003)
     output_dir: Optional[str] = help_field("where tables and plots go; empty = RUN_DIR/sweep", default=None)
     progress: bool = help_field("show a progress bar", default=True)
+    device: Optional[str] = help_field("where the model runs (cpu, cuda); empty = where it loads (cpu)", default=None)
 
     def __post_init__(self):
         check(len(self.urgencies) > 0, "urgencies", "needs at least one urgency")
@@ -162,7 +163,7 @@ def _summarise(scores: torch.Tensor, pauses: torch.Tensor, ms: torch.Tensor, u: 
 
 @torch.no_grad()
 def run_sweep(config: SweepConfig) -> list[dict]:
-    model = AdaptivePauseModel.from_pretrained(config.run_dir)
+    model = AdaptivePauseModel.from_pretrained(config.run_dir, device=config.device)
     config = config.resolved(model.trained_decode)
     run_config = {}
     if (Path(config.run_dir) / "config.yaml").is_file():
