@@ -16,6 +16,7 @@ from policies.base import EMIT, PAUSE, ControllerInputs, Decision, PausePolicy
 
 from ..countdown import lm_inputs
 from ..positions import advance, next_position_ids
+from .forward import forward_last_hidden
 from .trace import mask_pause
 
 
@@ -32,10 +33,11 @@ class MultiTokenSteps:
         """Run the LM on a chunk (batch, n) with its countdown inputs; return every position's (hidden (batch, n, hidden), masked float
         logits (batch, n, vocab), top_prob (batch, n)) without changing the session's current state."""
         n = input_ids.shape[1]
-        out = self.model(**lm_inputs(self.model, input_ids, countdown), attention_mask=attention_mask,
-                         position_ids=positions, use_cache=True, output_hidden_states=True, logits_to_keep=n, **{self._cache_key: self.cache})
+        out, last = forward_last_hidden(self.model, **lm_inputs(self.model, input_ids, countdown),
+                                        attention_mask=attention_mask, position_ids=positions, use_cache=True,
+                                        logits_to_keep=n, **{self._cache_key: self.cache})
         logits = mask_pause(out.logits.float(), self.pause_id)
-        return out.hidden_states[-1][:, -n:], logits, logits.softmax(-1).amax(-1)
+        return last[:, -n:], logits, logits.softmax(-1).amax(-1)
 
     def take_pending(self, decision: Decision) -> Decision:
         """`decision` with rows that already decided to emit (a speculative run stopped there) overridden."""

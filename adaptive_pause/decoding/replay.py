@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..countdown import lm_inputs
+from .forward import forward_last_hidden
 from .trace import controller_features, mask_pause, masked_mean
 
 
@@ -36,9 +37,8 @@ def teacher_forced(lm, sequences: torch.Tensor, attention_mask: torch.Tensor, po
     `<pause>` masked out, as an emit sees them. The output head runs on the gathered steps only, not on
     every column (the decode loop's fast path relies on the same identity, checked there per prompt).
     """
-    out = lm(**lm_inputs(lm, sequences, countdown), attention_mask=attention_mask, position_ids=positions, use_cache=False,
-             output_hidden_states=True, logits_to_keep=1)
-    full = out.hidden_states[-1]  # (rows, length, hidden)
+    _, full = forward_last_hidden(lm, **lm_inputs(lm, sequences, countdown), attention_mask=attention_mask,
+                                  position_ids=positions, use_cache=False, logits_to_keep=1)  # (rows, length, hidden)
     hidden = full.gather(1, columns[..., None].expand(-1, -1, full.shape[-1]))  # (rows, steps, hidden)
     logits = mask_pause(lm.get_output_embeddings()(hidden).float(), pause_id)  # (rows, steps, vocab)
     summary = None

@@ -29,6 +29,7 @@ from ..countdown import countdown_values, lm_inputs
 from ..positions import PositionState, advance, check_numbering, initial_state, next_position_ids, position_ids
 from .cache import cache_argument, context_length, decode_cache, full_attention_only
 from .config import DecodeConfig, UrgencyLike, as_urgency
+from .forward import forward_last_hidden
 from .interrupt import InterruptSteps
 from .multi_token import MultiTokenSteps
 from .trace import (CANCELLED, FINISH_NAMES, FINISHED_EOS, FINISHED_LENGTH, FINISHED_STOP, DecodeResult,
@@ -240,13 +241,13 @@ class DecodeSession(MultiTokenSteps, InterruptSteps):
                              use_cache=True, **{self._decoder_cache_key: self.cache}).last_hidden_state[:, -1]
             logits = head(hidden).float()
         else:
-            out = self.model(**lm_inputs(self.model, input_ids, countdown), attention_mask=attention_mask,
-                             position_ids=positions, use_cache=True, output_hidden_states=True, logits_to_keep=1,
-                             **{self._cache_key: self.cache})
-            hidden = out.hidden_states[-1][:, -1]
+            out, last = forward_last_hidden(
+                self.model, **lm_inputs(self.model, input_ids, countdown), attention_mask=attention_mask,
+                position_ids=positions, use_cache=True, logits_to_keep=1, **{self._cache_key: self.cache})
+            hidden = last[:, -1]
             logits = out.logits[:, -1].float()
             if self.config.prompt_summary and self.prompt_summary is None:  # the prompt pass
-                self.prompt_summary = masked_mean(out.hidden_states[-1], attention_mask)
+                self.prompt_summary = masked_mean(last, attention_mask)
         self.hidden = hidden  # (batch, hidden)
         self.logits = mask_pause(logits, self.pause_id)  # (batch, vocab)
         self.top_prob = self.logits.softmax(-1).amax(-1)  # (batch,) top answer-token probability

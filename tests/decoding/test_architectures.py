@@ -15,6 +15,7 @@ from transformers import (FalconConfig, FalconForCausalLM, Gemma2Config, Gemma2F
                           Olmo2ForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen2Config,
                           Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
+from adaptive_pause.decoding.forward import forward_last_hidden
 from adaptive_pause.modeling import AdaptivePauseModel, set_pause_settings
 from adaptive_pause.tokens import ensure_pause_token
 from policies import FixedPauses
@@ -119,3 +120,18 @@ def test_fast_path_only_where_exact():
                                                                             max_pauses=2))._fast is not None
     assert fast == {"embedded": True, "llama": True, "gpt2": True, "gemma2": False, "mistral_window": False,
                     "gemma3_window": False}
+
+
+def test_decoder_hook_gives_the_last_hidden_state(arch_model):
+    """The decode loop reads the last layer's states through a hook on the decoder instead of keeping every
+    layer's (`forward_last_hidden`): the same tensor as the model's own `hidden_states[-1]`."""
+    name, model = arch_model
+    ids = model.encode(PROMPTS[:2])
+    width = max(map(len, ids))
+    input_ids = torch.tensor([[0] * (width - len(p)) + p for p in ids])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in ids])
+    with torch.no_grad():
+        reference = model.lm(input_ids=input_ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+        out, last = forward_last_hidden(model.lm, input_ids=input_ids, attention_mask=mask, logits_to_keep=1)
+    assert out.hidden_states is None, name  # the other layers' states were not kept
+    assert torch.equal(last, reference), name
