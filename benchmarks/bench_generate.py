@@ -13,8 +13,9 @@ What is compared, per batch size (1, 16, 64 by default):
 
 Tokens per second count every token the model processes: prompt + pauses + answer tokens (EOS included).
 Each figure is the median over `--repeats` timed runs after one warm-up; `hf` and `ours` alternate within a
-repeat so that load from other processes hits both alike. Position numbering is `contiguous` (the only one HF
-`generate` can reproduce).
+repeat so that load from other processes hits both alike. The `paired` column is the median (and quartiles) of
+the per-repeat ratios: how precisely the ratio is known on a machine whose speed drifts between repeats.
+Position numbering is `contiguous` (the only one HF `generate` can reproduce).
 
 Prints a table, writes JSON, and ends with one line:
 `bench_generate: device=D model=NAME ratio_b1=X ratio_b16=Y ratio_b64=Z` (ours / hf tokens per second, ours =
@@ -184,6 +185,15 @@ def spread(times: list[float]) -> float:
     return (max(times) - min(times)) / 2 / statistics.median(times)
 
 
+def paired_ratios(hf_times: list[float], our_times: list[float], hf_tokens: int, our_tokens: int) -> dict:
+    """ours/hf tokens per second within each repeat (the two sides ran back to back), summarised by the median
+    and the quartiles: slow drifts of the machine hit both sides of a pair alike, so this spread says how
+    precisely the ratio is known, where the per-side +- also holds the machine's drift."""
+    ratios = sorted((our_tokens / o) / (hf_tokens / h) for h, o in zip(hf_times, our_times))
+    quartiles = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else [ratios[0]] * 3
+    return {"median": statistics.median(ratios), "q1": quartiles[0], "q3": quartiles[2], "ratios": ratios}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -226,16 +236,19 @@ def main(argv=None) -> int:
         for name, key in (("ours", "ratio"), ("ours_spec", "spec_ratio"), ("ours_chunked", "chunked_ratio")):
             if name in row:
                 row[key] = row[name]["tokens_per_s"] / row["hf"]["tokens_per_s"]
+                row[key + "_paired"] = paired_ratios(timings["hf"], timings[name], results["hf"][1],
+                                                     results[name][1])
         rows.append(row)
 
     model_name = args.model_name or (Path(args.model).name if args.model else
                                      f"tiny-d{args.hidden_size}-L{args.num_layers}")
     print(f"bench_generate on {args.device} ({torch.get_num_threads()} threads, {args.clock} clock), model "
           f"{args.model or model_name}, k={args.k} pauses, {args.max_new_tokens} answer tokens, median of "
-          f"{args.repeats} (+- half the range)")
+          f"{args.repeats} (+- half the range); paired: the median of the per-repeat ratios [quartiles]")
     ratio_names = {"ours": "ours/hf", "ours_spec": "spec/hf", "ours_chunked": "chunk/hf"}
     header = f"{'batch':>5} | " + " | ".join(
-        f"{name + ' tok/s':>20} | {name + ' MB':>10}" + (f" | {ratio_names[name]:>8}" if name != "hf" else "")
+        f"{name + ' tok/s':>20} | {name + ' MB':>10}"
+        + (f" | {ratio_names[name]:>8} | {'paired [q1, q3]':>22}" if name != "hf" else "")
         for name in variants) + f" | {'passes ' + '/'.join(variants):>22} | {'same':>5}"
     print(header)
     print("-" * len(header))
@@ -245,6 +258,9 @@ def main(argv=None) -> int:
             cell = f"{r[name]['tokens_per_s']:>10.0f} +- {100 * r[name]['spread']:>4.1f}% | {r[name]['peak_mb']:>10.0f}"
             if name != "hf":
                 cell += f" | {r[name]['tokens_per_s'] / r['hf']['tokens_per_s']:>8.3f}"
+                key = {"ours": "ratio", "ours_spec": "spec_ratio", "ours_chunked": "chunked_ratio"}[name]
+                paired = r[key + "_paired"]
+                cell += f" | {paired['median']:.3f} [{paired['q1']:.3f}, {paired['q3']:.3f}]"
             cells.append(cell)
         passes = "/".join(str(r[n]["forward_passes"]) for n in variants)
         print(f"{r['batch']:>5} | " + " | ".join(cells) + f" | {passes:>22} | {str(r['same_tokens']):>5}")
