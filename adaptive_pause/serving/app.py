@@ -1,7 +1,8 @@
 """The ASGI app (FastAPI): OpenAI-compatible endpoints over the scheduler, with limits and auth.
 
 Owns: the routes (`/v1/completions`, `/v1/chat/completions`, `/v1/models`, `/health`, and the control
-routes `POST /v1/requests/{id}/urgency`, `DELETE /v1/requests/{id}`), turning a request into a
+routes `POST /v1/requests/{id}/urgency`, `POST /v1/requests/{id}/interrupt`, `DELETE /v1/requests/{id}`),
+turning a request into a
 `ServeRequest` (defaults from the server's `DecodeConfig`, checks against the model's context and
 pause slots), streaming (server-sent events in OpenAI's chunk format), cancelling a request whose client
 disconnects, the body-size limit, bearer auth (constant-time compare) and OpenAI-style error JSON for
@@ -25,11 +26,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..decoding import DecodeConfig
+from ..decoding.interrupt import check_interruption_text
 from ..decoding.session import check_prompts
+from ..tokens import interrupt_token_ids
 from .protocol import (
     ChatRequest,
     CompletionRequest,
     FieldError,
+    InterruptUpdate,
     UrgencyUpdate,
     chat_prompt,
     chunk,
@@ -253,6 +257,13 @@ def create_app(model, *, model_name: str = "adaptive-pause", decode_config: Deco
                         out.append(sse(chunk(job.id, model_name, chat, event["text"], event["pauses"], first=first)))
                         first = False
                         continue
+                    if event["type"] == "interrupted":  # the answer restarts: the text so far is superseded
+                        body = chunk(job.id, model_name, chat, None if chat else "", 0, first=first)
+                        body["choices"][0]["interrupted"] = {"text": event["text"],
+                                                             "dropped_tokens": event["dropped_tokens"]}
+                        out.append(sse(body))
+                        first = False
+                        continue
                     ended = True
                     if event["type"] == "error":
                         out.append(sse(error_body(event["message"], "server_error")))
@@ -295,6 +306,26 @@ def create_app(model, *, model_name: str = "adaptive-pause", decode_config: Deco
         if reply is None:
             raise ApiError(404, f"no running request {request_id!r}", "invalid_request_error", "id")
         return {"id": request_id, "urgency": update.urgency, **reply}
+
+    @app.post("/v1/requests/{request_id}/interrupt")
+    async def interrupt(request_id: str, request: Request):
+        authorize(request)
+        update = parse(InterruptUpdate, await read_json(request))
+        try:
+            interrupt_token_ids(scheduler.model.tokenizer)
+        except ValueError:
+            raise ApiError(400, "this model has no interrupt markers: it was not finetuned to be interrupted "
+                           "(adaptive_pause/tasks/interruptions.py)", "invalid_request_error", "text") from None
+        try:
+            check_interruption_text(scheduler.model.tokenizer, update.text, "text")
+        except ValueError as err:
+            raise ApiError(400, str(err), "invalid_request_error", "text") from None
+        reply = await asyncio.to_thread(scheduler.interrupt, request_id, update.text, update.urgency)
+        if reply is None:
+            raise ApiError(404, f"no running request {request_id!r}", "invalid_request_error", "id")
+        if "error" in reply:
+            raise ApiError(400, reply["error"], "invalid_request_error", "text")
+        return {"id": request_id, "object": "interruption", "text": update.text, **reply}
 
     @app.delete("/v1/requests/{request_id}")
     async def cancel(request_id: str, request: Request):

@@ -10,7 +10,7 @@ Must not: run models, schedule, or know about sockets.
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -67,6 +67,13 @@ class UrgencyUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     urgency: float = Field(ge=0, le=1)
+
+
+class InterruptUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    text: str = Field(min_length=1, max_length=4000)
+    urgency: Optional[float] = Field(default=None, ge=0, le=1)
 
 
 class FieldError(ValueError):

@@ -2,7 +2,7 @@
 
 Owns: `ServeRequest` (one request's prompt, settings, live state and output events), `Scheduler` (a bounded
 waiting queue; one background thread that drives `decoding.run_policy` over ONE running `DecodeSession`,
-whose `on_step` hands out each step's tokens, applies urgency changes and cancels, finishes rows at their
+whose `on_step` hands out each step's tokens, applies urgency changes, interruptions and cancels, finishes rows at their
 own `max_tokens` or stop text, drops finished rows and admits waiting requests between steps through
 `decoding.batching`). Requests join the running batch only if their `DecodeConfig` equals its own (the
 session's sampling and caps are shared); others wait until it drains, first come first served.
@@ -25,6 +25,8 @@ import torch
 from ..decoding import DecodeConfig, DecodeSession, run_policy
 from ..decoding.batching import admit, keep_rows, take_records
 from ..decoding.trace import FINISH_NAMES
+from ..tokens import encode_text
+from ..urgency import estimate
 
 log = logging.getLogger("adaptive_pause.serving")
 
@@ -53,6 +55,8 @@ class ServeRequest:
     finished: bool = False
     cancel_requested: bool = False
     new_urgency: list = field(default_factory=list)  # [(urgency, threading.Event, reply dict)] not yet applied
+    new_texts: list = field(default_factory=list)  # [(text, urgency or None, Event, reply dict)] not yet applied
+    interruptions: int = 0  # interruptions applied; the answer restarted after the last one
     submitted: float = field(default_factory=time.perf_counter)
 
     @property
@@ -132,6 +136,24 @@ class Scheduler:
         applied.wait(timeout)
         return reply or None
 
+    def interrupt(self, request_id: str, text: str, urgency: float | None = None,
+                  timeout: float = 30.0) -> dict | None:
+        """Words into a request's context (`DecodeSession.interrupt`) at its next step; blocks until applied.
+
+        A request still waiting is interrupted at its first step. `urgency`: the request's urgency from then
+        on (None: the run's urgency estimator re-reads the prompt with the interruption, else it stays).
+        Returns {"answer_tokens": tokens of the answer it interrupted, "pauses": spent so far, "urgency": the
+        urgency from now on} ({"error": message} if the session refused it, e.g. no room left in the model's
+        context), or None if the request is unknown or ended before the step."""
+        applied, reply = threading.Event(), {}
+        with self._lock:
+            request = self._live.get(request_id)
+            if request is None:
+                return None
+            request.new_texts.append((text, urgency, applied, reply))
+        applied.wait(timeout)
+        return reply or None
+
     def counts(self) -> dict:
         with self._lock:
             return {"waiting": len(self._waiting), "running": len(self._live) - len(self._waiting),
@@ -144,9 +166,10 @@ class Scheduler:
             return
         request.finished = True
         self._live.pop(request.id, None)
-        for _, applied, _ in request.new_urgency:
+        for *_, applied, _ in request.new_urgency + request.new_texts:
             applied.set()  # the request ended first: the reply stays empty
         request.new_urgency.clear()
+        request.new_texts.clear()
         request.emit({"type": "done", "finish_reason": reason, "completion_tokens": len(request.answer_ids),
                       "pause_tokens": request.pauses, "text": request.text,
                       "pauses_per_token": list(request.pauses_per_token)})
@@ -259,6 +282,10 @@ class Scheduler:
                         reply.update(answer_tokens=len(request.pauses_per_token), pauses=request.pauses)
                         applied.set()
                     request.new_urgency.clear()
+                    for text, urgency, applied, reply in request.new_texts:
+                        self._interrupt_row(session, i, request, text, urgency, reply)
+                        applied.set()
+                    request.new_texts.clear()
         if bool(cancel.any()):
             session.cancel(cancel)
         keep = session.active.cpu()
@@ -278,6 +305,27 @@ class Scheduler:
             rows = [r for r, k in zip(rows, keep.tolist()) if k]
         self._rows = rows
         self.peak_rows = max(self.peak_rows, len(rows))
+
+    def _interrupt_row(self, session: DecodeSession, row: int, request: ServeRequest, text: str,
+                       urgency: float | None, reply: dict) -> None:
+        """Apply one interruption to `row` (scheduler thread, lock held). The row's answer restarts, as in
+        `generate`: the request's answer so far is dropped (a streaming client got an "interrupted" event)."""
+        if urgency is None and self.model.urgency_estimator is not None:
+            # The estimator re-reads the request's own prompt with the interruption after it, as `generate` does;
+            # from the request's ids, which stay exact however the batch was rebuilt since.
+            urgency = float(estimate(self.model, [request.prompt_ids + encode_text(
+                self.model.tokenizer, " " + text, what="text")], None)[0])
+        try:
+            session.interrupt([row], [text], urgency=urgency)
+        except ValueError as err:  # e.g. no room left in the model's context: the request runs on unchanged
+            reply["error"] = str(err)
+            return
+        reply.update(answer_tokens=len(request.answer_ids), pauses=request.pauses,
+                     urgency=float(session.urgency[row]))
+        request.urgency = reply["urgency"]
+        request.interruptions += 1
+        request.answer_ids, request.pauses_per_token, request.text = [], [], ""
+        request.emit({"type": "interrupted", "text": text, "dropped_tokens": reply["answer_tokens"]})
 
     def _emit_text(self, request: ServeRequest, tokenizer, pauses: int, token: int) -> None:
         """Send the text this token adds (decoding the whole answer: a token may complete a multi-byte

@@ -7,7 +7,7 @@ from helpers import PROMPTS, opinionated_model
 from adaptive_pause.decoding import DecodeConfig, DecodeSession
 from adaptive_pause.decoding.trace import mask_pause
 from adaptive_pause.positions import position_ids
-from adaptive_pause.tokens import ensure_interrupt_tokens, interrupt_token_ids
+from adaptive_pause.tokens import ensure_interrupt_tokens, interrupt_token_ids, special_token_strings
 from policies import FixedPauses
 
 
@@ -146,15 +146,18 @@ def test_interrupt_urgency(model):
     assert [i.urgency for i in session.trace().interruptions] == pytest.approx([0.9, 0.0, 0.0, 1.0])
 
 
-def test_special_token_strings_are_plain_text(model):
+@pytest.mark.parametrize("text", ["<pause>", "stop </s> now", "a <interrupt>b", "x</interrupt>", "<unk>?"])
+def test_special_token_strings_are_refused(model, text):
     session = _session(model)
-    text = "<pause></s><interrupt>x</interrupt>"
-    session.interrupt([0], [text])
-    [record] = session.interruptions
-    opening, closing = interrupt_token_ids(model.tokenizer)
-    inner = record.token_ids[1:-1]
-    specials = {model.settings.pause_id, model.tokenizer.eos_token_id, opening, closing}
-    assert len(inner) == len(text) and not specials & set(inner)
+    specials = set(special_token_strings(model.tokenizer))
+    assert {"<pause>", "<interrupt>", "</interrupt>"} <= specials
+    if not any(s in text for s in specials):
+        pytest.skip(f"{text!r} holds no special token of this tokenizer")
+    with pytest.raises(ValueError, match=r"texts\[0\]: contains special-token text"):
+        session.interrupt([0], [text])
+    assert session.interruptions == []  # nothing entered the row
+    session.interrupt([0], ["<paus> is not one"])  # near misses are plain words, encoded character by character
+    assert len(session.interruptions[0].token_ids) == len("<paus> is not one") + 2
 
 
 def test_interrupt_errors(model):

@@ -15,6 +15,7 @@ from adaptive_pause import cli
 from adaptive_pause.decoding import DecodeConfig
 from adaptive_pause.serving import create_app
 from adaptive_pause.serving.command import background_server
+from adaptive_pause.tokens import ensure_interrupt_tokens
 from policies import ConfidenceThreshold
 
 NAME = "tiny"
@@ -48,6 +49,17 @@ def slow_url():
                      max_batch=1, max_queue=1)
     with background_server(app) as base:
         yield base
+
+
+@pytest.fixture(scope="module")
+def interruptible():
+    """A model with the interrupt markers, served one request at a time with a slow policy."""
+    slow = opinionated_model("slotted", policy=SlowThreshold(0.9))
+    ensure_interrupt_tokens(slow.tokenizer, slow.lm)
+    app = create_app(slow, model_name=NAME, decode_config=DecodeConfig(max_new_tokens=48, max_pauses=4,
+                                                                       record_features=False), max_batch=1)
+    with background_server(app) as base:
+        yield slow, base
 
 
 def _events(response):
@@ -123,6 +135,50 @@ def test_urgency_switch_mid_stream_stops_pausing_from_the_next_step(slow_url):
     assert rest[-1]["usage"]["pause_tokens"] == reply["pauses"]  # not one pause after the switch
     assert all(p == 0 for p in pauses[reply["answer_tokens"] + 1:])
     assert len(pauses) > reply["answer_tokens"] + 2  # the stream went on after the switch
+
+
+def test_interrupt_mid_stream_restarts_the_answer_as_offline(interruptible):
+    """Words sent into a running answer (POST /v1/requests/{id}/interrupt) enter its context at the next step;
+    the stream marks the restart, and the answer after it is what offline `generate` gives with the same
+    interruption at the same step."""
+    model, base = interruptible
+    body = {"model": NAME, "prompt": "12+34=", "max_tokens": 48, "urgency": 0.0, "stream": True}
+    text = "oh, and add 5"
+    with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=30) as response:
+        events = _events(response)
+        first = next(events)
+        reply = httpx.post(f"{base}/v1/requests/{first['id']}/interrupt", json={"text": text, "urgency": 0.5},
+                           timeout=30).json()
+        rest = list(events)
+    assert reply["object"] == "interruption" and reply["urgency"] == 0.5 and reply["answer_tokens"] >= 1
+    marks = [i for i, c in enumerate(rest) if "interrupted" in c["choices"][0]]
+    assert len(marks) == 1 and rest[marks[0]]["choices"][0]["interrupted"] == {
+        "text": text, "dropped_tokens": reply["answer_tokens"]}
+    served = "".join(c["choices"][0]["text"] for c in rest[marks[0] + 1:])
+
+    steps_before = reply["answer_tokens"] + reply["pauses"]  # one token slot per step at batch 1
+    calls = []
+
+    def interrupt_then(session):
+        calls.append(1)
+        if len(calls) == steps_before:
+            session.interrupt([0], [text], urgency=0.5)
+
+    offline = model.generate(["12+34="], urgency=0.0, max_new_tokens=48, max_pauses=4, on_step=interrupt_then)
+    assert served == offline.texts[0]
+    assert rest[-1]["usage"]["completion_tokens"] == len(offline.answer_ids[0])
+
+
+def test_interrupt_errors(interruptible, url):
+    _, base = interruptible
+    assert httpx.post(f"{base}/v1/requests/cmpl-nope/interrupt", json={"text": "hi"}).status_code == 404
+    bad = httpx.post(f"{base}/v1/requests/cmpl-nope/interrupt", json={"text": "stop <pause> now"})
+    assert bad.status_code == 400 and "special-token text" in bad.json()["error"]["message"]
+    assert bad.json()["error"]["param"] == "text"
+    assert httpx.post(f"{base}/v1/requests/x/interrupt", json={"text": ""}).status_code == 400
+    assert httpx.post(f"{base}/v1/requests/x/interrupt", json={"text": "a", "urgency": 2}).status_code == 400
+    unmarked = httpx.post(f"{url}/v1/requests/x/interrupt", json={"text": "hurry"})  # no markers in this model
+    assert unmarked.status_code == 400 and "interrupt markers" in unmarked.json()["error"]["message"]
 
 
 def test_cancel_and_disconnect_free_the_row(slow_url):
