@@ -53,8 +53,9 @@ def slow_url():
 
 @pytest.fixture(scope="module")
 def interruptible():
-    """A model with the interrupt markers, served one request at a time with a slow policy."""
-    slow = opinionated_model("slotted", policy=SlowThreshold(0.9))
+    """A model with the interrupt markers, served one request at a time with a slow policy (contiguous numbering:
+    slotted positions would leave no room in the tiny model's context for an interruption and a new answer)."""
+    slow = opinionated_model("contiguous", policy=SlowThreshold(0.9))
     ensure_interrupt_tokens(slow.tokenizer, slow.lm)
     app = create_app(slow, model_name=NAME, decode_config=DecodeConfig(max_new_tokens=48, max_pauses=4,
                                                                        record_features=False), max_batch=1)
