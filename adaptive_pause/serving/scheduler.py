@@ -2,9 +2,9 @@
 
 Owns: `ServeRequest` (one request's prompt, settings, live state and output events), `Scheduler` (a bounded
 waiting queue; one background thread that drives `decoding.run_policy` over ONE running `DecodeSession`,
-whose `on_step` hands out each step's tokens, applies urgency changes, interruptions and cancels, finishes rows at their
-own `max_tokens` or stop text, drops finished rows and admits waiting requests between steps through
-`decoding.batching`). Requests join the running batch only if their `DecodeConfig` equals its own (the
+whose `on_step` hands out each step's tokens, applies urgency changes, interruptions and cancels, finishes
+rows at their own `max_tokens` or stop text, drops finished rows and admits waiting requests between steps
+through `decoding.batching`). Requests join the running batch only if their `DecodeConfig` equals its own (the
 session's sampling and caps are shared); others wait until it drains, first come first served.
 
 Must not: know about HTTP or JSON (app.py), or decode by itself (decoding/ does).
@@ -56,7 +56,6 @@ class ServeRequest:
     cancel_requested: bool = False
     new_urgency: list = field(default_factory=list)  # [(urgency, threading.Event, reply dict)] not yet applied
     new_texts: list = field(default_factory=list)  # [(text, urgency or None, Event, reply dict)] not yet applied
-    interruptions: int = 0  # interruptions applied; the answer restarted after the last one
     submitted: float = field(default_factory=time.perf_counter)
 
     @property
@@ -323,7 +322,6 @@ class Scheduler:
         reply.update(answer_tokens=len(request.answer_ids), pauses=request.pauses,
                      urgency=float(session.urgency[row]))
         request.urgency = reply["urgency"]
-        request.interruptions += 1
         request.answer_ids, request.pauses_per_token, request.text = [], [], ""
         request.emit({"type": "interrupted", "text": text, "dropped_tokens": reply["answer_tokens"]})
 

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+import torch
 from helpers import PROMPTS, opinionated_model
 from openai import OpenAI
 
@@ -15,8 +16,9 @@ from adaptive_pause import cli
 from adaptive_pause.decoding import DecodeConfig
 from adaptive_pause.serving import create_app
 from adaptive_pause.serving.command import background_server
-from adaptive_pause.tokens import ensure_interrupt_tokens
-from policies import ConfidenceThreshold
+from adaptive_pause.tokens import encode_text, ensure_interrupt_tokens
+from adaptive_pause.urgency import estimate
+from policies import ConfidenceThreshold, UrgencyEstimator
 
 NAME = "tiny"
 CONFIG = DecodeConfig(max_new_tokens=16, max_pauses=4, record_features=False)
@@ -168,6 +170,26 @@ def test_interrupt_mid_stream_restarts_the_answer_as_offline(interruptible):
     offline = model.generate(["12+34="], urgency=0.0, max_new_tokens=48, max_pauses=4, on_step=interrupt_then)
     assert served == offline.texts[0]
     assert rest[-1]["usage"]["completion_tokens"] == len(offline.answer_ids[0])
+
+
+def test_interrupt_without_urgency_rereads_the_prompt_with_the_estimator(interruptible):
+    """No urgency given: the run's estimator reads the request's prompt with the interruption after it."""
+    model, base = interruptible
+    torch.manual_seed(0)
+    model.urgency_estimator = UrgencyEstimator(model.hidden_size, width=8, vocab_size=len(model.tokenizer),
+                                               pause_id=model.settings.pause_id).eval()
+    try:
+        body = {"model": NAME, "prompt": "12+34=", "max_tokens": 48, "urgency": 0.0, "stream": True}
+        with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=30) as response:
+            events = _events(response)
+            first = next(events)
+            reply = httpx.post(f"{base}/v1/requests/{first['id']}/interrupt", json={"text": "hurry up"},
+                               timeout=30).json()
+            list(events)
+        ids = model.encode(["12+34="])[0] + encode_text(model.tokenizer, " hurry up")
+        assert reply["urgency"] == pytest.approx(float(estimate(model, [ids], None)[0]), abs=1e-5)
+    finally:
+        model.urgency_estimator = None
 
 
 def test_interrupt_errors(interruptible, url):
