@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from importlib import resources
 from pathlib import Path
@@ -30,8 +31,6 @@ def fresh_stage_dir(stage_dir: Path, overwrite: bool) -> Path:
     """Prepare a stage directory whose writer has no run lock of its own (a sweep, the urgency stage's outputs):
     with `overwrite` (the runner has checked the directory carries our marker) empty it; then create it and
     mark it ours from the first write, so an interrupted stage is still recognised as the demo's."""
-    import shutil
-
     if overwrite:
         shutil.rmtree(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)

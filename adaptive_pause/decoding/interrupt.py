@@ -120,8 +120,9 @@ class InterruptSteps:
 
         `<interrupt> text </interrupt>` enters each such row's context in ONE forward pass; other rows are
         untouched. Text holding a special token's string (`<pause>`, `</s>`, the markers) is refused with a
-        ValueError; the rest is encoded literally (`tokens.encode_text`, never parsed for special tokens). Each interrupted row restarts its answer after it (its pause counters for the current
-        token restart too; its pause budget does not). `urgency` (a number, one per row, or a reader
+        ValueError; the rest is encoded literally (`tokens.encode_text`, never parsed for special tokens).
+        Each interrupted row restarts its answer after it (its pause counters for the current token restart
+        too; its pause budget does not). `urgency` (a number, one per row, or a reader
         (session, rows, texts) -> one per row; default the session's `urgency_reader`, else unchanged) is
         the rows' urgency from the next step on.
         """

@@ -2,8 +2,7 @@
 
 Owns: the routes (`/v1/completions`, `/v1/chat/completions`, `/v1/models`, `/health`, and the control
 routes `POST /v1/requests/{id}/urgency`, `POST /v1/requests/{id}/interrupt`, `DELETE /v1/requests/{id}`),
-turning a request into a
-`ServeRequest` (defaults from the server's `DecodeConfig`, checks against the model's context and
+turning a request into a `ServeRequest` (defaults from the server's `DecodeConfig`, checks against the model's context and
 pause slots), streaming (server-sent events in OpenAI's chunk format), cancelling a request whose client
 disconnects, the body-size limit, bearer auth (constant-time compare) and OpenAI-style error JSON for
 every failure (no traceback reaches a client).
