@@ -13,8 +13,11 @@ What is compared, per batch size (1, 16, 64 by default):
 
 Tokens per second count every token the model processes: prompt + pauses + answer tokens (EOS included).
 Each figure is the median over `--repeats` timed runs after one warm-up; `hf` and `ours` alternate within a
-repeat so that load from other processes hits both alike. The `paired` column is the median (and quartiles) of
-the per-repeat ratios: how precisely the ratio is known on a machine whose speed drifts between repeats.
+repeat, in ABBA order (the order reverses every repeat), so that load from other processes and the state one
+call leaves for the next hit both alike. Memory is measured in an untimed round after the
+warm-up, never while timing (its sampling thread competes for the GIL and the cores). The `paired` column is
+the median (and quartiles) of the per-repeat ratios: how precisely the ratio is known on a machine whose speed
+drifts between repeats.
 Position numbering is `contiguous` (the only one HF `generate` can reproduce).
 
 Prints a table, writes JSON, and ends with one line:
@@ -23,7 +26,8 @@ the learned head deciding pause by pause: k more sequential passes than hf, whic
 the prompt), followed by the same ratios for `ours_spec` in `spec_ratio_b...` keys when it ran.
 `--model PATH --k 0 --variants hf ours` is the pretrained-model comparison (SmolLM2-135M in docs/benchmarks.md):
 no pauses, so both sides process exactly the same tokens. `peak MB` is the most resident memory (CPU: RSS
-sampled every 2 ms; CUDA: `max_memory_allocated`) above what was resident before the call.
+sampled every 2 ms in an untimed round; CUDA: `max_memory_allocated`) above what was resident before
+the call.
 
 Must not: benchmark quality (that is the sweeps), or use a second decode loop.
 """
@@ -215,17 +219,25 @@ def main(argv=None) -> int:
         timings = {name: [] for name in variants}
         peaks = {name: 0.0 for name in variants}
         results = {}
-        for repeat in range(args.repeats + 1):  # the first round is a warm-up
-            for name in variants:
-                with PeakMemory(args.device) as memory:
-                    if name == "hf":
-                        res = run_hf(model, prompts, args.k, args.max_new_tokens, args.device)
-                    else:
-                        res = run_ours(model, prompts, args.k, args.max_new_tokens, args.device, name)
-                if repeat > 0:
-                    timings[name].append(res[0])
-                    peaks[name] = max(peaks[name], memory.peak_mb)
-                results[name] = res
+        def call(name):
+            if name == "hf":
+                return run_hf(model, prompts, args.k, args.max_new_tokens, args.device)
+            return run_ours(model, prompts, args.k, args.max_new_tokens, args.device, name)
+
+        for name in variants:  # warm-up
+            results[name] = call(name)
+        # Memory in a round of its own that is not timed: the CPU sampler is a thread that wakes every 2 ms and
+        # takes the GIL, which slowed both sides by about 15% at batch 1 on 2 cores, and not alike.
+        for name in variants:
+            with PeakMemory(args.device) as memory:
+                results[name] = call(name)
+            peaks[name] = memory.peak_mb
+        for repeat in range(args.repeats):
+            # ABBA order (hf, ours, ours, hf, ...): whichever side runs second in a pair would otherwise always
+            # meet the state the first left (caches, allocator, the CPU's clock) and take the drift of the pair.
+            for name in (variants if repeat % 2 == 0 else variants[::-1]):
+                results[name] = res = call(name)
+                timings[name].append(res[0])
         same = all(results[name][2] == results["hf"][2] for name in variants)
         row = {"batch": batch, "same_tokens": same}
         for name, times in timings.items():

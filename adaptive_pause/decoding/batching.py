@@ -71,6 +71,7 @@ def _install(session: DecodeSession, mask, bias_columns, ids, layers) -> None:
     session._ids = torch.full((batch, capacity), session.pad_id, dtype=torch.long, device=device)
     session._ids[:, :length] = ids
     session.length = length
+    session._every_column_attended = bool(mask.all())  # (see DecodeSession.__init__)
     cache = decode_cache(session.model, capacity)
     for index, (keys, values) in enumerate(layers):
         cache.update(keys.contiguous(), values.contiguous(), index)  # the cache's own API fills its buffers

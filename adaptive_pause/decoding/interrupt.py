@@ -156,6 +156,8 @@ class InterruptSteps:
         self._grow(width)
         self._mask[:, self.length:self.length + width] = valid
         self._bias[:, 0, 0, self.length:self.length + width].masked_fill_(~valid, self._masked)
+        if self._every_column_attended:  # rows not interrupted (or with shorter texts) get masked slots
+            self._every_column_attended = bool(valid.all())
         self._ids[:, self.length:self.length + width] = chunk_ids
         self.length += width
         kept = (self.hidden, self.logits, self.top_prob)

@@ -110,6 +110,7 @@ class MultiTokenSteps:
 
         # Record and account slot by slot; rejected slots become masked padding.
         self._bias[:, 0, 0, self.length:self.length + w].masked_fill_(~accepted, self._masked)
+        self._every_column_attended = False  # rejected slots stay in the sequence, masked
         self._mask[:, self.length:self.length + w] = accepted
         self._ids[:, self.length:self.length + w] = torch.where(accepted, chunk_ids, self.pad_id)
         self.length += w
@@ -182,6 +183,8 @@ class MultiTokenSteps:
             self._after_append(tokens, slot_pause, slot_emit, valid)
         self._mask[:, self.length:self.length + width] = chunk_mask
         self._bias[:, 0, 0, self.length:self.length + width].masked_fill_(chunk_mask == 0, self._masked)
+        if self._every_column_attended:  # rows that write fewer slots than the widest leave masked ones
+            self._every_column_attended = bool(chunk_mask.all())
         self._ids[:, self.length:self.length + width] = chunk_ids
         self.length += width
         if not self._refresh_done():

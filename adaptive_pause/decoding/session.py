@@ -170,6 +170,11 @@ class DecodeSession(MultiTokenSteps, InterruptSteps):
         self._ids = torch.full((batch, capacity), self.pad_id, dtype=torch.long, device=self.device)
         self._ids[:, :prompt_len] = input_ids
         self.length = prompt_len  # columns used in _mask/_ids/_bias
+        # Whether no column of any row is masked yet (no left padding, no finished row, no rejected chunk slot):
+        # the fast path then passes no mask at all, as HF does, and transformers' sdpa keeps grouped-query
+        # attention native instead of copying keys/values per head group (`use_gqa_in_sdpa` needs mask None).
+        # Sticky: once a column is masked it stays in the sequence. Writers that may mask set it False.
+        self._every_column_attended = bool(mask.all())
         self.records: list[StepRecord] = []  # one per trace column; stacked by result()
 
         zeros = torch.zeros(batch, dtype=torch.long, device=self.device)
@@ -236,7 +241,8 @@ class DecodeSession(MultiTokenSteps, InterruptSteps):
         last position's hidden state and its logits with `<pause>` masked out."""
         if self._fast is not None and input_ids.shape[1] == 1:
             decoder, head = self._fast
-            bias = self._bias[:, :, :, : self.length]  # (batch, 1, 1, length): 0 attend, min masked
+            # (batch, 1, 1, length): 0 attend, min masked; None when nothing is masked (see __init__)
+            bias = self._bias[:, :, :, : self.length] if not self._every_column_attended else None
             hidden = decoder(**lm_inputs(self.model, input_ids, countdown), attention_mask=bias, position_ids=positions,
                              use_cache=True, **{self._decoder_cache_key: self.cache}).last_hidden_state[:, -1]
             logits = head(hidden).float()
@@ -413,6 +419,8 @@ class DecodeSession(MultiTokenSteps, InterruptSteps):
         self.positions = advance(self.positions, is_pause, active)
         self._mask[:, self.length] = active
         self._bias_columns[:, self.length].masked_fill_(~active, self._masked)  # new columns start at 0
+        if self._every_column_attended and self.batch > 1:  # one row: it is active, or step refused above
+            self._every_column_attended = bool(active.all())
         self._ids[:, self.length] = tokens
         self.length += 1
         self._after_append(tokens, is_pause, emit, active)

@@ -228,3 +228,16 @@ def test_interrupted_rows_survive_continuous_batching(model):
     reference.step(torch.tensor([1, 0]))
     batched.step(torch.tensor([0, 0]))
     assert _close(batched.logits[0], reference.logits[1])
+
+
+def test_interrupting_some_unpadded_rows_masks_the_others_slots(model):
+    """Equal-length prompts start with no masked column (the fast path passes no mask); interrupting one row
+    leaves masked slots in the others, which later steps must not attend to: a teacher-forced pass agrees."""
+    session = _session(model, prompts=["12+34=", "56+78=", "90+12="])
+    assert session._every_column_attended
+    session.step(torch.tensor([1, 0, 0]))
+    session.interrupt([0], ["and the answer should be odd"])
+    assert not session._every_column_attended
+    for actions in ([0, 0, 1], [1, 0, 0], [0, 0, 0]):
+        session.step(torch.tensor(actions))
+    assert _close(session.logits, _teacher_forced_last(model, session))

@@ -283,3 +283,33 @@ def test_a_head_reading_the_prompt_summary_needs_a_loop_that_computes_it(contigu
     # generate() sets the loop up from the policy it is given
     out = contiguous_model.generate(PROMPTS, urgency=0.5, policy=head, max_new_tokens=2, max_pauses=2)
     assert len(out.texts) == len(PROMPTS)
+
+
+def test_unpadded_rows_skip_the_mask_until_a_column_is_masked(contiguous_model):
+    """Equal-length prompts leave no column masked: the single-token fast path passes no mask (as HF does, so
+    grouped-query attention stays native). Once a row stops (here: cancelled), its new columns are masked and
+    the mask returns; the other rows' tokens equal HF generate and each row decoded alone throughout."""
+    model, s = contiguous_model, contiguous_model.settings
+    prompts = ["12+34=", "56+78=", "90+12="]
+    assert len({len(p) for p in model.encode(prompts)}) == 1
+    session = DecodeSession(model.lm, model.tokenizer, model.encode(prompts), 0.3, DecodeConfig(max_new_tokens=6),
+                            s.pause_id, s.numbering, s.pause_slots)
+    assert session._fast is not None and session._every_column_attended
+    emits = torch.zeros(3, dtype=torch.long)
+    session.step(emits)
+    session.step(emits)
+    assert session._every_column_attended
+    session.cancel([1])
+    session.step(emits)
+    assert not session._every_column_attended
+    while not session.done:
+        session.step(emits)
+    out = session.result()
+    assert out.finish_reasons[1] == "cancelled"
+    hf = _hf_generate(model, prompts, 0, 6)
+    for row in (0, 2):
+        alone = _decode(model, [prompts[row]], FixedPauses(0), max_new_tokens=6)
+        assert out.answer_ids[row] == alone.answer_ids[0] == hf[row]
+    padded = DecodeSession(model.lm, model.tokenizer, model.encode(PROMPTS), 0.3, DecodeConfig(max_new_tokens=2),
+                           s.pause_id, s.numbering, s.pause_slots)
+    assert not padded._every_column_attended  # left padding: masked from the start
