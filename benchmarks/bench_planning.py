@@ -64,17 +64,19 @@ def build_lm(out: str, seed: int, countdown: bool, pretrain_steps: int, base: st
     return str(root / "ft")
 
 
-def train_controller(lm_dir: str, out: str, controller: str, seed: int, iterations: int) -> str:
+def train_controller(lm_dir: str, out: str, controller: str, seed: int, iterations: int, ppo_set: dict | None = None,
+                     tag: str = "") -> str:
+    """The demo's controller recipe (demo_controller.yaml) with `ppo_set` on top, into OUT/lm{s}-{controller}{tag}{seed}."""
     from adaptive_pause.config import from_dict
     from adaptive_pause.ppo.config import PPOConfig
     from adaptive_pause.ppo.trainer import train
 
-    run = Path(out) / f"{Path(lm_dir).parent.name}-{controller}{seed}"
+    run = Path(out) / f"{Path(lm_dir).parent.name}-{controller}{tag}{seed}"
     if (run / "controller").is_dir() and (run / "result.json").is_file():
         return str(run)
     train(from_dict(PPOConfig, {**stage_yaml("controller"), "env": "lm", "model_run_dir": lm_dir, "seed": seed,
-                                "controller": controller, "iterations": iterations, "output_dir": str(run),
-                                "progress": False, "overwrite": True}))
+                                "controller": controller, "iterations": iterations, **(ppo_set or {}),
+                                "output_dir": str(run), "progress": False, "overwrite": True}))
     return str(run)
 
 
@@ -198,15 +200,15 @@ def countdown_only(compare: dict, args, out: Path) -> dict:
     return payload
 
 
-def plot(all_results: dict, out: Path) -> list[str]:
+def plot(all_results: dict, out: Path, tag: str = "") -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     paths = []
-    for x_key, name, xlabel in (("mean_pauses", "pareto_pauses.png", "mean pauses per answer (compute)"),
-                                ("pause_passes", "pareto_latency.png",
+    for x_key, name, xlabel in (("mean_pauses", f"pareto_pauses{tag}.png", "mean pauses per answer (compute)"),
+                                ("pause_passes", f"pareto_latency{tag}.png",
                                  "sequential passes on pauses per answer (latency)")):
         fig, ax = plt.subplots(figsize=(7, 5))
         for run, results in all_results.items():
@@ -241,6 +243,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--urgencies", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     parser.add_argument("--fixed_ks", type=int, nargs="+", default=[0, 1, 2, 4, 8, 16])
     parser.add_argument("--compare_countdown", action="store_true", help="also build each LM without the countdown")
+    parser.add_argument("--ppo_set", type=json.loads, default={},
+                        help='JSON object of controller-config fields set on top of the demo recipe for both '
+                             'controllers, e.g. \'{"ent_coef": 0.02, "learning_rate": 0.001}\'')
+    parser.add_argument("--tag", default="", help="inserted in the controller runs' directory names (lm0-plan{TAG}0): "
+                        "runs of another recipe then sit beside, not over, earlier ones")
     parser.add_argument("--countdown_only", action="store_true",
                         help="with --compare_countdown: only the LMs and their fixed-k comparison, no controllers")
     args = parser.parse_args(argv)
@@ -255,7 +262,8 @@ def main(argv=None) -> dict:
                                        args.num_examples) for s in args.lm_seeds if args.compare_countdown}
         if args.countdown_only:
             return countdown_only({f"lm{s}": job.result() for s, job in compare_jobs.items()}, args, out)
-        ppo_jobs = {(s, c, p): pool.submit(train_controller, lms[(s, True)], str(out), c, p, args.iterations)
+        ppo_jobs = {(s, c, p): pool.submit(train_controller, lms[(s, True)], str(out), c, p, args.iterations,
+                                           args.ppo_set, args.tag)
                     for s in args.lm_seeds for p in args.seeds for c in ("step", "plan")}
         runs = {key: job.result() for key, job in ppo_jobs.items()}
         eval_jobs = {s: pool.submit(evaluate, lms[(s, True)], {f"{c}{p}": runs[(s, c, p)] for c in ("step", "plan")
@@ -289,7 +297,7 @@ def main(argv=None) -> dict:
     for lm, c in compare.items():
         print(f"countdown vs plain, {lm}, teacher-forced accuracy by k: " + " ".join(
             f"k={k}: {c['countdown'][k]:.3f}/{c['plain'][k]:.3f}" for k in args.fixed_ks))
-    plots = plot(results, out)
+    plots = plot(results, out, args.tag)
 
     def mean(key):
         values = [h[key] for h in heads.values()]
@@ -298,8 +306,8 @@ def main(argv=None) -> dict:
     summary = {k: mean(k) for k in ("latency_ratio", "accuracy_gap_u0", "pause_ratio_u0")}
     payload = {"args": vars(args), "seconds": time.perf_counter() - started, "results": results, "runs": heads,
                "countdown_compare": compare, "mean_sd": summary, "plots": plots}
-    (out / "bench_planning.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    print(f"plots: {' '.join(plots)}; json: {out / 'bench_planning.json'}; {payload['seconds']:.0f} s")
+    (out / f"bench_planning{args.tag}.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    print(f"plots: {' '.join(plots)}; json: {out / f'bench_planning{args.tag}.json'}; {payload['seconds']:.0f} s")
     print(f"bench_planning: latency_ratio={summary['latency_ratio'][0]:.3f} "
           f"accuracy_gap_u0={summary['accuracy_gap_u0'][0]:.2f} pause_ratio_u0={summary['pause_ratio_u0'][0]:.3f}")
     return payload
