@@ -14,10 +14,10 @@ What is compared, per batch size (1, 16, 64 by default):
 Tokens per second count every token the model processes: prompt + pauses + answer tokens (EOS included).
 Each figure is the median over `--repeats` timed runs after one warm-up; `hf` and `ours` alternate within a
 repeat, in ABBA order (the order reverses every repeat), so that load from other processes and the state one
-call leaves for the next hit both alike. Memory is measured in an untimed round after the
-warm-up, never while timing (its sampling thread competes for the GIL and the cores). The `paired` column is
-the median (and quartiles) of the per-repeat ratios: how precisely the ratio is known on a machine whose speed
-drifts between repeats.
+call leaves for the next hit both alike. Memory is measured in an untimed round after the warm-up, never while
+timing (its sampling thread competes for the GIL and the cores). The `paired` column is the median (and
+quartiles) of the per-repeat ratios: how precisely the ratio is known on a machine whose speed drifts between
+repeats.
 Position numbering is `contiguous` (the only one HF `generate` can reproduce).
 
 Prints a table, writes JSON, and ends with one line:
@@ -26,8 +26,7 @@ the learned head deciding pause by pause: k more sequential passes than hf, whic
 the prompt), followed by the same ratios for `ours_spec` in `spec_ratio_b...` keys when it ran.
 `--model PATH --k 0 --variants hf ours` is the pretrained-model comparison (SmolLM2-135M in docs/benchmarks.md):
 no pauses, so both sides process exactly the same tokens. `peak MB` is the most resident memory (CPU: RSS
-sampled every 2 ms in an untimed round; CUDA: `max_memory_allocated`) above what was resident before
-the call.
+sampled every 2 ms in an untimed round; CUDA: `max_memory_allocated`) above what was resident before the call.
 
 Must not: benchmark quality (that is the sweeps), or use a second decode loop.
 """
