@@ -251,6 +251,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--countdown_only", action="store_true",
                         help="with --compare_countdown: only the LMs and their fixed-k comparison, no controllers")
     args = parser.parse_args(argv)
+    if not isinstance(args.ppo_set, dict):
+        parser.error(f"--ppo_set: must be a JSON object of controller-config fields, got {args.ppo_set!r}")
+    import dataclasses
+
+    from adaptive_pause.ppo.config import PPOConfig
+
+    unknown = sorted(set(args.ppo_set) - {f.name for f in dataclasses.fields(PPOConfig)})
+    if unknown:
+        parser.error(f"--ppo_set: unknown controller-config fields {unknown} (see adaptive-pause train-controller -h)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
