@@ -34,7 +34,7 @@ UrgencyAdjust = Union[None, Callable[[torch.Tensor], object], Mapping[str, objec
 def prompt_features(lm, prompt_ids: Sequence[Sequence[int]], pad_id: int, pause_id: int, numbering: str,
                     pause_slots: int, estimator: UrgencyEstimator, batch_size: int = 64,
                     progress: str | None = None) -> torch.Tensor:
-    """`estimator.features` of the LM's hidden states at `estimator.layer` for each prompt (what its trainable
+    """`estimator.features` of the LM's hidden states at `estimator.layers` for each prompt (what its trainable
     part reads; no parameters). `progress`: a label to show a progress bar under (None: no bar)."""
     from tqdm.auto import tqdm
 
@@ -55,10 +55,7 @@ def prompt_features(lm, prompt_ids: Sequence[Sequence[int]], pad_id: int, pause_
             positions = position_ids(input_ids, mask, pause_id, numbering, pause_slots)
             hidden = lm(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                         output_hidden_states=True).hidden_states
-            if not -len(hidden) <= estimator.layer < len(hidden):
-                raise ValueError(f"layer: the LM has {len(hidden)} hidden states (embeddings + each layer), "
-                                 f"got layer {estimator.layer}")
-            out.append(estimator.features(hidden[estimator.layer], mask).cpu())
+            out.append(estimator.features(estimator.select(hidden), mask).cpu())
     finally:
         lm.train(was_training)
     return UrgencyEstimator.pad_features(out)
@@ -200,7 +197,8 @@ def estimate(model, prompt_ids: Sequence[Sequence[int]], estimator: UrgencyEstim
     was_training = estimator.training
     estimator.eval()
     try:
-        return torch.sigmoid(estimator.logits_from_features(features.to(next(estimator.parameters()).device)))
+        return estimator.urgency_from_logits(
+            estimator.logits_from_features(features.to(next(estimator.parameters()).device)))
     finally:
         estimator.train(was_training)
 

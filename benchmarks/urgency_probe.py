@@ -22,10 +22,37 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from pathlib import Path
 
 import torch
+
+# Phrasings written apart from the phrase bank (no template of the bank renders any of them): a check on wording
+# the bank's authors did not template, beside the bank's own held-out templates. (level, phrase)
+OUTSIDE: list[tuple[int, str]] = [
+    (0, "Please be thorough, we have all year"), (0, "Accuracy is everything here; the clock does not exist"),
+    (0, "No deadline on this one, work carefully"), (0, "I can wait as long as it takes for the right number"),
+    (0, "Completely unhurried, just be exact"), (0, "Spend ages on it if you like, only correctness counts"),
+    (1, "Not pressing, whenever you're free"), (1, "Sometime in the next few days would be great"),
+    (1, "It's not urgent, no hurry"), (1, "Low priority, get to it when you can"),
+    (1, "Take it easy, this can wait until next week"), (1, "No rush on this, really"),
+    (2, "Could I have it by this evening?"), (2, "Before I leave the office today, please"),
+    (2, "Some time this afternoon is fine"), (2, "I need it for a meeting tomorrow morning"),
+    (2, "No big rush, but today please"), (2, "By close of business today"),
+    (3, "Within the hour would be nice"), (3, "Fairly soon please, but no panic"),
+    (3, "I'd like it in the next half hour or so"), (3, "Moderately urgent"),
+    (3, "Don't take forever, but there's no emergency"), (3, "The client calls back in about an hour"),
+    (4, "I need this in a few minutes"), (4, "Be quick please, my meeting starts in ten minutes"),
+    (4, "Hurry a little, I'm short on time"), (4, "Fast answer please"),
+    (4, "Quickly, the shop closes in a quarter of an hour"), (4, "Can you speed up, people are waiting"),
+    (5, "I need it right now"), (5, "Urgent! Answer immediately"), (5, "ASAP please, no time"),
+    (5, "Hurry, the boss is asking for it this minute"), (5, "Quick, quick, we go live any second now"),
+    (5, "Right away please, it is urgent"),
+    (6, "Emergency! Answer this second, lives are at stake"), (6, "The building is collapsing, answer instantly"),
+    (6, "We have three seconds before impact"), (6, "Mayday mayday, reply now"),
+    (6, "The reactor is melting down, no time at all"), (6, "Someone is dying, answer instantly"),
+]
 
 QUERY = "Before answering: how urgent is this request, from 0 (no rush at all) to 9 (an emergency)? Urgency:"
 RIDGE = (1.0, 10.0, 100.0, 1000.0, 10000.0)
@@ -45,6 +72,10 @@ def parse_args(argv=None):
     p.add_argument("--layers", type=int, nargs="+", default=None,
                    help="hidden-state indices to read (default: 8 spread from a quarter of the depth to the end)")
     p.add_argument("--query", default=QUERY)
+    p.add_argument("--num_outside", type=int, default=420,
+                   help="prompts carrying the phrasings written apart from the bank (OUTSIDE), cycling over them")
+    p.add_argument("--readings", nargs="+", default=["mean", "last", "digits"], choices=["mean", "last", "digits"],
+                   help="which readings to probe (without digits, the blocks above the highest layer are not run)")
     p.add_argument("--variants", nargs="+", default=["plain", "query"], choices=["plain", "query"])
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--threads", type=int, default=None)
@@ -115,24 +146,47 @@ def main(argv=None) -> int:
 
     if not Path(args.model).is_dir():
         raise SystemExit(f"urgency_probe: --model {args.model} is not a directory (a local HF model directory)")
+    from transformers import AutoConfig
+
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    lm = AutoModelForCausalLM.from_pretrained(args.model).eval()
-    set_prompt_format(tokenizer, args.prompt_format, args.system_prompt if args.prompt_format == "chat" else None)
-    depth = lm.config.num_hidden_layers
+    depth = AutoConfig.from_pretrained(args.model).num_hidden_layers
     layers = args.layers or sorted({round(depth * f) for f in (0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)})
+    if not all(0 <= layer <= depth for layer in layers):
+        raise SystemExit(f"urgency_probe: --layers must be in 0..{depth} (hidden-state indices), got {layers}")
+    # Hidden state L comes out of the first L blocks: the blocks above the highest layer read are not loaded,
+    # unless the digits reading (the LM's own answer) needs the whole model.
+    keep = depth if "digits" in args.readings else max(layers)
+    lm = AutoModelForCausalLM.from_pretrained(args.model, num_hidden_layers=keep).eval()
+    set_prompt_format(tokenizer, args.prompt_format, args.system_prompt if args.prompt_format == "chat" else None)
     query_ids = encode_text(tokenizer, " " + args.query, what="query")
     digit_ids = [encode_text(tokenizer, str(d), what="digit")[0] for d in range(10)]
     bank = UrgencyPhraseBank(args.phrase_seed)
     task = get_task(args.task)
-    sizes = {"train": args.num_train, "validation": args.num_validation, "test": args.num_test}
+    sizes = {"train": args.num_train, "validation": args.num_validation, "test": args.num_test,
+             "outside": args.num_outside}
     data = {}
     for split, n in sizes.items():
-        examples = bank.examples([task], split, n, seed=1)
-        prompt_ids = encode_prompts(tokenizer, [e.prompt for e in examples])
-        levels = torch.tensor([e.level for e in examples])
+        if split == "outside":
+            rng = random.Random("urgency-probe-outside")
+            examples = []
+            for i in range(n):
+                level, phrase = OUTSIDE[i % len(OUTSIDE)]
+                prompt = task.sample(rng).prompt
+                text = f"{phrase} {prompt}" if rng.random() < 0.5 else f"{prompt} {phrase}"
+                examples.append((text, level))
+        else:
+            examples = [(e.prompt, e.level) for e in bank.examples([task], split, n, seed=1)]
+        prompt_ids = encode_prompts(tokenizer, [text for text, _ in examples])
+        levels = torch.tensor([level for _, level in examples])
         for variant in args.variants:
             suffix = query_ids if variant == "query" else []
             found = readings(lm, [p + suffix for p in prompt_ids], layers, digit_ids, args.batch_size)
+            if "digits" not in args.readings:
+                found.pop("digits")
+            if "last" not in args.readings:
+                found = {k: v for k, v in found.items() if not k.startswith("last")}
+            if len(layers) > 1:  # every layer's mean side by side: does one linear read of several depths help?
+                found["means" + "+".join(map(str, layers))] = torch.cat([found[f"mean{layer}"] for layer in layers], 1)
             for name, features in found.items():
                 data.setdefault(f"{variant}_{name}", {})[split] = features
         data.setdefault("_levels", {})[split] = levels
@@ -141,16 +195,17 @@ def main(argv=None) -> int:
     rows = {}
     for name, splits in data.items():
         rows[name] = ridge_probe(splits["train"], levels["train"].float() / 6,
-                                 {s: (splits[s], levels[s]) for s in ("validation", "test")})
+                                 {s: (splits[s], levels[s]) for s in ("validation", "test", "outside")})
     print(f"urgency probe: {args.model}, {args.prompt_format} format, phrase seed {args.phrase_seed}, "
           f"{args.num_train}/{args.num_validation}/{args.num_test} prompts; ridge strength chosen on validation")
-    header = f"{'reading':>16} | {'ridge':>6} | {'val Spearman':>12} | {'val MAE':>7} | {'test Spearman':>13} | " \
-             f"{'test MAE':>8}"
+    header = f"{'reading':>22} | {'ridge':>6} | {'val Spearman':>12} | {'val MAE':>7} | {'test Spearman':>13} | " \
+             f"{'test MAE':>8} | {'outside Spearman':>16} | {'outside MAE':>11}"
     print(header)
     print("-" * len(header))
     for name, r in rows.items():
-        print(f"{name:>16} | {r['ridge']:>6.0f} | {r['validation']['spearman']:>12.3f} | "
-              f"{r['validation']['mae']:>7.3f} | {r['test']['spearman']:>13.3f} | {r['test']['mae']:>8.3f}")
+        print(f"{name:>22} | {r['ridge']:>6.0f} | {r['validation']['spearman']:>12.3f} | "
+              f"{r['validation']['mae']:>7.3f} | {r['test']['spearman']:>13.3f} | {r['test']['mae']:>8.3f} | "
+              f"{r['outside']['spearman']:>16.3f} | {r['outside']['mae']:>11.3f}")
     best = max(rows, key=lambda n: rows[n]["validation"]["spearman"])
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +214,8 @@ def main(argv=None) -> int:
     print(f"wrote {output}")
     name = args.model_name or Path(args.model).name
     print(f"urgency_probe: model={name} best={best} test_spearman={rows[best]['test']['spearman']:.3f} "
-          f"test_mae={rows[best]['test']['mae']:.3f}")
+          f"test_mae={rows[best]['test']['mae']:.3f} outside_spearman={rows[best]['outside']['spearman']:.3f} "
+          f"outside_mae={rows[best]['outside']['mae']:.3f}")
     return 0
 
 

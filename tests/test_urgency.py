@@ -81,6 +81,39 @@ def test_conv_estimator_ignores_padding_and_round_trips(tmp_path):
         UrgencyEstimator(4, pooling="conv", kernel=4)
 
 
+def test_mean_classifier_over_several_layers_standardises_ignores_padding_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    est = UrgencyEstimator(4, layer=[0, 2], pooling="mean", classes=LEVELS, vocab_size=50, pause_id=3).eval()
+    hidden = tuple(torch.randn(3, 5, 4) * (1 + 10 * i) for i in range(3))  # embeddings + 2 layers, unequal scales
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 1]])
+    states = est.select(hidden)
+    assert states.shape == (3, 5, 8) and torch.equal(states[..., 4:], hidden[2])
+    features = est.features(states, mask)
+    assert torch.allclose(features[0], states[0, 2:].mean(0))  # the mean of the real positions only
+    est.standardize(features)
+    z = (features - est.center) / est.scale
+    assert torch.allclose(z.mean(0), torch.zeros(8), atol=1e-5) and torch.allclose(z.std(0), torch.ones(8), atol=1e-4)
+    logits = est.logits_from_features(features)
+    assert logits.shape == (3, LEVELS)
+    expected = (logits.softmax(-1) * torch.arange(LEVELS) / (LEVELS - 1)).sum(-1)
+    assert torch.allclose(est(states, mask), expected, atol=1e-6)  # the expected level's urgency
+    padded = states.clone()
+    padded[0, :2] = 1e6
+    assert torch.allclose(est(padded, mask), est(states, mask))
+    save_estimator(est, tmp_path / "u")
+    back = load_estimator(tmp_path / "u", hidden_size=4, vocab_size=50, pause_id=3)
+    assert back.config() == est.config() and back.config()["layer"] == [0, 2] and back.classes == LEVELS
+    assert torch.equal(back.center, est.center) and torch.equal(back(states, mask), est(states, mask))
+    with pytest.raises(ValueError, match="layer: the LM has 3 hidden states"):
+        UrgencyEstimator(4, layer=[0, 3]).select(hidden)
+    with pytest.raises(ValueError, match="layer: lists a hidden state twice"):
+        UrgencyEstimator(4, layer=[1, 1])
+    with pytest.raises(ValueError, match="classes: must be None"):
+        UrgencyEstimator(4, classes=1)
+    with pytest.raises(ValueError, match="only the 'mean' head standardises"):
+        UrgencyEstimator(4).standardize(features)
+
+
 @pytest.mark.parametrize("facts, message", [
     ({"hidden_size": 16}, "hidden_size: estimator=8, model=16"),
     ({"hidden_size": 8, "vocab_size": 200}, "tokenizer vocab size: estimator=105, model=200"),
@@ -317,13 +350,16 @@ class _Crash(RuntimeError):
     pass
 
 
-def test_train_urgency_resume_is_exact(tmp_path, capsys, monkeypatch):
+# The default head, and the linear classifier over two layers' standardised means (the SmolLM2 recipe's head).
+@pytest.mark.parametrize("head", [(), ("--pooling", "mean", "--loss", "ce", "--layer", "1", "2")],
+                         ids=["meanmax", "mean_ce_two_layers"])
+def test_train_urgency_resume_is_exact(tmp_path, capsys, monkeypatch, head):
     import adaptive_pause.training.urgency as stage
 
     straight, resumed = tmp_path / "a", tmp_path / "b"
     for run in (straight, resumed):
         opinionated_model("slotted", policy=decisive_head(32)).save_pretrained(run)
-    assert cli_main(_train_args(straight, 10)) == 0
+    assert cli_main(_train_args(straight, 10, *head)) == 0
     evaluations = []
     real_evaluate = stage.evaluate
 
@@ -335,14 +371,20 @@ def test_train_urgency_resume_is_exact(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(stage, "evaluate", crash_at_the_second_evaluation)
     with pytest.raises(_Crash):
-        cli_main(_train_args(resumed, 10))
+        cli_main(_train_args(resumed, 10, *head))
     monkeypatch.setattr(stage, "evaluate", real_evaluate)
     assert json.loads((resumed / "urgency_train" / "state" / "trainer.json").read_text())["step"] == 5
-    assert cli_main(_train_args(resumed, 10, "--resume", "true")) == 0
-    assert cli_main(_train_args(resumed, 12, "--resume", "true", "--width", "8")) == 2
+    assert cli_main(_train_args(resumed, 10, *head, "--resume", "true")) == 0
+    assert cli_main(_train_args(resumed, 12, *head, "--resume", "true", "--width", "8")) == 2
     assert "resume: the config differs" in capsys.readouterr().err
     a = load_estimator(straight / "urgency").state_dict()
     b = load_estimator(resumed / "urgency").state_dict()
+    if head:  # the classifier was trained, standardised with the training prompts, and is what "auto" reads
+        estimator = load_estimator(straight / "urgency")
+        assert estimator.classes == LEVELS and estimator.layers == (1, 2) and not torch.equal(a["scale"],
+                                                                                              torch.ones(64))
+        model = AdaptivePauseModel.from_pretrained(straight)
+        assert model.estimate_urgency(PROMPTS).shape == (len(PROMPTS),)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     la = json.loads((straight / "urgency_train" / "history.json").read_text())
     lb = json.loads((resumed / "urgency_train" / "history.json").read_text())

@@ -32,7 +32,7 @@ from ..tasks.urgency_phrases import LEVELS, PLACEMENTS, UrgencyPhraseBank
 
 STAGE_DIR = "urgency_train"
 ESTIMATOR_DIR = "urgency"
-LOSSES = ("bce", "mse")
+LOSSES = ("bce", "mse", "ce")
 
 
 @dataclass
@@ -48,14 +48,18 @@ class UrgencyTrainConfig:
     num_train: int = help_field("training prompts (train phrasings only)", default=4096)
     num_validation: int = help_field("validation prompts (held-out phrasings)", default=1024)
     num_test: int = help_field("test prompts (other held-out phrasings; reported once, at the end)", default=1024)
-    layer: int = help_field("which of the LM's hidden states the estimator reads (-1 = the last layer's)", default=-1)
-    pooling: str = help_field("the estimator's head: 'meanmax' (mean and max of the states -> MLP) or 'conv' (a "
-                              "convolution over positions -> max: detects short cues)", default="meanmax")
+    layer: list[int] = help_field("which of the LM's hidden states the estimator reads (-1 = the last layer's); "
+                                  "several are read side by side", default_factory=lambda: [-1])
+    pooling: str = help_field("the estimator's head: 'mean' (the states' mean, standardised with the training "
+                              "prompts' statistics -> linear: a probe), 'meanmax' (mean and max of the states -> MLP) "
+                              "or 'conv' (a convolution over positions -> max: detects short cues)",
+                              default="meanmax")
     kernel: int = help_field("conv head: the convolution's width in tokens (odd)", default=5)
     width: int = help_field("estimator MLP width (conv: channels)", default=128)
     dropout: float = help_field("estimator dropout", default=0.1)
-    loss: str = help_field("'bce' (cross-entropy against the level's urgency as a soft target) or 'mse'",
-                      default="bce")
+    loss: str = help_field("'bce' (cross-entropy against the level's urgency as a soft target), 'mse', or 'ce' "
+                           "(the levels as classes: one logit each, the urgency is the expected level)",
+                           default="bce")
     seed: int = help_field("seed for the head's initialisation, the data and the minibatch order", default=0)
     max_steps: int = help_field("optimizer steps", default=1500)
     batch_size: int = help_field("global minibatch size (split across processes)", default=256)
@@ -76,6 +80,8 @@ class UrgencyTrainConfig:
                      "feature_batch_size", "eval_every", "checkpoint_every"):
             check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+        check(len(self.layer) >= 1 and len(set(self.layer)) == len(self.layer), "layer",
+              f"needs one or more distinct hidden-state indices, got {self.layer}")
         check(self.pooling in POOLINGS, "pooling", f"must be one of {POOLINGS}, got {self.pooling!r}")
         check(self.kernel >= 1 and self.kernel % 2 == 1, "kernel", f"must be an odd integer >= 1, got {self.kernel}")
         check(self.loss in LOSSES, "loss", f"must be one of {LOSSES}, got {self.loss!r}")
@@ -144,7 +150,7 @@ def evaluate(estimator: UrgencyEstimator, data: PhrasedSplit) -> dict:
     was_training = estimator.training
     estimator.eval()
     device = next(estimator.parameters()).device
-    estimate = torch.cat([torch.sigmoid(estimator.logits_from_features(chunk.to(device))).cpu()
+    estimate = torch.cat([estimator.urgency_from_logits(estimator.logits_from_features(chunk.to(device))).cpu()
                           for chunk in data.features.split(512)])
     estimator.train(was_training)
 
@@ -226,11 +232,15 @@ def run_train_urgency(config: UrgencyTrainConfig) -> dict:
     for p in model.lm.parameters():
         p.requires_grad_(False)
     torch.manual_seed(config.seed)  # the same initial head on every process
-    estimator = UrgencyEstimator(model.hidden_size, width=config.width, layer=config.layer, dropout=config.dropout,
+    layer = config.layer[0] if len(config.layer) == 1 else list(config.layer)
+    estimator = UrgencyEstimator(model.hidden_size, width=config.width, layer=layer, dropout=config.dropout,
                                  vocab_size=len(model.tokenizer), pause_id=model.settings.pause_id,
-                                 pooling=config.pooling, kernel=config.kernel).to(accelerator.device)
+                                 pooling=config.pooling, kernel=config.kernel,
+                                 classes=LEVELS if config.loss == "ce" else None).to(accelerator.device)
     # The LM is frozen, so its states are read once: training touches only the head.
     train_data = phrased_split(model, estimator, config, "train", config.num_train, config.seed)
+    if config.pooling == "mean":  # statistics of the training prompts only (a resumed run reloads them below)
+        estimator.standardize(train_data.features)
     val_data = phrased_split(model, estimator, config, "validation", config.num_validation, config.seed + 1)
     head = _PooledHead(estimator)
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -257,6 +267,7 @@ def run_train_urgency(config: UrgencyTrainConfig) -> dict:
     history_file = stage_dir / "history.json"
     history: list[dict] = json.loads(history_file.read_text()) if config.resume and history_file.is_file() else []
     features, target = train_data.features.to(accelerator.device), train_data.urgency.to(accelerator.device)
+    level = train_data.level.to(accelerator.device)
     per_process = config.batch_size // world
     bar = tqdm(range(start, config.max_steps), desc="train-urgency", initial=start, total=config.max_steps,
                disable=not (config.progress and accelerator.is_main_process))
@@ -270,6 +281,8 @@ def run_train_urgency(config: UrgencyTrainConfig) -> dict:
         logits = head(features[rows])
         if config.loss == "bce":
             loss = nn.functional.binary_cross_entropy_with_logits(logits, target[rows])
+        elif config.loss == "ce":
+            loss = nn.functional.cross_entropy(logits, level[rows])
         else:
             loss = nn.functional.mse_loss(torch.sigmoid(logits), target[rows])
         accelerator.backward(loss)
