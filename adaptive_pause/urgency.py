@@ -53,8 +53,9 @@ def prompt_features(lm, prompt_ids: Sequence[Sequence[int]], pad_id: int, pause_
                 mask[row, width - len(ids):] = 1
             input_ids, mask = input_ids.to(device), mask.to(device)
             positions = position_ids(input_ids, mask, pause_id, numbering, pause_slots)
-            hidden = lm(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                        output_hidden_states=True).hidden_states
+            # Only the states are read: the vocabulary projection runs at one position (as in the decode loop).
+            hidden = lm(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False,
+                        output_hidden_states=True, logits_to_keep=1).hidden_states
             out.append(estimator.features(estimator.select(hidden), mask).cpu())
     finally:
         lm.train(was_training)

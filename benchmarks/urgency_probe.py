@@ -28,32 +28,6 @@ from pathlib import Path
 
 import torch
 
-# Phrasings written apart from the phrase bank (no template of the bank renders any of them): a check on wording
-# the bank's authors did not template, beside the bank's own held-out templates. (level, phrase)
-OUTSIDE: list[tuple[int, str]] = [
-    (0, "Please be thorough, we have all year"), (0, "Accuracy is everything here; the clock does not exist"),
-    (0, "No deadline on this one, work carefully"), (0, "I can wait as long as it takes for the right number"),
-    (0, "Completely unhurried, just be exact"), (0, "Spend ages on it if you like, only correctness counts"),
-    (1, "Not pressing, whenever you're free"), (1, "Sometime in the next few days would be great"),
-    (1, "It's not urgent, no hurry"), (1, "Low priority, get to it when you can"),
-    (1, "Take it easy, this can wait until next week"), (1, "No rush on this, really"),
-    (2, "Could I have it by this evening?"), (2, "Before I leave the office today, please"),
-    (2, "Some time this afternoon is fine"), (2, "I need it for a meeting tomorrow morning"),
-    (2, "No big rush, but today please"), (2, "By close of business today"),
-    (3, "Within the hour would be nice"), (3, "Fairly soon please, but no panic"),
-    (3, "I'd like it in the next half hour or so"), (3, "Moderately urgent"),
-    (3, "Don't take forever, but there's no emergency"), (3, "The client calls back in about an hour"),
-    (4, "I need this in a few minutes"), (4, "Be quick please, my meeting starts in ten minutes"),
-    (4, "Hurry a little, I'm short on time"), (4, "Fast answer please"),
-    (4, "Quickly, the shop closes in a quarter of an hour"), (4, "Can you speed up, people are waiting"),
-    (5, "I need it right now"), (5, "Urgent! Answer immediately"), (5, "ASAP please, no time"),
-    (5, "Hurry, the boss is asking for it this minute"), (5, "Quick, quick, we go live any second now"),
-    (5, "Right away please, it is urgent"),
-    (6, "Emergency! Answer this second, lives are at stake"), (6, "The building is collapsing, answer instantly"),
-    (6, "We have three seconds before impact"), (6, "Mayday mayday, reply now"),
-    (6, "The reactor is melting down, no time at all"), (6, "Someone is dying, answer instantly"),
-]
-
 QUERY = "Before answering: how urgent is this request, from 0 (no rush at all) to 9 (an emergency)? Urgency:"
 RIDGE = (1.0, 10.0, 100.0, 1000.0, 10000.0)
 
@@ -73,7 +47,7 @@ def parse_args(argv=None):
                    help="hidden-state indices to read (default: 8 spread from a quarter of the depth to the end)")
     p.add_argument("--query", default=QUERY)
     p.add_argument("--num_outside", type=int, default=420,
-                   help="prompts carrying the phrasings written apart from the bank (OUTSIDE), cycling over them")
+                   help="prompts carrying the phrasings written apart from the bank (WRITTEN_APART), cycling over them")
     p.add_argument("--readings", nargs="+", default=["mean", "last", "digits"], choices=["mean", "last", "digits"],
                    help="which readings to probe (without digits, the blocks above the highest layer are not run)")
     p.add_argument("--variants", nargs="+", default=["plain", "query"], choices=["plain", "query"])
@@ -141,7 +115,7 @@ def main(argv=None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from adaptive_pause.tasks import get_task
-    from adaptive_pause.tasks.urgency_phrases import UrgencyPhraseBank
+    from adaptive_pause.tasks.urgency_phrases import WRITTEN_APART, UrgencyPhraseBank
     from adaptive_pause.tokens import encode_prompts, encode_text, set_prompt_format
 
     if not Path(args.model).is_dir():
@@ -170,7 +144,7 @@ def main(argv=None) -> int:
             rng = random.Random("urgency-probe-outside")
             examples = []
             for i in range(n):
-                level, phrase = OUTSIDE[i % len(OUTSIDE)]
+                level, phrase = WRITTEN_APART[i % len(WRITTEN_APART)]
                 prompt = task.sample(rng).prompt
                 text = f"{phrase} {prompt}" if rng.random() < 0.5 else f"{prompt} {phrase}"
                 examples.append((text, level))

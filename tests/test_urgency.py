@@ -140,6 +140,36 @@ def test_estimator_bad_files_and_arguments_raise_value_errors(tmp_path):
 
 
 # ---- the phrase bank ---------------------------------------------------------------------------------------------
+def test_phrasings_written_apart_are_rendered_by_no_template_and_cover_every_level():
+    import re
+
+    from adaptive_pause.tasks.urgency_phrases import SLOTS, WRITTEN_APART
+
+    def words(text):  # lower case, punctuation dropped, single spaces
+        return " ".join(re.sub(r"[^\w' -]", " ", text.lower()).split())
+
+    def pattern(template):  # every rendering of `template` (and a few more: spaces are optional), over `words`
+        def escaped(text):
+            return " ".join(re.escape(w) for w in words(text).split())
+
+        pieces = []
+        for part in re.split(r"(\{[^{}]*\})", template):
+            if part.startswith("{"):
+                body = part[1:-1]
+                options = SLOTS[body] if body in SLOTS else body.split("|")
+                pieces.append("(?:" + "|".join(escaped(o) for o in options) + ")")
+            elif words(part):
+                pieces.append(escaped(part))
+        return re.compile(r"\s*".join(pieces))
+
+    patterns = [pattern(t) for _, _, t in TEMPLATES]
+    assert pattern("{no need|there's no need} to hurry, {answer}").fullmatch(words("No need to hurry: the result!"))
+    assert {level for level, _ in WRITTEN_APART} == set(range(LEVELS))
+    for _, phrase in WRITTEN_APART:
+        assert not any(p.fullmatch(words(phrase)) for p in patterns), phrase
+        assert all(32 <= ord(c) < 127 for c in phrase)
+
+
 def test_phrase_bank_splits_by_template_covers_every_level_and_is_seeded():
     bank = UrgencyPhraseBank(seed=0)
     templates = {s: {p.template for p in bank.phrasings(s)} for s in SPLITS}

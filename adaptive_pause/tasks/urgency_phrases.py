@@ -368,6 +368,33 @@ TEMPLATES: list[tuple[int, str, str]] = [
     (6, "context", "{he|she|the patient} {has|has only} {seconds|moments} to live"),
 ]
 
+# Phrasings written apart from the templates (no template renders any of them), for checking a trained estimator
+# on wording the bank's authors did not template, beside the bank's own held-out templates. Never trained on:
+# no split of `UrgencyPhraseBank` contains them. (level, phrase)
+WRITTEN_APART: list[tuple[int, str]] = [
+    (0, "Please be thorough, we have all year"), (0, "Accuracy is everything here; the clock does not exist"),
+    (0, "No deadline on this one, work carefully"), (0, "I can wait as long as it takes for the right number"),
+    (0, "Completely unhurried, just be exact"), (0, "Spend ages on it if you like, only correctness counts"),
+    (1, "Not pressing, whenever you're free"), (1, "Sometime in the next few days would be great"),
+    (1, "It's not urgent, no hurry"), (1, "Low priority, get to it when you can"),
+    (1, "Take it easy, this can wait until next week"), (1, "No rush on this, really"),
+    (2, "Could I have it by this evening?"), (2, "Before I leave the office today, please"),
+    (2, "Some time this afternoon is fine"), (2, "I need it for a meeting tomorrow morning"),
+    (2, "No big rush, but today please"), (2, "By close of business today"),
+    (3, "Within the hour would be nice"), (3, "Fairly soon please, but no panic"),
+    (3, "I'd like it in the next half hour or so"), (3, "Moderately urgent"),
+    (3, "Don't take forever, but there's no emergency"), (3, "The client calls back in about an hour"),
+    (4, "Give me a number within five minutes or so"), (4, "Be quick please, my meeting starts in ten minutes"),
+    (4, "Hurry a little, I'm short on time"), (4, "Fast answer please"),
+    (4, "Quickly, the shop closes in a quarter of an hour"), (4, "Can you speed up, people are waiting"),
+    (5, "I need it right now"), (5, "Urgent! Respond straight away"), (5, "ASAP please, no time"),
+    (5, "Hurry, the boss is asking for it this minute"), (5, "Quick, quick, we go live any second now"),
+    (5, "Right away please, it is urgent"),
+    (6, "Emergency! Answer this second, lives are at stake"), (6, "The building is collapsing, answer instantly"),
+    (6, "We have three seconds before impact"), (6, "Mayday mayday, reply now"),
+    (6, "The reactor is melting down, no time at all"), (6, "Someone is dying, answer instantly"),
+]
+
 _ALTERNATIVES = re.compile(r"\{([^{}]*)\}")
 _SEPARATORS_BEFORE = (" ", ": ", ". ", ", ", " - ", "! ", "; ")
 _ENDINGS = ("", ".", "!", "...", "?")
