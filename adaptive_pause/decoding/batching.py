@@ -7,12 +7,15 @@ caller each step's records and forget them). Rows are left-padded to a common wi
 masked (attention mask 0, bias at the dtype's minimum) and positions are per row, so each row's context
 and positions are exactly those it would have decoding alone (tests check greedy answers against `generate`).
 A session that admits or drops rows keeps no whole-run trace: row indices change, so the caller reads
-each step's record as it comes (`take_records`), as the server does.
+each step's record as it comes (`take_records`), as the server does. Its interruption records
+(`session.interruptions`) follow their rows: re-indexed when rows leave, dropped with them.
 
 Must not: choose actions, schedule requests or know about HTTP; loop over rows in Python.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 
@@ -155,6 +158,11 @@ def _select(session: DecodeSession, keep: torch.Tensor, allow_empty: bool = Fals
         used = mask.bool().any(0)
         start = int(used.long().argmax())
         layers = [(k[keep][:, :, start:], v[keep][:, :, start:]) for k, v in _layer_states(session)]
+    # Interruptions follow their rows: a kept row's records take its new index, a dropped row's go with it.
+    new_index = (keep.long().cumsum(0) - 1).tolist()
+    kept = keep.tolist()
+    session.interruptions = [dataclasses.replace(i, row=new_index[i.row]) for i in session.interruptions
+                             if kept[i.row]]
     for name in _ROW_STATE:
         setattr(session, name, getattr(session, name)[keep])
     for name in _OPTIONAL_ROW_STATE:

@@ -116,3 +116,23 @@ def test_admit_and_keep_rows_refuse_mismatches():
         keep_rows(running, torch.ones(3, dtype=torch.bool))
     with pytest.raises(ValueError, match="keep: expected"):
         admit(running, _session(model, PROMPTS[2:], 0.5, config), keep=torch.ones(3, dtype=torch.bool))
+
+
+def test_interruption_records_follow_their_rows_through_keep_rows_and_admit():
+    from adaptive_pause.tokens import ensure_interrupt_tokens
+
+    model = opinionated_model("slotted")
+    ensure_interrupt_tokens(model.tokenizer, model.lm)
+    config = DecodeConfig(max_new_tokens=6, max_pauses=4)
+    session = _session(model, PROMPTS, 0.3, config)
+    session.step(torch.ones(len(PROMPTS), dtype=torch.long))
+    session.interrupt([1, 3], ["hurry up", "never mind"])
+    keep_rows(session, torch.tensor([False, True, True, True]))  # row 0 leaves: rows 1..3 become 0..2
+    assert [(i.row, i.text) for i in session.interruptions] == [(0, "hurry up"), (2, "never mind")]
+    assert session.interrupted.tolist() == [True, False, True]
+    admit(session, _session(model, EXTRA[:2], 0.3, config), keep=torch.tensor([True, True, False]))
+    assert [(i.row, i.text) for i in session.interruptions] == [(0, "hurry up")]  # "never mind" left with its row
+    session.step(torch.ones(session.batch, dtype=torch.long))
+    session.interrupt([3], ["take your time"])
+    assert [(i.row, i.text) for i in session.interruptions] == [(0, "hurry up"), (3, "take your time")]
+    assert session.interrupted.tolist() == [True, False, False, True]
