@@ -86,7 +86,8 @@ def main(argv=None) -> int:
     p.add_argument("--phrases", default=None, help="JSON lines of your own: {\"phrase\", \"level\" or \"urgency\"}")
     p.add_argument("--task", default="addition:1-3", help="the task whose prompts carry the phrases")
     p.add_argument("--per_phrase", type=int, default=10, help="prompts per written-apart or file phrase")
-    p.add_argument("--num_bank", type=int, default=700, help="prompts per held-out split of the bank")
+    p.add_argument("--num_bank", type=int, default=700,
+                   help="prompts per held-out split of the bank (0: skip the bank)")
     p.add_argument("--phrase_seed", type=int, default=None,
                    help="the bank's split (default: the one the estimator was trained with)")
     p.add_argument("--threads", type=int, default=None)
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     task = get_task(args.task)
     bank = UrgencyPhraseBank(phrase_seed)
     rows = {}
-    for split in ("validation", "test"):
+    for split in ("validation", "test") if args.num_bank > 0 else ():
         examples = bank.examples([task], split, args.num_bank, seed=7)
         estimate = model.estimate_urgency([e.prompt for e in examples])
         rows[split] = figures(estimate, [e.urgency for e in examples])
