@@ -42,8 +42,10 @@ def test_preset_runs_every_stage_with_the_control_then_skips(tmp_path, capsys):
                            "max_new_tokens: 3\nfirst_token_pauses_only: true\nprompt_summary: true\n",
              "sweep": "urgencies: [0.0, 1.0]\nnum_examples: 6\nfixed_ks: [0, 2]\nrandom_ps: []\nmax_pauses: 4\n"
                       "max_pauses_total: 4\nfirst_token_pauses_only: true\n",
-             "urgency": "num_train: 280\nnum_validation: 140\nnum_test: 140\nlayer: -1\nmax_steps: 3\n"
-                        "batch_size: 8\nwarmup_steps: 1\neval_every: 3\nwidth: 8\n"}
+             # The shipped recipe's head (the standardised means of several layers -> a classifier over the levels)
+             # on the tiny base (embeddings and its one layer).
+             "urgency": "num_train: 280\nnum_validation: 140\nnum_test: 140\nlayer: [0, 1]\npooling: mean\n"
+                        "loss: ce\nmax_steps: 3\nbatch_size: 8\nwarmup_steps: 1\neval_every: 3\n"}
     for stage, text in small.items():
         (tmp_path / f"{stage}.yaml").write_text(
             (text + "prompt_format: chat\nsystem_prompt: Answer with the number only.\nmax_pauses: 4\n")
@@ -60,6 +62,8 @@ def test_preset_runs_every_stage_with_the_control_then_skips(tmp_path, capsys):
     assert summary["urgency"]["test"]["n"] == 7  # 140 held-out prompts at scale 0.05
     assert "held-out test phrasings: spearman=" in out
     assert (tmp_path / "out" / "controller" / "urgency" / "urgency.safetensors").is_file()
+    saved = json.loads((tmp_path / "out" / "controller" / "urgency" / "config.json").read_text())["config"]
+    assert (saved["layer"], saved["pooling"], saved["classes"]) == ([0, 1], "mean", 7)
     assert set(summary["finetune_by_k"]) == set(summary["control_by_k"]) == {"0", "1", "2", "4", "8", "16"}
     evaluated = json.loads((tmp_path / "out" / "eval" / "eval_pauses.json").read_text())["results"]["addition"]
     assert evaluated["n"] == 12 and set(evaluated["n_by_difficulty"]) <= {str(d) for d in DIGITS}
