@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 import torch
+from urgency_probe import readings, ridge_probe  # benchmarks/ is the script's directory
 
 RIDGE = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
 DECAY = (0.1, 1.0, 10.0)
@@ -56,7 +57,6 @@ def parse_args(argv=None):
 def prompts(task, per_template: int, per_apart: int):
     """(texts, levels, template index; -1 - i for WRITTEN_APART[i]), rendered as the bank renders."""
     from adaptive_pause.tasks.urgency_phrases import TEMPLATES, WRITTEN_APART, Phrasing, UrgencyPhraseBank
-    from adaptive_pause.tasks.base import Example
 
     bank = UrgencyPhraseBank(0)
     rng = random.Random("urgency-heads")
@@ -76,23 +76,6 @@ def prompts(task, per_template: int, per_apart: int):
     return texts, torch.tensor(levels), torch.tensor(index)
 
 
-@torch.no_grad()
-def read_means(lm, sequences: list[list[int]], layers: list[int], batch_size: int) -> torch.Tensor:
-    out = []
-    for start in range(0, len(sequences), batch_size):
-        chunk = sequences[start:start + batch_size]
-        width = max(map(len, chunk))
-        ids = torch.tensor([[0] * (width - len(c)) + c for c in chunk])
-        mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk])
-        hidden = lm(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-                    output_hidden_states=True, logits_to_keep=1).hidden_states
-        keep = mask[..., None].float()
-        out.append(torch.cat([(hidden[layer].float() * keep).sum(1) / keep.sum(1) for layer in layers], 1))
-        if start // batch_size % 20 == 0:
-            print(f"read {start + len(chunk)}/{len(sequences)} prompts", file=sys.stderr, flush=True)
-    return torch.cat(out)
-
-
 def figures(estimate: torch.Tensor, levels: torch.Tensor) -> dict:
     from scipy.stats import spearmanr
 
@@ -102,22 +85,8 @@ def figures(estimate: torch.Tensor, levels: torch.Tensor) -> dict:
 
 
 def ridge(x, levels, data) -> dict:
-    x = x.double()
-    mean, scale = x.mean(0), x.std(0) + 1e-6
-
-    def design(f):
-        z = (f.double() - mean) / scale
-        return torch.cat([z, torch.ones(len(z), 1, dtype=torch.double)], 1)
-
-    a = design(x)
-    eye = torch.eye(a.shape[1], dtype=torch.double)
-    eye[-1, -1] = 0
-    best = None
-    for strength in RIDGE:
-        w = torch.linalg.solve(a.T @ a + strength * eye, a.T @ (levels.double() / 6))
-        result = {s: figures(design(f) @ w, lv) for s, (f, lv) in data.items()}
-        if best is None or result["validation"]["spearman"] > best["validation"]["spearman"]:
-            best = {**result, "strength": strength}
+    best = ridge_probe(x, levels.float() / 6, data, RIDGE)  # the probe's regression, strength chosen on validation
+    best["strength"] = best.pop("ridge")
     return best
 
 
@@ -166,7 +135,8 @@ def main(argv=None) -> int:
     # Hidden state L comes out of the first L blocks: the blocks above the highest layer read are not loaded.
     lm = AutoModelForCausalLM.from_pretrained(args.model, num_hidden_layers=max(args.layers)).eval()
     texts, levels, index = prompts(get_task(args.task), args.per_template, args.per_apart)
-    features = read_means(lm, encode_prompts(tokenizer, texts), args.layers, args.batch_size)
+    means = readings(lm, encode_prompts(tokenizer, texts), args.layers, None, args.batch_size)
+    features = torch.cat([means[f"mean{layer}"] for layer in args.layers], 1)
     position = {template: t for t, (_, _, template) in enumerate(TEMPLATES)}
     runs = {"ridge": [], "classifier": []}
     for seed in args.phrase_seeds:

@@ -58,8 +58,9 @@ def parse_args(argv=None):
 
 
 @torch.no_grad()
-def readings(lm, sequences: list[list[int]], layers: list[int], digit_ids: list[int], batch_size: int) -> dict:
-    """{reading name: (n, width) float} for left-padded `sequences` through `lm`."""
+def readings(lm, sequences: list[list[int]], layers: list[int], digit_ids: list[int] | None, batch_size: int) -> dict:
+    """{reading name: (n, width) float} for left-padded `sequences` through `lm` (no "digits" when `digit_ids` is
+    None)."""
     out: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(sequences), batch_size):
         chunk = sequences[start:start + batch_size]
@@ -74,7 +75,8 @@ def readings(lm, sequences: list[list[int]], layers: list[int], digit_ids: list[
             states = result.hidden_states[layer].float()
             out.setdefault(f"mean{layer}", []).append((states * keep).sum(1) / keep.sum(1))
             out.setdefault(f"last{layer}", []).append(states[:, -1])
-        out.setdefault("digits", []).append(result.logits[:, -1, digit_ids].float().log_softmax(-1))
+        if digit_ids is not None:
+            out.setdefault("digits", []).append(result.logits[:, -1, digit_ids].float().log_softmax(-1))
     return {name: torch.cat(parts) for name, parts in out.items()}
 
 
@@ -112,7 +114,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from adaptive_pause.tasks import get_task
     from adaptive_pause.tasks.urgency_phrases import WRITTEN_APART, UrgencyPhraseBank
@@ -120,8 +122,6 @@ def main(argv=None) -> int:
 
     if not Path(args.model).is_dir():
         raise SystemExit(f"urgency_probe: --model {args.model} is not a directory (a local HF model directory)")
-    from transformers import AutoConfig
-
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     depth = AutoConfig.from_pretrained(args.model).num_hidden_layers
     layers = args.layers or sorted({round(depth * f) for f in (0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)})
@@ -154,9 +154,8 @@ def main(argv=None) -> int:
         levels = torch.tensor([level for _, level in examples])
         for variant in args.variants:
             suffix = query_ids if variant == "query" else []
-            found = readings(lm, [p + suffix for p in prompt_ids], layers, digit_ids, args.batch_size)
-            if "digits" not in args.readings:
-                found.pop("digits")
+            found = readings(lm, [p + suffix for p in prompt_ids], layers,
+                             digit_ids if "digits" in args.readings else None, args.batch_size)
             if "last" not in args.readings:
                 found = {k: v for k, v in found.items() if not k.startswith("last")}
             if len(layers) > 1:  # every layer's mean side by side: does one linear read of several depths help?

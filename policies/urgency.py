@@ -73,7 +73,6 @@ class UrgencyEstimator(nn.Module):
         self.hidden_size = hidden_size
         self.width = width
         self.layers = tuple(layers)
-        self.layer = layers[0] if len(layers) == 1 else list(layers)  # as config() writes it
         self.input_size = hidden_size * len(layers)  # the states the head reads: the listed layers side by side
         self.classes = classes
         outputs = 1 if classes is None else classes
@@ -206,7 +205,8 @@ class UrgencyEstimator(nn.Module):
             raise ValueError("urgency estimator was trained on another base: " + "; ".join(problems))
 
     def config(self) -> dict:
-        return {"hidden_size": self.hidden_size, "width": self.width, "layer": self.layer, "dropout": self.dropout,
+        return {"hidden_size": self.hidden_size, "width": self.width, "dropout": self.dropout,
+                "layer": self.layers[0] if len(self.layers) == 1 else list(self.layers),
                 "vocab_size": self.vocab_size, "pause_id": self.pause_id, "pooling": self.pooling,
                 "kernel": self.kernel, "classes": self.classes}
 

@@ -425,6 +425,10 @@ def test_train_urgency_resume_is_exact(tmp_path, capsys, monkeypatch, head):
 def test_train_urgency_bad_config_names_the_field(tmp_path, capsys):
     assert cli_main(["train-urgency", str(tmp_path), "--placement", "middle"]) == 2
     assert "placement: must be one of" in capsys.readouterr().err
+    assert cli_main(["train-urgency", str(tmp_path), "--layer", "1", "1"]) == 2
+    assert "layer: needs one or more distinct hidden-state indices" in capsys.readouterr().err
+    assert cli_main(["train-urgency", str(tmp_path), "--loss", "hinge"]) == 2
+    assert "loss: must be one of ('bce', 'mse', 'ce')" in capsys.readouterr().err
     assert cli_main(["train-urgency", str(tmp_path)]) == 2
     assert "has no model/" in capsys.readouterr().err
 

@@ -232,8 +232,7 @@ def run_train_urgency(config: UrgencyTrainConfig) -> dict:
     for p in model.lm.parameters():
         p.requires_grad_(False)
     torch.manual_seed(config.seed)  # the same initial head on every process
-    layer = config.layer[0] if len(config.layer) == 1 else list(config.layer)
-    estimator = UrgencyEstimator(model.hidden_size, width=config.width, layer=layer, dropout=config.dropout,
+    estimator = UrgencyEstimator(model.hidden_size, width=config.width, layer=config.layer, dropout=config.dropout,
                                  vocab_size=len(model.tokenizer), pause_id=model.settings.pause_id,
                                  pooling=config.pooling, kernel=config.kernel,
                                  classes=LEVELS if config.loss == "ce" else None).to(accelerator.device)
