@@ -60,6 +60,7 @@ def test_demo_on_your_own_task_reads_each_split(tmp_path, capsys):
                                  pretrain_config=str(DATA / "demo_pretrain.yaml"),
                                  finetune_config=str(DATA / "demo_finetune.yaml"),
                                  controller_config=str(DATA / "demo_controller.yaml"),
+                                 urgency_config=str(DATA / "demo_urgency.yaml"), auto_per_level=3,
                                  sweep_config=str(DATA / "demo_sweep.yaml")))
     demo = tmp_path / "demo"
     for stage, split in (("pretrain", "train"), ("finetune", "train"), ("controller", "dev")):
