@@ -29,7 +29,11 @@ import sys
 from pathlib import Path
 
 import torch
-from urgency_probe import readings, ridge_probe  # benchmarks/ is the script's directory
+from urgency_probe import (  # benchmarks/ is the script's directory
+    open_reader,
+    readings,
+    ridge_probe,
+)
 
 RIDGE = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
 DECAY = (0.1, 1.0, 10.0)
@@ -56,7 +60,12 @@ def parse_args(argv=None):
 
 def prompts(task, per_template: int, per_apart: int):
     """(texts, levels, template index; -1 - i for WRITTEN_APART[i]), rendered as the bank renders."""
-    from adaptive_pause.tasks.urgency_phrases import TEMPLATES, WRITTEN_APART, Phrasing, UrgencyPhraseBank
+    from adaptive_pause.tasks.urgency_phrases import (
+        TEMPLATES,
+        WRITTEN_APART,
+        Phrasing,
+        UrgencyPhraseBank,
+    )
 
     bank = UrgencyPhraseBank(0)
     rng = random.Random("urgency-heads")
@@ -91,9 +100,8 @@ def ridge(x, levels, data) -> dict:
 
 
 def classifier(x, levels, data, steps: int) -> dict:
-    from policies import UrgencyEstimator
-
     from adaptive_pause.tasks.urgency_phrases import LEVELS
+    from policies import UrgencyEstimator
 
     best = None
     for decay in DECAY:
@@ -119,21 +127,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     from adaptive_pause.tasks import get_task
     from adaptive_pause.tasks.urgency_phrases import TEMPLATES, UrgencyPhraseBank
-    from adaptive_pause.tokens import encode_prompts, set_prompt_format
+    from adaptive_pause.tokens import encode_prompts
 
-    if not Path(args.model).is_dir():
-        raise SystemExit(f"urgency_heads: --model {args.model} is not a directory (a local HF model directory)")
-    depth = AutoConfig.from_pretrained(args.model).num_hidden_layers
-    if not all(0 <= layer <= depth for layer in args.layers):
-        raise SystemExit(f"urgency_heads: --layers must be in 0..{depth}, got {args.layers}")
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    set_prompt_format(tokenizer, args.prompt_format, args.system_prompt if args.prompt_format == "chat" else None)
-    # Hidden state L comes out of the first L blocks: the blocks above the highest layer read are not loaded.
-    lm = AutoModelForCausalLM.from_pretrained(args.model, num_hidden_layers=max(args.layers)).eval()
+    tokenizer, lm, _ = open_reader("urgency_heads", args)
     texts, levels, index = prompts(get_task(args.task), args.per_template, args.per_apart)
     means = readings(lm, encode_prompts(tokenizer, texts), args.layers, None, args.batch_size)
     features = torch.cat([means[f"mean{layer}"] for layer in args.layers], 1)

@@ -24,21 +24,24 @@ from pathlib import Path
 
 import torch
 
-from adaptive_pause.tasks.urgency_phrases import LEVELS, WRITTEN_APART, UrgencyPhraseBank
+from adaptive_pause.tasks.jsonl import json_objects
+from adaptive_pause.tasks.urgency_phrases import (
+    LEVELS,
+    WRITTEN_APART,
+    UrgencyPhraseBank,
+)
 
 
 def read_phrases(path: str) -> list[tuple[float, str]]:
     """(urgency, phrase) pairs from a JSON-lines file; a clear error names the line and field at fault."""
     pairs = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"--phrases {path}, line {number}"
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise SystemExit(f"urgency_heldout: {where}: not JSON ({err})")
-        if not isinstance(item, dict) or not isinstance(item.get("phrase"), str) or not item["phrase"].strip():
+    try:
+        items = list(json_objects(Path(path)))
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"urgency_heldout: --phrases: {err}")
+    for where, item in items:
+        where = f"--phrases {where}"
+        if not isinstance(item.get("phrase"), str) or not item["phrase"].strip():
             raise SystemExit(f"urgency_heldout: {where}: phrase: expected a non-empty string")
         if ("level" in item) == ("urgency" in item):
             raise SystemExit(f"urgency_heldout: {where}: give exactly one of level (0..{LEVELS - 1}) and urgency")

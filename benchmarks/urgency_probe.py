@@ -110,28 +110,40 @@ def ridge_probe(train_x, train_y, evals: dict, strengths=RIDGE) -> dict:
     return best
 
 
+def open_reader(script: str, args, default_layers=None, whole: bool = False):
+    """(tokenizer with `args.prompt_format` set, the LM, layers) from the local HF directory `args.model`.
+
+    layers: `args.layers`, else `default_layers(depth)`; each must be a hidden-state index in 0..depth. Hidden
+    state L comes out of the first L blocks, so the blocks above the highest layer read are not loaded unless
+    `whole` (a reading that needs the LM's own output)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from adaptive_pause.tokens import set_prompt_format
+
+    if not Path(args.model).is_dir():
+        raise SystemExit(f"{script}: --model {args.model} is not a directory (a local HF model directory)")
+    depth = AutoConfig.from_pretrained(args.model).num_hidden_layers
+    layers = args.layers or default_layers(depth)
+    if not all(0 <= layer <= depth for layer in layers):
+        raise SystemExit(f"{script}: --layers must be in 0..{depth} (hidden-state indices), got {layers}")
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    set_prompt_format(tokenizer, args.prompt_format, args.system_prompt if args.prompt_format == "chat" else None)
+    lm = AutoModelForCausalLM.from_pretrained(args.model, num_hidden_layers=depth if whole else max(layers)).eval()
+    return tokenizer, lm, layers
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     from adaptive_pause.tasks import get_task
     from adaptive_pause.tasks.urgency_phrases import WRITTEN_APART, UrgencyPhraseBank
-    from adaptive_pause.tokens import encode_prompts, encode_text, set_prompt_format
+    from adaptive_pause.tokens import encode_prompts, encode_text
 
-    if not Path(args.model).is_dir():
-        raise SystemExit(f"urgency_probe: --model {args.model} is not a directory (a local HF model directory)")
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    depth = AutoConfig.from_pretrained(args.model).num_hidden_layers
-    layers = args.layers or sorted({round(depth * f) for f in (0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)})
-    if not all(0 <= layer <= depth for layer in layers):
-        raise SystemExit(f"urgency_probe: --layers must be in 0..{depth} (hidden-state indices), got {layers}")
-    # Hidden state L comes out of the first L blocks: the blocks above the highest layer read are not loaded,
-    # unless the digits reading (the LM's own answer) needs the whole model.
-    keep = depth if "digits" in args.readings else max(layers)
-    lm = AutoModelForCausalLM.from_pretrained(args.model, num_hidden_layers=keep).eval()
-    set_prompt_format(tokenizer, args.prompt_format, args.system_prompt if args.prompt_format == "chat" else None)
+    # The digits reading (the LM's own answer) needs the whole model.
+    spread = (0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # default: layers across the depth
+    tokenizer, lm, layers = open_reader("urgency_probe", args, lambda depth: sorted({round(depth * f) for f in spread}),
+                                        whole="digits" in args.readings)
     query_ids = encode_text(tokenizer, " " + args.query, what="query")
     digit_ids = [encode_text(tokenizer, str(d), what="digit")[0] for d in range(10)]
     bank = UrgencyPhraseBank(args.phrase_seed)

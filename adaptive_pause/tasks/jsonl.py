@@ -33,9 +33,10 @@ def split_of(prompt: str) -> str:
     return "train" if bucket < 8 else "dev" if bucket == 8 else "test"
 
 
-def read_jsonl(path: Path, name: str) -> list[Example]:
-    items = []
-    with path.open(encoding="utf-8") as f:
+def json_objects(path: Path):
+    """(where, object) for each non-blank line of a JSON-lines file, `where` = "PATH:LINE"; a ValueError names
+    the line that is not JSON or not an object."""
+    with Path(path).open(encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -46,17 +47,23 @@ def read_jsonl(path: Path, name: str) -> list[Example]:
                 raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            missing = [k for k in ("prompt", "answer") if k not in row]
-            if missing:
-                raise ValueError(f"{where}: missing field(s) {missing}")
-            if not isinstance(row["prompt"], str) or not row["prompt"]:
-                raise ValueError(f"{where}: 'prompt' must be a non-empty string")
-            if not isinstance(row["answer"], (str, int, float)) or isinstance(row["answer"], bool):
-                raise ValueError(f"{where}: 'answer' must be a string or a number")
-            difficulty = row.get("difficulty", 0)
-            if not isinstance(difficulty, int) or isinstance(difficulty, bool):
-                raise ValueError(f"{where}: 'difficulty' must be an integer, got {difficulty!r}")
-            items.append(Example(row["prompt"], str(row["answer"]), difficulty, name))
+            yield where, row
+
+
+def read_jsonl(path: Path, name: str) -> list[Example]:
+    items = []
+    for where, row in json_objects(path):
+        missing = [k for k in ("prompt", "answer") if k not in row]
+        if missing:
+            raise ValueError(f"{where}: missing field(s) {missing}")
+        if not isinstance(row["prompt"], str) or not row["prompt"]:
+            raise ValueError(f"{where}: 'prompt' must be a non-empty string")
+        if not isinstance(row["answer"], (str, int, float)) or isinstance(row["answer"], bool):
+            raise ValueError(f"{where}: 'answer' must be a string or a number")
+        difficulty = row.get("difficulty", 0)
+        if not isinstance(difficulty, int) or isinstance(difficulty, bool):
+            raise ValueError(f"{where}: 'difficulty' must be an integer, got {difficulty!r}")
+        items.append(Example(row["prompt"], str(row["answer"]), difficulty, name))
     if not items:
         raise ValueError(f"JSONL task file {str(path)!r} has no examples")
     return items
