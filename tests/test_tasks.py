@@ -79,3 +79,60 @@ def test_jsonl_malformed_line_names_its_line(tmp_path):
     path.write_text('{"prompt": "a"}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:1: missing field\(s\) \['answer'\]"):
         get_task(f"jsonl:{path}")
+
+
+# ---- phrased:SPEC (urgency wording on any task's prompts) ---------------------------------------------------------
+def test_phrased_task_wraps_the_bare_example_with_a_phrase_of_the_stage_split():
+    import random
+
+    from adaptive_pause.tasks.urgency_phrases import PHRASE_SPLIT_FOR, PhrasedTask, UrgencyPhraseBank
+
+    inner, task = get_task("addition:1-3"), get_task("phrased:addition:1-3")
+    assert isinstance(task, PhrasedTask) and task.name == "phrased:addition:1-3"
+    assert task.difficulties == inner.difficulties and task.scorer == inner.scorer
+    bank = UrgencyPhraseBank(0)
+    for split in ("train", "dev", "test"):
+        levels = set()
+        for seed in range(60):
+            got = task.sample(random.Random(seed), split)
+            rng = random.Random(seed)
+            bare = inner.sample(rng, split)
+            phrased = bank.sample(rng, PHRASE_SPLIT_FOR[split], bare)
+            assert got.prompt == phrased.prompt != bare.prompt and bare.prompt in got.prompt
+            assert (got.answer, got.difficulty, got.task) == (bare.answer, bare.difficulty, "phrased:addition:1-3")
+            assert phrased.template in {p.template for p in bank.phrasings(PHRASE_SPLIT_FOR[split])}
+            levels.add(phrased.level)
+        assert len(levels) > 3  # the phrase's level is drawn, not fixed
+    # the LM's training and PPO stages never see the phrasings held out for evaluation
+    assert PHRASE_SPLIT_FOR == {"train": "train", "dev": "train", "test": "test"}
+    assert task.examples(20, seed=1) == task.examples(20, seed=1) != task.examples(20, seed=2)
+    assert task.score(" 123", "123") == inner.score(" 123", "123")
+    assert get_task("phrased@1:addition:1-3").bank.seed == 1
+
+
+def test_phrased_task_over_a_jsonl_task_keeps_its_scorer_and_splits(tmp_path):
+    rows = [{"prompt": f"{i} + {i} =", "answer": str(2 * i)} for i in range(200)]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    inner, task = get_task(f"jsonl:{tmp_path / 't.jsonl'}:numeric"), get_task(f"phrased:jsonl:{tmp_path / 't.jsonl'}:numeric")
+    test_prompts = {e.prompt for e in inner.splits["test"]}
+    for e in task.examples(30, seed=0, split="test"):
+        assert any(p in e.prompt for p in test_prompts) and task.score(e.answer + ".0", e.answer) == 1.0
+
+
+@pytest.mark.parametrize("spec", ["phrased", "phrased:", "phrased@x:addition", "phrasedx:addition", "phrased@:addition"])
+def test_bad_phrased_specs_say_the_form(spec):
+    with pytest.raises(ValueError, match="phrased:SPEC or phrased@SEED:SPEC"):
+        get_task(spec)
+
+
+def test_phrase_bank_examples_phrase_a_phrased_task_once_and_ppo_refuses_it_with_phrased_urgency():
+    from adaptive_pause.ppo.config import PPOConfig
+    from adaptive_pause.tasks.urgency_phrases import UrgencyPhraseBank
+
+    bank = UrgencyPhraseBank(0)
+    wrapped = bank.examples([get_task("phrased:addition:1-3")], "test", 30, seed=5)
+    bare = bank.examples([get_task("addition:1-3")], "test", 30, seed=5)
+    assert wrapped == bare  # the phrased task contributes its bare prompts: one phrase per prompt
+    with pytest.raises(ValueError, match="urgency_from_phrases"):
+        PPOConfig(env="lm", model_run_dir="runs/x", tasks=["addition:1-3", "phrased:addition:1-3"],
+                  urgency_from_phrases=True)

@@ -160,6 +160,8 @@ class PPOConfig:
               "plan needs env 'lm' and max_pauses >= 1 (the analytic env steps pause by pause)")
         check(not self.urgency_from_phrases or self.env == "lm", "urgency_from_phrases",
               f"needs env 'lm' (prompts to phrase), got env {self.env!r}")
+        check(not self.urgency_from_phrases or not any(spec.startswith("phrased") for spec in self.tasks),
+              "urgency_from_phrases", f"phrases the tasks' prompts itself; name the bare tasks, not {self.tasks}")
         check(not self.prompt_summary or self.env == "lm", "prompt_summary",
                f"needs env 'lm' (a prompt to summarise), got env {self.env!r}")
         if self.advantage == "rloo":

@@ -3,7 +3,8 @@
 A task is named by a spec string, usable in YAML and on the command line:
 ``addition`` (default difficulty range), ``addition:1-4`` (digits 1 to 4),
 ``interrupt:1-2`` (additions interrupted mid-answer, `interruptions.py`), ``jsonl:path/to/file.jsonl`` or
-``jsonl:path/to/dir:numeric`` (a directory with train/dev/test.jsonl).
+``jsonl:path/to/dir:numeric`` (a directory with train/dev/test.jsonl), ``phrased:SPEC`` (SPEC's prompts
+carrying urgency wording, `urgency_phrases.PhrasedTask`).
 Every stage reads one split (`base.STAGE_SPLITS`; the rule for files is in `jsonl.py`).
 """
 
@@ -25,6 +26,15 @@ __all__ = ["ALL_TASKS", "Example", "InterruptedExample", "InterruptionTask", "Ta
 
 
 def get_task(spec: str) -> Task:
+    if spec.startswith("phrased"):  # phrased:SPEC or phrased@SEED:SPEC (urgency_phrases.PhrasedTask)
+        from .urgency_phrases import PhrasedTask
+
+        head, sep, inner = spec.partition(":")
+        seed = head[len("phrased"):]
+        if not sep or not inner or (seed and not (seed.startswith("@") and seed[1:].isdigit())):
+            raise ValueError(f"task spec {spec!r}: expected phrased:SPEC or phrased@SEED:SPEC, "
+                             "e.g. phrased:addition:1-3")
+        return PhrasedTask(get_task(inner), int(seed[1:]) if seed else 0, spec)
     if spec.startswith("jsonl:"):
         rest = spec[len("jsonl:") :]
         path, _, scorer = rest.rpartition(":")

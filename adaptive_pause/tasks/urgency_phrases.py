@@ -6,8 +6,9 @@ inline alternatives `{a|b|c}` and shared slots `{answer}`; the data are in
 `urgency_templates.py`), its split *by template* into
 train / validation / test (a held-out template's phrasings never occur in training; the
 split is a pure function of the seed), and `PhrasedExample`s: a phrase rendered with a
-random case and punctuation, placed before or after a task's prompt. Level L of
-`LEVELS` stands for urgency L / (LEVELS - 1).
+random case and punctuation, placed before or after a task's prompt; and the task spec
+`phrased:SPEC` (`PhrasedTask`): any task's examples carrying such phrases, so that the LM
+learns to answer worded prompts. Level L of `LEVELS` stands for urgency L / (LEVELS - 1).
 
 Must not: know about tokenizers or models. Only printable ASCII (the embedded character
 tokenizer has no other characters and no newline).
@@ -128,7 +129,7 @@ class UrgencyPhraseBank:
     def examples(self, tasks: Sequence[Task], split: str, n: int, seed: int, placement: str = "any",
                  levels: Sequence[int] | None = None) -> list[PhrasedExample]:
         """`n` phrased examples, a pure function of (bank seed, split, n, seed, placement, levels); levels cycle
-        so that every level is equally represented."""
+        so that every level is equally represented. A `PhrasedTask` among `tasks` contributes its bare prompts."""
         if not tasks:
             raise ValueError("tasks: need at least one task")
         levels = list(range(LEVELS)) if levels is None else list(levels)
@@ -136,5 +137,35 @@ class UrgencyPhraseBank:
         out = []
         for i in range(n):
             task = tasks[rng.randrange(len(tasks))]
+            task = task.inner if isinstance(task, PhrasedTask) else task  # one phrase per prompt: the bare task's
             out.append(self.sample(rng, split, task.sample(rng), levels[i % len(levels)], placement))
         return out
+
+
+# Which phrasings a stage's task split carries: the training stages and PPO see only the bank's train
+# phrasings (as the estimator does), evaluation its test phrasings, never seen by the LM or the estimator.
+PHRASE_SPLIT_FOR = {"train": "train", "dev": "train", "test": "test"}
+
+
+class PhrasedTask(Task):
+    """Task spec `phrased:SPEC` (or `phrased@SEED:SPEC` for another bank split seed): SPEC's examples, each
+    with an urgency phrase of a uniform level before or after the prompt (`UrgencyPhraseBank.sample`,
+    placement 'any'). The answer, difficulty and scorer are SPEC's. Mixed with SPEC itself in a stage's
+    `tasks`, it teaches the LM to answer prompts that carry urgency wording, which `generate(urgency="auto")`
+    feeds it; the phrase's level is not the episode's urgency (PPO draws that as usual)."""
+
+    def __init__(self, inner: Task, phrase_seed: int = 0, spec: str | None = None):
+        self.inner = inner
+        self.bank = UrgencyPhraseBank(phrase_seed)
+        self.phrase_seed = phrase_seed
+        self.name = f"phrased:{inner.name}" if spec is None else spec
+        self.scorer = inner.scorer
+        self.difficulties = inner.difficulties
+
+    def sample(self, rng: random.Random, split: str = "train") -> Example:
+        example = self.inner.sample(rng, split)
+        phrased = self.bank.sample(rng, PHRASE_SPLIT_FOR[split], example)
+        return Example(phrased.prompt, example.answer, example.difficulty, self.name)
+
+    def score(self, prediction: str, answer: str) -> float:
+        return self.inner.score(prediction, answer)
