@@ -108,6 +108,12 @@ def test_phrased_task_wraps_the_bare_example_with_a_phrase_of_the_stage_split():
     assert task.examples(20, seed=1) == task.examples(20, seed=1) != task.examples(20, seed=2)
     assert task.score(" 123", "123") == inner.score(" 123", "123")
     assert get_task("phrased@1:addition:1-3").bank.seed == 1
+    for side in ("before", "after"):
+        one_side = get_task(f"phrased-{side}@2:addition:1-3")
+        assert one_side.bank.seed == 2 and one_side.placement == side
+        for e in one_side.examples(40, seed=0, split="train"):
+            bare = e.prompt.split(" ")[0 if side == "after" else -1]
+            assert (e.prompt.startswith(bare) if side == "after" else e.prompt.endswith(bare)) and "+" in bare
 
 
 def test_phrased_task_over_a_jsonl_task_keeps_its_scorer_and_splits(tmp_path):
@@ -119,9 +125,10 @@ def test_phrased_task_over_a_jsonl_task_keeps_its_scorer_and_splits(tmp_path):
         assert any(p in e.prompt for p in test_prompts) and task.score(e.answer + ".0", e.answer) == 1.0
 
 
-@pytest.mark.parametrize("spec", ["phrased", "phrased:", "phrased@x:addition", "phrasedx:addition", "phrased@:addition"])
+@pytest.mark.parametrize("spec", ["phrased", "phrased:", "phrased@x:addition", "phrasedx:addition", "phrased@:addition",
+                                  "phrased-middle:addition", "phrased@1-before:addition"])
 def test_bad_phrased_specs_say_the_form(spec):
-    with pytest.raises(ValueError, match="phrased:SPEC or phrased@SEED:SPEC"):
+    with pytest.raises(ValueError, match=r"phrased\[-before\|-after\]\[@SEED\]:SPEC"):
         get_task(spec)
 
 

@@ -4,11 +4,13 @@ A task is named by a spec string, usable in YAML and on the command line:
 ``addition`` (default difficulty range), ``addition:1-4`` (digits 1 to 4),
 ``interrupt:1-2`` (additions interrupted mid-answer, `interruptions.py`), ``jsonl:path/to/file.jsonl`` or
 ``jsonl:path/to/dir:numeric`` (a directory with train/dev/test.jsonl), ``phrased:SPEC`` (SPEC's prompts
-carrying urgency wording, `urgency_phrases.PhrasedTask`).
+carrying urgency wording before or after them; ``phrased-before:SPEC`` only before, `urgency_phrases.PhrasedTask`).
 Every stage reads one split (`base.STAGE_SPLITS`; the rule for files is in `jsonl.py`).
 """
 
 from __future__ import annotations
+
+import re
 
 from .base import SPLITS, STAGE_SPLITS, Example, Task, check_split, data_record, example_id, task_label
 from .jsonl import JsonlTask
@@ -26,15 +28,15 @@ __all__ = ["ALL_TASKS", "Example", "InterruptedExample", "InterruptionTask", "Ta
 
 
 def get_task(spec: str) -> Task:
-    if spec.startswith("phrased"):  # phrased:SPEC or phrased@SEED:SPEC (urgency_phrases.PhrasedTask)
+    if spec.startswith("phrased"):  # phrased[-before|-after][@SEED]:SPEC (urgency_phrases.PhrasedTask)
         from .urgency_phrases import PhrasedTask
 
         head, sep, inner = spec.partition(":")
-        seed = head[len("phrased"):]
-        if not sep or not inner or (seed and not (seed.startswith("@") and seed[1:].isdigit())):
-            raise ValueError(f"task spec {spec!r}: expected phrased:SPEC or phrased@SEED:SPEC, "
-                             "e.g. phrased:addition:1-3")
-        return PhrasedTask(get_task(inner), int(seed[1:]) if seed else 0, spec)
+        form = re.fullmatch(r"phrased(?:-(before|after))?(?:@(\d+))?", head)
+        if not sep or not inner or form is None:
+            raise ValueError(f"task spec {spec!r}: expected phrased[-before|-after][@SEED]:SPEC, e.g. "
+                             "phrased:addition:1-3 or phrased-before@1:addition:1-3")
+        return PhrasedTask(get_task(inner), int(form.group(2) or 0), spec, form.group(1) or "any")
     if spec.startswith("jsonl:"):
         rest = spec[len("jsonl:") :]
         path, _, scorer = rest.rpartition(":")

@@ -148,14 +148,17 @@ PHRASE_SPLIT_FOR = {"train": "train", "dev": "train", "test": "test"}
 
 
 class PhrasedTask(Task):
-    """Task spec `phrased:SPEC` (or `phrased@SEED:SPEC` for another bank split seed): SPEC's examples, each
-    with an urgency phrase of a uniform level before or after the prompt (`UrgencyPhraseBank.sample`,
-    placement 'any'). The answer, difficulty and scorer are SPEC's. Mixed with SPEC itself in a stage's
+    """Task spec `phrased[-before|-after][@SEED]:SPEC`: SPEC's examples, each with an urgency phrase of a
+    uniform level before or after the prompt (`UrgencyPhraseBank.sample`; `-before`/`-after` fix the side,
+    `@SEED` the bank's split seed, 0 by default). The answer, difficulty and scorer are SPEC's. Mixed with SPEC itself in a stage's
     `tasks`, it teaches the LM to answer prompts that carry urgency wording, which `generate(urgency="auto")`
     feeds it; the phrase's level is not the episode's urgency (PPO draws that as usual)."""
 
-    def __init__(self, inner: Task, phrase_seed: int = 0, spec: str | None = None):
+    def __init__(self, inner: Task, phrase_seed: int = 0, spec: str | None = None, placement: str = "any"):
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement: must be one of {PLACEMENTS}, got {placement!r}")
         self.inner = inner
+        self.placement = placement
         self.bank = UrgencyPhraseBank(phrase_seed)
         self.phrase_seed = phrase_seed
         self.name = f"phrased:{inner.name}" if spec is None else spec
@@ -164,7 +167,7 @@ class PhrasedTask(Task):
 
     def sample(self, rng: random.Random, split: str = "train") -> Example:
         example = self.inner.sample(rng, split)
-        phrased = self.bank.sample(rng, PHRASE_SPLIT_FOR[split], example)
+        phrased = self.bank.sample(rng, PHRASE_SPLIT_FOR[split], example, placement=self.placement)
         return Example(phrased.prompt, example.answer, example.difficulty, self.name)
 
     def score(self, prediction: str, answer: str) -> float:
