@@ -108,6 +108,7 @@ def test_phrased_task_wraps_the_bare_example_with_a_phrase_of_the_stage_split():
     assert task.examples(20, seed=1) == task.examples(20, seed=1) != task.examples(20, seed=2)
     assert task.score(" 123", "123") == inner.score(" 123", "123")
     assert get_task("phrased@1:addition:1-3").bank.seed == 1
+    assert task.split_rule.startswith("seed streams") and "test phrasings for test" in task.split_rule
     for side in ("before", "after"):
         one_side = get_task(f"phrased-{side}@2:addition:1-3")
         assert one_side.bank.seed == 2 and one_side.placement == side
@@ -123,6 +124,7 @@ def test_phrased_task_over_a_jsonl_task_keeps_its_scorer_and_splits(tmp_path):
     test_prompts = {e.prompt for e in inner.splits["test"]}
     for e in task.examples(30, seed=0, split="test"):
         assert any(p in e.prompt for p in test_prompts) and task.score(e.answer + ".0", e.answer) == 1.0
+    assert task.split_rule.startswith(inner.split_rule)  # data.json keeps the file's own split rule
 
 
 @pytest.mark.parametrize("spec", ["phrased", "phrased:", "phrased@x:addition", "phrasedx:addition", "phrased@:addition",

@@ -150,9 +150,10 @@ PHRASE_SPLIT_FOR = {"train": "train", "dev": "train", "test": "test"}
 class PhrasedTask(Task):
     """Task spec `phrased[-before|-after][@SEED]:SPEC`: SPEC's examples, each with an urgency phrase of a
     uniform level before or after the prompt (`UrgencyPhraseBank.sample`; `-before`/`-after` fix the side,
-    `@SEED` the bank's split seed, 0 by default). The answer, difficulty and scorer are SPEC's. Mixed with SPEC itself in a stage's
-    `tasks`, it teaches the LM to answer prompts that carry urgency wording, which `generate(urgency="auto")`
-    feeds it; the phrase's level is not the episode's urgency (PPO draws that as usual)."""
+    `@SEED` the bank's split seed, 0 by default). The answer, difficulty and scorer are SPEC's. Mixed with
+    SPEC itself in a stage's `tasks`, it teaches the LM to answer prompts that carry urgency wording, which
+    `generate(urgency="auto")` feeds it; the phrase's level is not the episode's urgency (PPO draws that as
+    usual)."""
 
     def __init__(self, inner: Task, phrase_seed: int = 0, spec: str | None = None, placement: str = "any"):
         if placement not in PLACEMENTS:
@@ -164,6 +165,9 @@ class PhrasedTask(Task):
         self.name = f"phrased:{inner.name}" if spec is None else spec
         self.scorer = inner.scorer
         self.difficulties = inner.difficulties
+        # what a run's data.json records: SPEC's own rule, and which phrasings each split carries
+        self.split_rule = (f"{getattr(inner, 'split_rule', 'seed streams (generated task)')}; phrases: the "
+                           f"bank's (seed {phrase_seed}) train phrasings for train and dev, test phrasings for test")
 
     def sample(self, rng: random.Random, split: str = "train") -> Example:
         example = self.inner.sample(rng, split)
