@@ -115,7 +115,8 @@ def open_reader(script: str, args, default_layers=None, whole: bool = False):
 
     layers: `args.layers`, else `default_layers(depth)`; each must be a hidden-state index in 0..depth. Hidden
     state L comes out of the first L blocks, so the blocks above the highest layer read are not loaded unless
-    `whole` (a reading that needs the LM's own output)."""
+    `whole` (a reading that needs the LM's own output); one block above it is, because HF applies the final norm
+    to the top hidden state, and the estimator reads a full-depth LM's middle states, which have none."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from adaptive_pause.tokens import set_prompt_format
@@ -128,7 +129,8 @@ def open_reader(script: str, args, default_layers=None, whole: bool = False):
         raise SystemExit(f"{script}: --layers must be in 0..{depth} (hidden-state indices), got {layers}")
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     set_prompt_format(tokenizer, args.prompt_format, args.system_prompt if args.prompt_format == "chat" else None)
-    lm = AutoModelForCausalLM.from_pretrained(args.model, num_hidden_layers=depth if whole else max(layers)).eval()
+    blocks = depth if whole else min(depth, max(layers) + 1)
+    lm = AutoModelForCausalLM.from_pretrained(args.model, num_hidden_layers=blocks).eval()
     return tokenizer, lm, layers
 
 
