@@ -113,15 +113,17 @@ def main(argv=None) -> int:
         mask[row, :len(seq)] = 1
     reader = Reader(lm)
     kept = torch.zeros(n, width, lm.config.hidden_size, dtype=torch.bfloat16)
-    fixed = []
+    fixed = torch.zeros(n, len(lower) * lm.config.hidden_size)
+    order = mask.sum(1).argsort()  # batches of similar lengths, each cut to its longest prompt
     start = time.time()
     with torch.no_grad():  # the frozen lower blocks, once
         for b in range(0, n, 64):
-            rows = slice(b, b + 64)
-            states = reader.run(reader.base.embed_tokens(ids[rows]), 0, args.lora_from, set(lower) | {args.lora_from})
-            kept[rows] = states[args.lora_from].to(torch.bfloat16)
-            fixed.append(torch.cat([masked_mean(states[layer], mask[rows]) for layer in lower], 1))
-    fixed = torch.cat(fixed)
+            rows = order[b:b + 64]
+            w = int(mask[rows].sum(1).max())
+            states = reader.run(reader.base.embed_tokens(ids[rows, :w]), 0, args.lora_from,
+                                set(lower) | {args.lora_from})
+            kept[rows, :w] = states[args.lora_from].to(torch.bfloat16)
+            fixed[rows] = torch.cat([masked_mean(states[layer], mask[rows, :w]) for layer in lower], 1)
     print(f"read {n} prompts up to state {args.lora_from} in {time.time() - start:.0f}s", flush=True)
 
     def upper_means(rows):
