@@ -85,6 +85,19 @@ def prompts(task, per_template: int, per_apart: int):
     return texts, torch.tensor(levels), torch.tensor(index)
 
 
+def split_rows(index: torch.Tensor, phrase_seed: int) -> dict[str, torch.Tensor]:
+    """{train, validation, test, apart: boolean row mask} for prompts with template `index` (as `prompts`
+    returns it) under the bank's split with `phrase_seed`."""
+    from adaptive_pause.tasks.urgency_phrases import TEMPLATES, UrgencyPhraseBank
+
+    position = {template: t for t, (_, _, template) in enumerate(TEMPLATES)}
+    bank = UrgencyPhraseBank(phrase_seed)
+    rows = {s: torch.isin(index, torch.tensor([position[p.template] for p in bank.phrasings(s)]))
+            for s in ("train", "validation", "test")}
+    rows["apart"] = index < 0
+    return rows
+
+
 def figures(estimate: torch.Tensor, levels: torch.Tensor) -> dict:
     from scipy.stats import spearmanr
 
@@ -128,20 +141,16 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from adaptive_pause.tasks import get_task
-    from adaptive_pause.tasks.urgency_phrases import TEMPLATES, UrgencyPhraseBank
+    from adaptive_pause.tasks.urgency_phrases import TEMPLATES
     from adaptive_pause.tokens import encode_prompts
 
     tokenizer, lm, _ = open_reader("urgency_heads", args)
     texts, levels, index = prompts(get_task(args.task), args.per_template, args.per_apart)
     means = readings(lm, encode_prompts(tokenizer, texts), args.layers, None, args.batch_size)
     features = torch.cat([means[f"mean{layer}"] for layer in args.layers], 1)
-    position = {template: t for t, (_, _, template) in enumerate(TEMPLATES)}
     runs = {"ridge": [], "classifier": []}
     for seed in args.phrase_seeds:
-        bank = UrgencyPhraseBank(seed)
-        rows = {s: torch.isin(index, torch.tensor([position[p.template] for p in bank.phrasings(s)]))
-                for s in ("train", "validation", "test")}
-        rows["apart"] = index < 0
+        rows = split_rows(index, seed)
         data = {s: (features[rows[s]], levels[rows[s]]) for s in SOURCES}
         x, lv = features[rows["train"]], levels[rows["train"]]
         runs["ridge"].append({"phrase_seed": seed, **ridge(x, lv, data)})

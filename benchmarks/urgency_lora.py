@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from urgency_heads import figures, prompts  # benchmarks/ is the script's directory
+from urgency_heads import figures, prompts, split_rows  # benchmarks/ is the script's directory
 from urgency_probe import open_reader
 
 SOURCES = ("validation", "test", "apart")
@@ -62,8 +62,9 @@ def parse_args(argv=None):
     if not 0 < args.lora_from < max(args.layers):
         raise SystemExit(f"urgency_lora: --lora_from must be above 0 and below the highest of --layers "
                          f"({max(args.layers)}), got {args.lora_from}")
-    if args.steps < 3 or args.rank < 1 or args.batch_size < 1:
-        raise SystemExit("urgency_lora: --steps must be >= 3, --rank and --batch_size >= 1")
+    for name, least in (("steps", 3), ("rank", 1), ("batch_size", 1)):
+        if getattr(args, name) < least:
+            raise SystemExit(f"urgency_lora: --{name} must be >= {least}, got {getattr(args, name)}")
     return args
 
 
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
     from peft import LoraConfig, get_peft_model
 
     from adaptive_pause.tasks import get_task
-    from adaptive_pause.tasks.urgency_phrases import LEVELS, TEMPLATES, UrgencyPhraseBank
+    from adaptive_pause.tasks.urgency_phrases import LEVELS
     from adaptive_pause.tokens import encode_prompts
 
     top = max(args.layers)
@@ -134,25 +135,23 @@ def main(argv=None) -> int:
     def features(rows):
         return torch.cat([fixed[rows], upper_means(rows)], 1)
 
-    base_state = {k: v.clone() for k, v in lm.state_dict().items()}
-    position = {template: t for t, (_, _, template) in enumerate(TEMPLATES)}
+    def features_in_batches(rows):
+        return torch.cat([features(rows[b:b + 64]) for b in range(0, len(rows), 64)])
+
+    levels_grid = torch.arange(LEVELS, dtype=torch.float) / (LEVELS - 1)
     runs = []
     for seed in args.phrase_seeds:
-        lm.load_state_dict(base_state)
         torch.manual_seed(seed)
         model = get_peft_model(lm, LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.05,
                                               layers_to_transform=list(range(args.lora_from, top)),
                                               target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                               "up_proj", "down_proj"]))
         reader = Reader(model)
-        bank = UrgencyPhraseBank(seed)
-        split = {s: torch.isin(index, torch.tensor([position[p.template] for p in bank.phrasings(s)])).nonzero()[:, 0]
-                 for s in ("train", "validation", "test")}
-        split["apart"] = (index < 0).nonzero()[:, 0]
+        split = {source: rows.nonzero()[:, 0] for source, rows in split_rows(index, seed).items()}
         train = split["train"]
         model.eval()
         with torch.no_grad():
-            x0 = torch.cat([features(train[b:b + 64]) for b in range(0, len(train), 64)])
+            x0 = features_in_batches(train)
         centre, scale = x0.mean(0), x0.std(0) + 1e-6
         head = torch.nn.Linear(x0.shape[1], LEVELS)
         optimizer = torch.optim.AdamW(head.parameters(), lr=3e-3, weight_decay=1.0)
@@ -168,8 +167,7 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 for source in SOURCES:
                     rows = split[source]
-                    x = torch.cat([features(rows[b:b + 64]) for b in range(0, len(rows), 64)])
-                    levels_grid = torch.arange(LEVELS, dtype=torch.float) / (LEVELS - 1)
+                    x = features_in_batches(rows)
                     estimate = torch.softmax(head((x - centre) / scale), 1) @ levels_grid
                     row[source] = figures(estimate, levels[rows])
             model.train()
@@ -190,10 +188,9 @@ def main(argv=None) -> int:
             loss.backward()
             optimizer.step()
             if step % (args.steps // 3) == 0 or step == args.steps:
-                if history[-1]["step"] != step:
-                    history.append(evaluate(step) | {"train_loss": loss.item()})
+                history.append(evaluate(step) | {"train_loss": loss.item()})
         runs.append(history)
-        lm = model.unload()  # the base weights back, without this seed's adapters
+        lm = model.unload()  # the base model as loaded: LoRA never writes to the base weights
 
     def mean_of(which, source, key):
         values = [h[which][source][key] for h in runs]

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from helpers import bpe_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -59,3 +60,10 @@ def test_a_short_run_reports_frozen_and_lora_figures_per_seed(tmp_path, capsys):
                 assert 0 <= row[source]["mae"] <= 1
     assert set(record["summary"]) == {"frozen", "LoRA"}
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("urgency_lora: test_spearman_frozen=")
+
+
+@pytest.mark.parametrize("argv, field", [(["--lora_from", "3"], "--lora_from"), (["--lora_from", "0"], "--lora_from"),
+                                         (["--steps", "2"], "--steps"), (["--rank", "0"], "--rank")])
+def test_bad_arguments_are_refused_naming_the_field(tmp_path, argv, field):
+    with pytest.raises(SystemExit, match=field):
+        urgency_lora.parse_args(["--model", str(tmp_path), "--layers", "1", "3", "--lora_from", "1", *argv])
