@@ -379,4 +379,14 @@ WRITTEN_APART: list[tuple[int, str]] = [
     (6, "Emergency! Answer this second, lives are at stake"), (6, "The building is collapsing, answer instantly"),
     (6, "We have three seconds before impact"), (6, "Mayday mayday, reply now"),
     (6, "The reactor is melting down, no time at all"), (6, "Someone is dying, answer instantly"),
+    # Session 11: phrasings whose degree must be composed (negated urgency, negated calm, hedges, "X but Y"),
+    # written before the bank's third block and never rendered by it.
+    (0, "Don't worry if it takes you a month, just get it right"), (0, "Speed is the last thing I care about"),
+    (1, "I'm not in any hurry, a couple of days is fine"), (1, "Nothing urgent here, next week works"),
+    (2, "It doesn't need to be this minute, but I'd like it before tonight"),
+    (2, "Not urgent, though I do need it by the end of today"),
+    (3, "Not a rush, but don't let it slide past the hour"), (3, "Somewhat soon would help, no panic though"),
+    (4, "Don't make me wait too long, I've got ten minutes"), (4, "I can't hang around, a few minutes at most"),
+    (5, "I can't wait any longer, answer right now"), (5, "There's no time for double-checking, I need it now"),
+    (6, "Nothing matters except speed, the fire is spreading"), (6, "Forget being careful, we have seconds left"),
 ]
