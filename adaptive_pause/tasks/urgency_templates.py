@@ -3,13 +3,16 @@ apart from them (for checking an estimator on wording no template renders).
 
 Owns: `SLOTS`, `TEMPLATES` ((level, kind, template): level 0 "take all the time you need" .. 6 "the reactor
 is about to explode"; kind "request" or "context"; `{a|b}` inline alternatives, `{slot}` shared fillers) and
-`WRITTEN_APART` ((level, phrase)). `urgency_phrases.py` renders, splits and places them.
+`WRITTEN_APART` ((level, phrase)). `TEMPLATES` ends with the third block, `urgency_templates_composed.COMPOSED`
+(wording whose degree must be composed). `urgency_phrases.py` renders, splits and places them.
 
 Must not: hold logic. Only printable ASCII (the embedded character tokenizer has no other characters and no
 newline).
 """
 
 from __future__ import annotations
+
+from .urgency_templates_composed import COMPOSED
 
 # Slots shared by every level's templates: they vary the wording without saying how urgent it is.
 SLOTS = {
@@ -353,6 +356,7 @@ TEMPLATES: list[tuple[int, str, str]] = [
     (6, "context", "the {flood|fire|gas leak} {will reach|is about to reach} {us|the children|the control room} {in seconds|any second now}"),
     (6, "context", "{he|she|the patient} {has|has only} {seconds|moments} to live"),
 ]
+TEMPLATES += COMPOSED  # the third block, written for composition (its own module: this one's size)
 
 # Phrasings written apart from the templates (no template renders any of them), for checking a trained estimator
 # on wording the bank's authors did not template, beside the bank's own held-out templates. Never trained on:
