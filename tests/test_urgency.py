@@ -183,6 +183,27 @@ def test_phrase_bank_splits_by_template_covers_every_level_and_is_seeded():
     assert templates["test"] != {p.template for p in UrgencyPhraseBank(seed=1).phrasings("test")}
 
 
+def test_bank_blocks_split_on_their_own_and_the_worded_prompt_task_uses_the_first_block_only():
+    from adaptive_pause.tasks.urgency_phrases import BLOCKS
+
+    for seed in (0, 3):
+        full, base = UrgencyPhraseBank(seed), UrgencyPhraseBank(seed, blocks=("base",))
+        alone = UrgencyPhraseBank(seed, templates=BLOCKS["base"])  # the first block as a bank of its own
+        for split in SPLITS:
+            in_base = [p for p in full.phrasings(split) if p.template in {t for _, _, t in BLOCKS["base"]}]
+            assert in_base == base.phrasings(split) == alone.phrasings(split)  # adding a block moved nothing
+    composed = {t for _, _, t in BLOCKS["composed"]}
+    assert composed and all(any(p.template in composed for p in UrgencyPhraseBank(0).phrasings(s)) for s in SPLITS)
+    task, held = get_task("phrased:addition:1-3"), UrgencyPhraseBank(0)
+    rendered = {s: {p.template for p in held.phrasings(s)} for s in SPLITS}
+    assert {p.template for p in task.bank.phrasings("train")} <= rendered["train"] - composed
+    assert {p.template for p in task.bank.phrasings("test")} <= rendered["test"] - composed
+    with pytest.raises(ValueError, match="blocks"):
+        UrgencyPhraseBank(0, blocks=("nonsense",))
+    with pytest.raises(ValueError, match="templates, blocks"):
+        UrgencyPhraseBank(0, templates=BLOCKS["base"], blocks=("base",))
+
+
 def test_phrased_examples_are_deterministic_ascii_and_carry_their_level():
     bank, tasks = UrgencyPhraseBank(0), [get_task("addition:1-3")]
     examples = bank.examples(tasks, "test", 140, seed=3)

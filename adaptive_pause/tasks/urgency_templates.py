@@ -3,8 +3,9 @@ apart from them (for checking an estimator on wording no template renders).
 
 Owns: `SLOTS`, `TEMPLATES` ((level, kind, template): level 0 "take all the time you need" .. 6 "the reactor
 is about to explode"; kind "request" or "context"; `{a|b}` inline alternatives, `{slot}` shared fillers) and
-`WRITTEN_APART` ((level, phrase)). `TEMPLATES` ends with the third block, `urgency_templates_composed.COMPOSED`
-(wording whose degree must be composed). `urgency_phrases.py` renders, splits and places them.
+`WRITTEN_APART` ((level, phrase)); `BLOCKS`: the bank in blocks, each split on its own ("base": the first two
+blocks, written in sessions 1-7; "composed": `urgency_templates_composed.COMPOSED`, wording whose degree must be
+composed); `TEMPLATES` is their concatenation. `urgency_phrases.py` renders, splits and places them.
 
 Must not: hold logic. Only printable ASCII (the embedded character tokenizer has no other characters and no
 newline).
@@ -356,7 +357,10 @@ TEMPLATES: list[tuple[int, str, str]] = [
     (6, "context", "the {flood|fire|gas leak} {will reach|is about to reach} {us|the children|the control room} {in seconds|any second now}"),
     (6, "context", "{he|she|the patient} {has|has only} {seconds|moments} to live"),
 ]
-TEMPLATES += COMPOSED  # the third block, written for composition (its own module: this one's size)
+# The bank in blocks: each block is split by template on its own, so adding a block leaves the earlier blocks'
+# splits as they were (and a consumer may use some blocks only: `urgency_phrases.PhrasedTask` uses "base").
+BLOCKS: dict[str, list[tuple[int, str, str]]] = {"base": TEMPLATES, "composed": COMPOSED}
+TEMPLATES = [t for block in BLOCKS.values() for t in block]
 
 # Phrasings written apart from the templates (no template renders any of them), for checking a trained estimator
 # on wording the bank's authors did not template, beside the bank's own held-out templates. Never trained on:
