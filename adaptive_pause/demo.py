@@ -138,7 +138,7 @@ def run_demo(config: DemoConfig) -> dict:
 
         trained = AdaptivePauseModel.from_pretrained(dirs["controller"])
         auto.update(auto_table(trained, get_task(urg.tasks[0]), "test", config.auto_per_level,
-                               urg.phrase_seed, seed=config.seed))
+                               urg.phrase_seed, seed=config.seed, phrase_blocks=urg.phrase_blocks))
         write_json_atomic(auto, dirs["urgency"] / "auto.json")
 
     stage("urgency", urgency, urg_print)

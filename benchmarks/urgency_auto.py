@@ -23,8 +23,12 @@ from adaptive_pause.tasks import get_task
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     model = AdaptivePauseModel.from_pretrained(args.run_dir)
+    blocks = args.phrase_blocks
+    if blocks is None:  # the estimator's own blocks, as trained (all blocks for an estimator that did not say)
+        saved = Path(args.run_dir) / "urgency" / "config.json"
+        blocks = json.loads(saved.read_text()).get("extra", {}).get("phrase_blocks") if saved.exists() else None
     result = auto_table(model, get_task(args.task), args.split, args.num_per_level, args.phrase_seed, args.seed,
-                        args.placement, args.batch_size, max_new_tokens=args.max_new_tokens,
+                        args.placement, args.batch_size, phrase_blocks=blocks, max_new_tokens=args.max_new_tokens,
                         max_pauses=args.max_pauses, max_pauses_total=args.max_pauses_total,
                         first_token_pauses_only=args.first_token_pauses_only)
     return {"config": vars(args), **result}
@@ -37,6 +41,8 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default="test", help="phrase-bank split (held out: validation or test)")
     parser.add_argument("--placement", default="before", help="before | after | any")
     parser.add_argument("--phrase_seed", type=int, default=0, help="the phrase bank's split seed (as in training)")
+    parser.add_argument("--phrase_blocks", nargs="*", default=None,
+                        help="the phrase bank's blocks (default: the estimator's own, as trained)")
     parser.add_argument("--seed", type=int, default=12345, help="seed of the prompts")
     parser.add_argument("--num_per_level", type=int, default=100, help="prompts per level")
     parser.add_argument("--batch_size", type=int, default=128)

@@ -390,6 +390,8 @@ def test_train_urgency_end_to_end_then_generate_auto(tmp_path, capsys):
     model = AdaptivePauseModel.from_pretrained(run)
     init = UrgencyEstimator(32, width=16)
     assert not torch.equal(model.urgency_estimator.mlp[1].weight, init.mlp[1].weight)  # parameters changed
+    saved = json.loads((run / "urgency" / "config.json").read_text())["extra"]
+    assert saved["phrase_blocks"] == ["base", "composed"] and saved["phrase_seed"] == 0  # what "auto" evals read
     result = model.generate(PROMPTS, urgency="auto", max_new_tokens=3)
     assert all(0 <= u <= 1 for u in result.urgency_used)
     # A second run into the same directory is refused (it would overwrite another run's state).
@@ -450,6 +452,8 @@ def test_train_urgency_bad_config_names_the_field(tmp_path, capsys):
     assert "layer: needs one or more distinct hidden-state indices" in capsys.readouterr().err
     assert cli_main(["train-urgency", str(tmp_path), "--loss", "hinge"]) == 2
     assert "loss: must be one of ('bce', 'mse', 'ce')" in capsys.readouterr().err
+    assert cli_main(["train-urgency", str(tmp_path), "--phrase_blocks", "base", "slang"]) == 2
+    assert "phrase_blocks: must name blocks of ['base', 'composed']" in capsys.readouterr().err
     assert cli_main(["train-urgency", str(tmp_path)]) == 2
     assert "has no model/" in capsys.readouterr().err
 

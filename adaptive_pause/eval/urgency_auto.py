@@ -28,13 +28,14 @@ def fmt(value) -> str:
 
 
 def auto_table(model, task, split: str = "test", num_per_level: int = 100, phrase_seed: int = 0, seed: int = 12345,
-               placement: str = "before", batch_size: int = 128, **generate_kwargs) -> dict:
+               placement: str = "before", batch_size: int = 128, phrase_blocks=None, **generate_kwargs) -> dict:
     """{"table": per level {level, urgency, auto/estimate, auto/pauses, auto/accuracy, explicit/pauses,
     explicit/accuracy}, "spearman_level_pauses", "spearman_level_pauses_explicit", "spearman_level_estimate",
-    "mae"}; `generate_kwargs` go to `model.generate` (max_new_tokens, max_pauses, ...)."""
+    "mae"}; `phrase_blocks`: the bank's blocks (None: all; use the estimator's own, as trained);
+    `generate_kwargs` go to `model.generate` (max_new_tokens, max_pauses, ...)."""
     if num_per_level < 1:
         raise ValueError(f"num_per_level: must be >= 1, got {num_per_level}")
-    bank = UrgencyPhraseBank(phrase_seed)
+    bank = UrgencyPhraseBank(phrase_seed, blocks=phrase_blocks or None)
     examples = bank.examples([task], split, num_per_level * LEVELS, seed, placement)
     rows: dict[str, list[dict]] = {"auto": [], "explicit": []}
     for start in range(0, len(examples), batch_size):

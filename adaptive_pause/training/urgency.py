@@ -28,7 +28,7 @@ from policies.urgency import POOLINGS
 
 from ..checkpoint import atomic_dir, write_json_atomic
 from ..config import check, help_field, load_yaml, parse_cli, save_yaml, to_dict
-from ..tasks.urgency_phrases import LEVELS, PLACEMENTS, UrgencyPhraseBank
+from ..tasks.urgency_phrases import BLOCKS, LEVELS, PLACEMENTS, UrgencyPhraseBank
 
 STAGE_DIR = "urgency_train"
 ESTIMATOR_DIR = "urgency"
@@ -43,6 +43,9 @@ class UrgencyTrainConfig:
                          "the estimator goes to RUN_DIR/urgency/, the stage's records to RUN_DIR/urgency_train/")
     tasks: list[str] = help_field("task specs whose prompts carry the phrases", default_factory=lambda: ["addition:1-3"])
     phrase_seed: int = help_field("seed of the phrase bank's split by template (train / validation / test)", default=0)
+    phrase_blocks: list[str] = help_field(
+        "the phrase bank's blocks to train and evaluate on (tasks/urgency_templates.BLOCKS: base, composed); "
+        "empty = all", default_factory=list)
     placement: str = help_field("where the phrase goes: 'before' or 'after' the task text, or 'any' (each at random)",
                            default="any")
     num_train: int = help_field("training prompts (train phrasings only)", default=4096)
@@ -76,6 +79,8 @@ class UrgencyTrainConfig:
         check(bool(self.run_dir), "run_dir", "must name a run directory with model/")
         check(len(self.tasks) > 0, "tasks", "needs at least one task")
         check(self.placement in PLACEMENTS, "placement", f"must be one of {PLACEMENTS}, got {self.placement!r}")
+        check(set(self.phrase_blocks) <= set(BLOCKS), "phrase_blocks",
+              f"must name blocks of {list(BLOCKS)}, got {self.phrase_blocks}")
         for name in ("num_train", "num_validation", "num_test", "width", "max_steps", "batch_size",
                      "feature_batch_size", "eval_every", "checkpoint_every"):
             check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
@@ -121,7 +126,7 @@ def phrased_split(model, estimator: UrgencyEstimator, config: UrgencyTrainConfig
     """`n` prompts of `split`'s phrasings, read once through the frozen LM into `estimator`'s features."""
     from ..tasks import get_task
 
-    bank = UrgencyPhraseBank(config.phrase_seed)
+    bank = UrgencyPhraseBank(config.phrase_seed, blocks=config.phrase_blocks or None)
     examples = bank.examples([get_task(spec) for spec in config.tasks], split, n, seed, config.placement)
     prompt_ids = model.encode([e.prompt for e in examples])
     from ..urgency import prompt_features
@@ -313,6 +318,7 @@ def run_train_urgency(config: UrgencyTrainConfig) -> dict:
                   "train": evaluate(estimator, train_data)}
         save_estimator(estimator, run_dir / ESTIMATOR_DIR,
                        extra={"levels": LEVELS, "tasks": config.tasks, "phrase_seed": config.phrase_seed,
+                              "phrase_blocks": config.phrase_blocks or list(BLOCKS),
                               "layer": config.layer, "validation": {k: result["validation"][k]
                                                                      for k in ("spearman", "mae")}})
         write_json_atomic(result, stage_dir / "eval.json")
