@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 import torch
-from adaptive_pause.eval.urgency_auto import auto_table, fmt, format_auto_table
+from adaptive_pause.eval.urgency_auto import auto_table, estimator_phrases, fmt, format_auto_table
 from adaptive_pause.modeling import AdaptivePauseModel
 from adaptive_pause.tasks import get_task
 
@@ -23,11 +23,10 @@ from adaptive_pause.tasks import get_task
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     model = AdaptivePauseModel.from_pretrained(args.run_dir)
-    blocks = args.phrase_blocks
-    if blocks is None:  # the estimator's own blocks, as trained (all blocks for an estimator that did not say)
-        saved = Path(args.run_dir) / "urgency" / "config.json"
-        blocks = json.loads(saved.read_text()).get("extra", {}).get("phrase_blocks") if saved.exists() else None
-    result = auto_table(model, get_task(args.task), args.split, args.num_per_level, args.phrase_seed, args.seed,
+    seed, blocks = estimator_phrases(args.run_dir)  # the estimator's own split, unless the flags say otherwise
+    seed = seed if args.phrase_seed is None else args.phrase_seed
+    blocks = blocks if args.phrase_blocks is None else args.phrase_blocks
+    result = auto_table(model, get_task(args.task), args.split, args.num_per_level, seed, args.seed,
                         args.placement, args.batch_size, phrase_blocks=blocks, max_new_tokens=args.max_new_tokens,
                         max_pauses=args.max_pauses, max_pauses_total=args.max_pauses_total,
                         first_token_pauses_only=args.first_token_pauses_only)
@@ -40,7 +39,8 @@ def main(argv=None) -> int:
     parser.add_argument("--task", default="addition:1-3", help="the task whose prompts carry the phrases")
     parser.add_argument("--split", default="test", help="phrase-bank split (held out: validation or test)")
     parser.add_argument("--placement", default="before", help="before | after | any")
-    parser.add_argument("--phrase_seed", type=int, default=0, help="the phrase bank's split seed (as in training)")
+    parser.add_argument("--phrase_seed", type=int, default=None,
+                        help="the phrase bank's split seed (default: the estimator's own, as trained)")
     parser.add_argument("--phrase_blocks", nargs="*", default=None,
                         help="the phrase bank's blocks (default: the estimator's own, as trained)")
     parser.add_argument("--seed", type=int, default=12345, help="seed of the prompts")

@@ -392,6 +392,9 @@ def test_train_urgency_end_to_end_then_generate_auto(tmp_path, capsys):
     assert not torch.equal(model.urgency_estimator.mlp[1].weight, init.mlp[1].weight)  # parameters changed
     saved = json.loads((run / "urgency" / "config.json").read_text())["extra"]
     assert saved["phrase_blocks"] == ["base", "composed"] and saved["phrase_seed"] == 0  # what "auto" evals read
+    from adaptive_pause.eval.urgency_auto import estimator_phrases
+
+    assert estimator_phrases(run) == (0, ["base", "composed"]) and estimator_phrases(tmp_path) == (0, None)
     result = model.generate(PROMPTS, urgency="auto", max_new_tokens=3)
     assert all(0 <= u <= 1 for u in result.urgency_used)
     # A second run into the same directory is refused (it would overwrite another run's state).

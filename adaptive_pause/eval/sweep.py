@@ -236,7 +236,10 @@ def _auto_rows(model, task, label: str, config: SweepConfig, max_new: int, budge
     if model.urgency_estimator is None:
         raise ValueError(f"auto: {config.run_dir} has no urgency estimator (urgency/); train one with "
                          "`adaptive-pause train-urgency RUN_DIR`, or set auto false")
-    bank, rows = UrgencyPhraseBank(), []
+    from .urgency_auto import estimator_phrases
+
+    phrase_seed, blocks = estimator_phrases(config.run_dir)  # the estimator's own split: held out from it
+    bank, rows = UrgencyPhraseBank(phrase_seed, blocks=blocks), []
     for level in range(LEVELS):
         u = level_urgency(level)
         examples = bank.examples([task], "test", config.num_examples, config.seed, "before", levels=[level])

@@ -11,7 +11,18 @@ Must not: train anything or decode by itself (it calls `generate`).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from ..tasks.urgency_phrases import LEVELS, UrgencyPhraseBank, level_urgency
+
+
+def estimator_phrases(run_dir) -> tuple[int, list[str] | None]:
+    """(phrase seed, phrase blocks) the run's estimator was trained with, from RUN_DIR/urgency/config.json: the
+    split whose held-out phrasings it never saw. An estimator that did not record them: (0, None = all)."""
+    saved = Path(run_dir) / "urgency" / "config.json"
+    extra = json.loads(saved.read_text()).get("extra", {}) if saved.is_file() else {}
+    return int(extra.get("phrase_seed", 0)), extra.get("phrase_blocks")
 
 
 def _spearman(x, y) -> float | str:
