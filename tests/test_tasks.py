@@ -90,7 +90,7 @@ def test_phrased_task_wraps_the_bare_example_with_a_phrase_of_the_stage_split():
     inner, task = get_task("addition:1-3"), get_task("phrased:addition:1-3")
     assert isinstance(task, PhrasedTask) and task.name == "phrased:addition:1-3"
     assert task.difficulties == inner.difficulties and task.scorer == inner.scorer
-    bank = UrgencyPhraseBank(0)
+    bank = UrgencyPhraseBank(0, blocks=("base",))  # the worded-prompt task reads the base block
     for split in ("train", "dev", "test"):
         levels = set()
         for seed in range(60):
