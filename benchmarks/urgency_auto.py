@@ -53,6 +53,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/urgency_auto.json")
     args = parser.parse_args(argv)
+    from adaptive_pause.tasks.urgency_phrases import BLOCKS
+
+    if args.phrase_blocks is not None and not set(args.phrase_blocks) <= set(BLOCKS):
+        parser.error(f"--phrase_blocks: must name blocks of {list(BLOCKS)}, got {args.phrase_blocks}")
     result = run(args)
     print(format_auto_table(result))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -565,3 +565,16 @@ def test_sweep_auto_rows_match_generate_auto_on_the_held_out_phrasings(tmp_path,
     AdaptivePauseModel(long_model.lm, long_model.tokenizer, long_model.policy).save_pretrained(bare)
     with pytest.raises(ValueError, match="auto: .* has no urgency estimator"):
         run_sweep(SweepConfig(**{**config.__dict__, "run_dir": str(bare)}))
+
+
+def test_urgency_auto_benchmark_refuses_unknown_phrase_blocks(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import urgency_auto
+
+    with pytest.raises(SystemExit) as exit_info:
+        urgency_auto.main([str(tmp_path), "--phrase_blocks", "base", "slang"])
+    assert exit_info.value.code == 2
+    assert "--phrase_blocks: must name blocks of ['base', 'composed']" in capsys.readouterr().err
