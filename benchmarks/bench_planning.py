@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -315,14 +316,20 @@ def main(argv=None) -> dict:
     plots = plot(results, out, args.tag)
 
     def mean(key):
-        values = [h[key] for h in heads.values()]
-        return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+        """(mean, sd, runs) over the runs where the figure is defined (a ratio is NaN where its denominator is 0:
+        no fixed k pauses, or the per-step controller never pauses); NaN when it is defined in none."""
+        values = [h[key] for h in heads.values() if math.isfinite(h[key])]
+        if not values:
+            return float("nan"), float("nan"), 0
+        return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
 
     summary = {k: mean(k) for k in ("latency_ratio", "accuracy_gap_u0", "pause_ratio_u0")}
     payload = {"args": vars(args), "seconds": time.perf_counter() - started, "results": results, "runs": heads,
                "countdown_compare": compare, "mean_sd": summary, "plots": plots}
     (out / f"bench_planning{args.tag}.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
     print(f"plots: {' '.join(plots)}; json: {out / f'bench_planning{args.tag}.json'}; {payload['seconds']:.0f} s")
+    print("means over the runs where defined: " + ", ".join(f"{k} {m:.3f} (sd {sd:.3f}, {n} of {len(heads)} runs)"
+                                                             for k, (m, sd, n) in summary.items()))
     print(f"bench_planning: latency_ratio={summary['latency_ratio'][0]:.3f} "
           f"accuracy_gap_u0={summary['accuracy_gap_u0'][0]:.2f} pause_ratio_u0={summary['pause_ratio_u0'][0]:.3f}")
     return payload
