@@ -15,6 +15,11 @@ passes at u = 0 over the per-step controller's at the same accuracy (its curve o
 Y = planning's u = 0 accuracy minus the best fixed k's, in points; Z = its mean pauses over the best k.
 
     python benchmarks/bench_planning.py --out runs/bench_planning --seeds 0 1 2 --lm_seeds 0 1 --jobs 6
+
+`--step_on_plain` puts the per-step controller on each LM's twin without the countdown: a per-step decision
+commits to one pause, so the countdown it feeds reads 1 at every pause, and a countdown LM never saw that run
+for more than one pause (k such pauses gave 0.504-0.544 where the same k prefilled with k, ..., 1 gave up to
+0.958: docs/results.md, issue 15, session 12).
 """
 
 from __future__ import annotations
@@ -254,6 +259,11 @@ def main(argv=None) -> dict:
                              'controllers, e.g. \'{"ent_coef": 0.02, "learning_rate": 0.001}\'')
     parser.add_argument("--tag", default="", help="inserted in the controller runs' directory names (lm0-plan{TAG}0): "
                         "runs of another recipe then sit beside, not over, earlier ones")
+    parser.add_argument("--step_on_plain", action="store_true",
+                        help="train and decode the per-step controller on each LM's twin without the countdown (built "
+                             "as for --compare_countdown). A per-step decision commits to one pause, so on a countdown "
+                             "LM every pause reads 1, a sequence that LM never saw for more than one pause (see "
+                             "docs/results.md, issue 15, session 12); the planner stays on the countdown LM")
     parser.add_argument("--countdown_only", action="store_true",
                         help="with --compare_countdown: only the LMs and their fixed-k comparison, no controllers")
     args = parser.parse_args(argv)
@@ -271,14 +281,14 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs, initializer=_one_thread if args.jobs > 1 else None) as pool:
         lm_jobs = {(s, c): pool.submit(build_lm, str(out), s, c, args.pretrain_steps, args.base) for s in args.lm_seeds
-                   for c in ((True, False) if args.compare_countdown else (True,))}
+                   for c in ((True, False) if args.compare_countdown or args.step_on_plain else (True,))}
         lms = {key: job.result() for key, job in lm_jobs.items()}
         compare_jobs = {s: pool.submit(countdown_compare, lms[(s, True)], lms[(s, False)], args.fixed_ks,
                                        args.num_examples) for s in args.lm_seeds if args.compare_countdown}
         if args.countdown_only:
             return countdown_only({f"lm{s}": job.result() for s, job in compare_jobs.items()}, args, out)
-        ppo_jobs = {(s, c, p): pool.submit(train_controller, lms[(s, True)], str(out), c, p, args.iterations,
-                                           args.ppo_set, args.tag)
+        ppo_jobs = {(s, c, p): pool.submit(train_controller, lms[(s, c == "plan" or not args.step_on_plain)], str(out),
+                                           c, p, args.iterations, args.ppo_set, args.tag)
                     for s in args.lm_seeds for p in args.seeds for c in ("step", "plan")}
         runs = {key: job.result() for key, job in ppo_jobs.items()}
         eval_jobs = {s: pool.submit(evaluate, lms[(s, True)], {f"{c}{p}": runs[(s, c, p)] for c in ("step", "plan")
