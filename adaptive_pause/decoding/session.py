@@ -8,7 +8,9 @@ the per-step records PPO needs. Multi-token steps (chunked, speculative) are in 
 interruptions in `interrupt.py`.
 The countdown input (a model with `pause_countdown`) carries at each pause the pauses its controller has
 committed to from there on: exact for a plan (fixed k, a planning controller: k, ..., 1), and 1 for a per-step
-decision, which commits to one pause only (so the last pause before a token always reads 1, as in training).
+decision, which commits to one pause only (so the last pause before a token always reads 1, as in training; a
+run of several per-step pauses reads 1, ..., 1, which a countdown-trained LM never saw, and on such an LM it
+gave no gain over one pause: docs/results.md, issue 15, session 12).
 
 Must not: know about tasks, rewards, PPO or files; loop over rows in Python on the per-step path.
 """
