@@ -264,6 +264,10 @@ def main(argv=None) -> dict:
                              "as for --compare_countdown). A per-step decision commits to one pause, so on a countdown "
                              "LM every pause reads 1, a sequence that LM never saw for more than one pause (see "
                              "docs/results.md, issue 15, session 12); the planner stays on the countdown LM")
+    parser.add_argument("--planner", choices=("plan", "outcome"), default="plan",
+                        help="the planning controller: 'plan' (PausePlanningHead, PPO over counts) or 'outcome' (the "
+                             "outcome planner: P(correct | k) fitted on observed outcomes, controller 'outcome'); it "
+                             "fills the table's plan rows")
     parser.add_argument("--countdown_only", action="store_true",
                         help="with --compare_countdown: only the LMs and their fixed-k comparison, no controllers")
     args = parser.parse_args(argv)
@@ -287,8 +291,9 @@ def main(argv=None) -> dict:
                                        args.num_examples) for s in args.lm_seeds if args.compare_countdown}
         if args.countdown_only:
             return countdown_only({f"lm{s}": job.result() for s, job in compare_jobs.items()}, args, out)
+        kinds = {"step": "step", "plan": args.planner}  # table label -> controller kind
         ppo_jobs = {(s, c, p): pool.submit(train_controller, lms[(s, c == "plan" or not args.step_on_plain)], str(out),
-                                           c, p, args.iterations, args.ppo_set, args.tag)
+                                           kinds[c], p, args.iterations, args.ppo_set, args.tag)
                     for s in args.lm_seeds for p in args.seeds for c in ("step", "plan")}
         runs = {key: job.result() for key, job in ppo_jobs.items()}
         eval_jobs = {s: pool.submit(evaluate, lms[(s, True)], {f"{c}{p}": runs[(s, c, p)] for c in ("step", "plan")

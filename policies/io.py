@@ -26,11 +26,13 @@ from safetensors.torch import load_file, save_file
 from .base import PausePolicy
 from .baselines import ConfidenceThreshold, FixedPauses, RandomPauses
 from .head import PauseControllerHead
+from .outcome import OutcomePlanner
 from .planning import PausePlanningHead
 
 POLICY_TYPES: dict[str, type[PausePolicy]] = {
     "PauseControllerHead": PauseControllerHead,
     "PausePlanningHead": PausePlanningHead,
+    "OutcomePlanner": OutcomePlanner,
     "FixedPauses": FixedPauses,
     "ConfidenceThreshold": ConfidenceThreshold,
     "RandomPauses": RandomPauses,

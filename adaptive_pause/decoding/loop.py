@@ -29,6 +29,9 @@ def check_policy_reads(policy: PausePolicy, config: DecodeConfig, hidden_size: i
     if policy.prompt_summary and not config.prompt_summary:
         raise ValueError(f"policy {type(policy).__name__} reads the prompt summary (prompt_summary=True); decode "
                          "with prompt_summary=True (DecodeConfig, PauseEnvConfig)")
+    if getattr(policy, "first_token_only", False) and not config.first_token_pauses_only:
+        raise ValueError(f"policy {type(policy).__name__} plans the pauses before the first answer token only; "
+                         "decode with first_token_pauses_only=True")
     if config.prompt_summary and not policy.prompt_summary and policy.hidden_size is not None:
         raise ValueError(f"prompt_summary: the decode loop appends the prompt summary to the features, but policy "
                          f"{type(policy).__name__} was built without it; decode with prompt_summary=False")

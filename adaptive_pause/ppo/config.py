@@ -17,7 +17,7 @@ from ..envs.analytic import AnalyticEnvConfig
 URGENCY_DISTRIBUTIONS = ("uniform", "discrete")
 REWARD_NAMES = ("meta", "deadline", "discounted")
 ADVANTAGES = ("gae", "rloo")
-CONTROLLERS = ("step", "plan")
+CONTROLLERS = ("step", "plan", "outcome")
 
 
 
@@ -89,7 +89,16 @@ class PPOConfig:
     controller: str = help_field(
         "'step': before each answer token pause again or emit, one pass per pause (PauseControllerHead); 'plan' "
         "(env lm): choose a count k in 0..max_pauses before an answer token, its k pauses prefilled in one pass "
-        "(PausePlanningHead; GAE then runs on the planning clock); saved with the controller", default="step")
+        "(PausePlanningHead; GAE then runs on the planning clock); 'outcome' (env lm, first_token_pauses_only, "
+        "reward meta): a planner that predicts P(correct | k) for every k from observed outcomes and takes the "
+        "fewest pauses within outcome_margin of the best expected reward (OutcomePlanner, fitted by supervision, "
+        "no PPO: ppo/outcome.py); saved with the controller", default="step")
+    outcome_prompts: int = help_field("controller outcome: dev prompts, each answered after every k in "
+                                      "0..max_pauses", default=4000)
+    outcome_fit_steps: int = help_field("controller outcome: fitting steps (batches of 256; early stopping on a "
+                                        "held-out tenth of the prompts)", default=3000)
+    outcome_margin: float = help_field("controller outcome: take the fewest pauses whose expected meta reward is "
+                                       "within this of the best (a tie-break toward fewer pauses)", default=0.005)
     head_width: int = help_field("controller head: MLP width", default=64)
     initial_pause_prob: float = help_field("controller head: pause probability before training", default=0.5)
     eval_urgencies: list[float] = help_field("urgencies of the exact evaluation (analytic env)",
@@ -157,7 +166,18 @@ class PPOConfig:
         check(self.group_size >= 1, "group_size", f"must be >= 1, got {self.group_size}")
         check(self.controller in CONTROLLERS, "controller", f"must be one of {CONTROLLERS}, got {self.controller!r}")
         check(self.controller == "step" or (self.env == "lm" and self.max_pauses >= 1), "controller",
-              "plan needs env 'lm' and max_pauses >= 1 (the analytic env steps pause by pause)")
+              "plan and outcome need env 'lm' and max_pauses >= 1 (the analytic env steps pause by pause)")
+        if self.controller == "outcome":
+            check(self.first_token_pauses_only, "first_token_pauses_only", "controller outcome plans the pauses "
+                  "before the first answer token only: set first_token_pauses_only true")
+            check(self.reward == "meta", "reward", f"controller outcome computes the meta reward's expectation; got "
+                  f"{self.reward!r}")
+            check(not self.train_adapter and not self.urgency_from_phrases, "controller",
+                  "outcome is fitted on the frozen LM's outcomes for bare prompts: set train_adapter and "
+                  "urgency_from_phrases false")
+        check(self.outcome_prompts >= 20, "outcome_prompts", f"must be >= 20, got {self.outcome_prompts}")
+        check(self.outcome_fit_steps >= 1, "outcome_fit_steps", f"must be >= 1, got {self.outcome_fit_steps}")
+        check(0 <= self.outcome_margin < 1, "outcome_margin", f"must be in [0, 1), got {self.outcome_margin}")
         check(not self.urgency_from_phrases or self.env == "lm", "urgency_from_phrases",
               f"needs env 'lm' (prompts to phrase), got env {self.env!r}")
         check(not self.urgency_from_phrases or not any(spec.startswith("phrased") for spec in self.tasks),

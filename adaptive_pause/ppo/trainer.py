@@ -37,6 +37,7 @@ from .algorithm import (JointEvaluation, PolicyEvaluation, Rollout, explained_va
                         stop_if_diverged)
 from .checkpoint import RESUMABLE_CHANGES, check_resumable, load_checkpoint, save_checkpoint
 from .config import PPOConfig
+from .outcome import train_outcome
 from .sources import AnalyticSource, LMSource
 
 
@@ -148,6 +149,8 @@ def _train(config: PPOConfig, accelerator, run_dir: Path) -> dict:
         if not (run_dir / "config.yaml").is_file():
             raise ValueError(f"resume: {run_dir / 'config.yaml'} not found; nothing to resume from")
         check_resumable(load_yaml(PPOConfig, run_dir / "config.yaml"), config)
+    if config.controller == "outcome":  # fitted by supervision on observed outcomes, not PPO
+        return train_outcome(config, accelerator, run_dir)
 
     reward = build_reward(config)
     source, model = build_source(config, reward, accelerator.device)
@@ -292,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as error:
         print(f"adaptive-pause train-controller: error: {error}", file=sys.stderr)
         return 1
+    if result.get("controller") == "outcome":
+        return 0  # train_outcome printed its held-out line
     if PartialState().is_main_process and result["evaluation"]:
         rows = result["evaluation"]
         print(format_analytic(rows))
