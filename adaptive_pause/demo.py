@@ -114,6 +114,8 @@ def run_demo(config: DemoConfig) -> dict:
     stage("finetune", lambda overwrite, resume: run_finetune(replace(ft, overwrite=overwrite, resume=resume)),
           ft_print, ft)
 
+    lm_check = check_pauses_pay(dirs["finetune"], ft.tasks[0], ft.max_pauses) if ft.max_pauses else {"warning": None}
+
     ppo_data = {**_stage_yaml(config.controller_config, "controller"), **common, "env": "lm",
                 "model_run_dir": str(dirs["finetune"]), "output_dir": str(dirs["controller"])}
     ppo = from_dict(PPOConfig, ppo_data)  # validated before any stage runs
@@ -171,9 +173,35 @@ def run_demo(config: DemoConfig) -> dict:
     print(format_auto_table(auto))
     spearman = result["spearman"]
     spearman = spearman if isinstance(spearman, str) or spearman is None else f"{spearman:.3f}"
+    if lm_check["warning"]:
+        print(lm_check["warning"])  # again at the end, beside the figures it concerns
     print(f"demo: seconds={seconds:.0f} spearman_urgency_pauses={spearman} "
           f"spearman_auto_level_pauses={fmt(auto['spearman_level_pauses'])} pareto={result['pareto']}")
-    return {"seconds": seconds, "timings": timings, **result, "auto": auto}
+    return {"seconds": seconds, "timings": timings, **result, "auto": auto, "lm_check": lm_check}
+
+
+PAUSE_GAIN_FLOOR = 0.02  # below this, pauses do not pay on the LM and the controller has nothing to learn
+
+
+def check_pauses_pay(run_dir: Path, task_spec: str, max_pauses: int, n: int = 400) -> dict:
+    """The finetuned LM's dev accuracy at k = 0 and k = max_pauses (teacher-forced, seconds), printed; with a
+    warning when pauses gain less than PAUSE_GAIN_FLOOR: the pretraining did not learn the task in a way pauses
+    help (it happens on some seeds and machines: docs/results.md), and every controller figure after it is flat."""
+    from .eval.eval_pauses import evaluate_run, load_run
+
+    by_k = next(iter(evaluate_run(load_run(run_dir), [task_spec], [0, max_pauses], n, 1_000_003, 256,
+                                  split="dev").values()))["by_k"]
+    low, high = by_k[0]["all"], by_k[max_pauses]["all"]
+    print(f"demo: finetuned LM on {task_spec} (dev, {n} examples): accuracy {low:.3f} at k=0, {high:.3f} at "
+          f"k={max_pauses}", flush=True)
+    warning = None
+    if high - low < PAUSE_GAIN_FLOOR:
+        warning = (f"demo: WARNING: {max_pauses} pauses gain {100 * (high - low):+.1f} points on this LM (k=0 "
+                   f"{low:.3f}, k={max_pauses} {high:.3f}): its pretraining did not learn to use pauses on this seed "
+                   f"and machine, so the controller and urgency figures below are flat. Rerun with another --seed "
+                   f"or --out, or a longer pretrain (--pretrain_config; docs/results.md, demo section)")
+        print(warning, flush=True)
+    return {"accuracy_k0": low, f"accuracy_k{max_pauses}": high, "warning": warning}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,11 @@ def test_demo_end_to_end_then_skips(tmp_path, capsys):
     assert overall == {(p, q, u) for p, q in policies for u in (0.0, 0.5, 1.0)}  # every policy at every urgency
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith("demo: seconds=")
+    # the finetuned LM's pause gain is checked before PPO; the tiny LM gains nothing, and the demo says so twice
+    assert "demo: finetuned LM on parity:2-6 (dev, 400 examples): accuracy" in out
+    assert set(first["lm_check"]) == {"accuracy_k0", "accuracy_k8", "warning"}
+    if first["lm_check"]["accuracy_k8"] - first["lm_check"]["accuracy_k0"] < 0.02:
+        assert out.count("demo: WARNING: 8 pauses gain") == 2
     assert "controller: task=parity:2-6 spearman_urgency_pauses=" in out  # the controller against the baselines
     second = run_demo(config)
     assert second["timings"] == {}  # every stage was skipped
@@ -45,3 +50,20 @@ def test_demo_end_to_end_then_skips(tmp_path, capsys):
     assert "sweep: rerunning into" in capsys.readouterr().out
     forced = run_demo(DemoConfig(**{**config.__dict__, "sweep_config": str(sweep_yaml), "force": True}))
     assert set(forced["timings"]) == set(STAGES)  # --force reruns every stage over its old outputs
+
+
+def test_the_pause_gain_check_warns_only_when_pauses_do_not_pay(monkeypatch, capsys):
+    import adaptive_pause.eval.eval_pauses as eval_pauses
+    from adaptive_pause import demo
+
+    def fake(accuracies):
+        return lambda run, tasks, ks, *args, **kwargs: {
+            "t": {"by_k": {k: {"all": accuracies[i]} for i, k in enumerate(ks)}}}
+
+    monkeypatch.setattr(eval_pauses, "load_run", lambda run_dir: None)
+    monkeypatch.setattr(eval_pauses, "evaluate_run", fake([0.55, 0.95]))
+    assert demo.check_pauses_pay(Path("x"), "addition:1-3", 16)["warning"] is None
+    monkeypatch.setattr(eval_pauses, "evaluate_run", fake([0.40, 0.41]))
+    warned = demo.check_pauses_pay(Path("x"), "addition:1-3", 16)
+    assert warned["accuracy_k16"] == 0.41 and "16 pauses gain +1.0 points" in warned["warning"]
+    assert "--seed" in capsys.readouterr().out
