@@ -48,7 +48,8 @@ def _one_thread() -> None:
     torch.set_num_threads(1)  # parallel jobs share the cores: one thread each, no oversubscription
 
 
-def build_lm(out: str, seed: int, countdown: bool, pretrain_steps: int, base: str | None = None) -> str:
+def build_lm(out: str, seed: int, countdown: bool, pretrain_steps: int, base: str | None = None,
+             pretrain_set: dict | None = None, finetune_set: dict | None = None) -> str:
     """pretrain + LoRA finetune of the demo recipe into OUT/lm{seed}[-plain]/{pre,ft}; returns the finetune run.
     With `base` (a finished demo pretrain run, no countdown): only the finetune, seeded by `seed`, with the
     countdown added there (finetune's `pause_countdown`) or not."""
@@ -60,11 +61,12 @@ def build_lm(out: str, seed: int, countdown: bool, pretrain_steps: int, base: st
     if (root / "ft" / "adapter").is_dir():
         return str(root / "ft")  # built before (a rerun of the bench reuses it)
     if base is None:
-        pre = stage_yaml("pretrain")
+        pre = {**stage_yaml("pretrain"), **(pretrain_set or {})}
         pre["model"] = {**pre["model"], "pause_countdown": countdown}
         run_pretrain(from_dict(PretrainConfig, {**pre, "seed": seed, "progress": False, "max_steps": pretrain_steps,
                                                 "output_dir": str(root / "pre"), "overwrite": True}))
-    run_finetune(from_dict(FinetuneConfig, {**stage_yaml("finetune"), "seed": seed, "progress": False,
+    run_finetune(from_dict(FinetuneConfig, {**stage_yaml("finetune"), **(finetune_set or {}), "seed": seed,
+                                            "progress": False,
                                             "base_model": base or str(root / "pre"), "output_dir": str(root / "ft"),
                                             "pause_countdown": countdown and base is not None, "overwrite": True}))
     return str(root / "ft")
@@ -257,6 +259,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--ppo_set", type=json.loads, default={},
                         help='JSON object of controller-config fields set on top of the demo recipe for both '
                              'controllers, e.g. \'{"ent_coef": 0.02, "learning_rate": 0.001}\'')
+    parser.add_argument("--pretrain_set", type=json.loads, default={},
+                        help='JSON object of pretrain-config fields set on top of the demo recipe, e.g. '
+                             '\'{"tasks": ["addition:1-3"]}\' (bare sums only, the session 2 recipe)')
+    parser.add_argument("--finetune_set", type=json.loads, default={},
+                        help="JSON object of finetune-config fields set on top of the demo recipe")
     parser.add_argument("--tag", default="", help="inserted in the controller runs' directory names (lm0-plan{TAG}0): "
                         "runs of another recipe then sit beside, not over, earlier ones")
     parser.add_argument("--step_on_plain", action="store_true",
@@ -271,8 +278,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--countdown_only", action="store_true",
                         help="with --compare_countdown: only the LMs and their fixed-k comparison, no controllers")
     args = parser.parse_args(argv)
-    if not isinstance(args.ppo_set, dict):
-        parser.error(f"--ppo_set: must be a JSON object of controller-config fields, got {args.ppo_set!r}")
+    for name in ("ppo_set", "pretrain_set", "finetune_set"):
+        if not isinstance(getattr(args, name), dict):
+            parser.error(f"--{name}: must be a JSON object of config fields, got {getattr(args, name)!r}")
     import dataclasses
 
     from adaptive_pause.ppo.config import PPOConfig
@@ -284,7 +292,8 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs, initializer=_one_thread if args.jobs > 1 else None) as pool:
-        lm_jobs = {(s, c): pool.submit(build_lm, str(out), s, c, args.pretrain_steps, args.base) for s in args.lm_seeds
+        lm_jobs = {(s, c): pool.submit(build_lm, str(out), s, c, args.pretrain_steps, args.base, args.pretrain_set,
+                                       args.finetune_set) for s in args.lm_seeds
                    for c in ((True, False) if args.compare_countdown or args.step_on_plain else (True,))}
         lms = {key: job.result() for key, job in lm_jobs.items()}
         compare_jobs = {s: pool.submit(countdown_compare, lms[(s, True)], lms[(s, False)], args.fixed_ks,

@@ -124,6 +124,9 @@ def test_train_an_outcome_planner_generate_with_it_and_resume(tiny_run_dir, tmp_
     for i, prompt in enumerate(prompts):
         alone = loaded.generate([prompt], urgency=[0.0, 0.5, 1.0][i])
         assert alone.texts == [together.texts[i]] and alone.pauses == [together.pauses[i]]
+        # the planner's k pauses, planned after the prompt pass, answer as the same k fixed in advance (observe)
+        fixed = loaded.generate([prompt], urgency=0.0, policy=FixedPauses(together.pauses[i]))
+        assert fixed.texts == alone.texts
     with pytest.raises(ValueError, match="first_token_pauses_only"), pytest.warns(UserWarning, match="trained with"):
         loaded.generate(prompts, urgency=0.0, first_token_pauses_only=False)
     # a killed run resumes from the observed outcomes (no second decoding): same head
