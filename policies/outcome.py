@@ -112,7 +112,7 @@ def fit_outcome_head(head: OutcomePlanner, features: torch.Tensor, correct: torc
 
     Binary cross-entropy on every k at once; early stopping on a held-out `validation_fraction` of the rows
     (checked every `check_every` steps, the best weights kept). Returns {train_loss, validation_loss,
-    best_step, validation_rows}."""
+    best_step, validation_rows, history: [(step, train loss, validation loss)] at each check}."""
     n = len(features)
     if correct.shape != (n, head.max_count + 1):
         raise ValueError(f"correct: expected shape ({n}, {head.max_count + 1}), got {tuple(correct.shape)}")
@@ -128,6 +128,7 @@ def fit_outcome_head(head: OutcomePlanner, features: torch.Tensor, correct: torc
     bce = nn.functional.binary_cross_entropy_with_logits
     best = (math.inf, {k: v.detach().clone() for k, v in head.state_dict().items()}, 0)
     loss = torch.tensor(math.nan)
+    history = []
     for step in range(1, steps + 1):
         idx = train[torch.randint(len(train), (min(batch_size, len(train)),), generator=generator)]
         loss = bce(head.correct_logits(features[idx]), correct[idx])
@@ -139,7 +140,9 @@ def fit_outcome_head(head: OutcomePlanner, features: torch.Tensor, correct: torc
         if step % check_every == 0 or step == steps:
             with torch.no_grad():
                 v = bce(head.correct_logits(features[val]), correct[val]).item()
+            history.append((step, loss.item(), v))
             if v < best[0]:
                 best = (v, {k: t.detach().clone() for k, t in head.state_dict().items()}, step)
     head.load_state_dict(best[1])
-    return {"train_loss": loss.item(), "validation_loss": best[0], "best_step": best[2], "validation_rows": nval}
+    return {"train_loss": loss.item(), "validation_loss": best[0], "best_step": best[2], "validation_rows": nval,
+            "history": history}

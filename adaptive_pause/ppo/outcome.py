@@ -5,7 +5,8 @@ countdown, as the planner's k would be) on `outcome_prompts` dev prompts, with t
 at that decision (the same for every k: they are read before any pause), split over processes; caching them in
 state/ (a killed run resumes without decoding again); fitting `policies.OutcomePlanner` to them
 (`fit_outcome_head`, early stopping on a held-out tenth); and the held-out tenth's figures per margin. The run
-directory matches a PPO run's: config.yaml, controller/, model/ + adapter/, result.json, data.json.
+directory matches a PPO run's: config.yaml, controller/, model/ + adapter/, state/, logs/ (the fit's curve),
+result.json, data.json.
 
 Must not: implement the head or its fit (`policies/outcome.py`), or decode by itself (`decoding/`).
 """
@@ -109,6 +110,13 @@ def train_outcome(config: PPOConfig, accelerator, run_dir: Path) -> dict:
     generator = torch.Generator().manual_seed(config.seed)
     fit = fit_outcome_head(head, features, correct, config.outcome_fit_steps, generator)
     held_out = held_out_figures(head, features, correct, config.seed)
+    if accelerator.is_main_process:  # the fit's curve, as PPO's runs log theirs
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(run_dir / "logs")) as writer:
+            for step, train_loss, validation_loss in fit["history"]:
+                writer.add_scalar("outcome/train_bce", train_loss, step)
+                writer.add_scalar("outcome/validation_bce", validation_loss, step)
     result = {"controller": "outcome", "fit": fit, "held_out": held_out,
               "observed": {"prompts": len(examples), "accuracy_per_k": correct.mean(0).tolist()},
               "num_processes": accelerator.num_processes}

@@ -115,6 +115,7 @@ def test_train_an_outcome_planner_generate_with_it_and_resume(tiny_run_dir, tmp_
     assert result["observed"]["prompts"] == 40 and len(result["observed"]["accuracy_per_k"]) == 4
     margins = {row["margin"] for row in result["held_out"]["margins"]}
     assert 0.005 in margins and result["held_out"]["rows"] == 4
+    assert result["fit"]["history"] and any((tmp_path / "o" / "logs").iterdir())  # the fit's curve, tensorboard
     loaded = AdaptivePauseModel.from_pretrained(tmp_path / "o")
     assert isinstance(loaded.policy, OutcomePlanner) and loaded.policy.price_pauses == 3
     prompts = ["12+34=", "7+5=", "3+4="]
