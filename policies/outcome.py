@@ -6,10 +6,11 @@ With first-token pauses a plan is a one-step bandit: choose k, prefill k pauses,
 `(1 - u) * score - u * pauses / price_pauses` is affine in the score, so its expectation for each k follows
 exactly from p(k) and urgency enters only through the price:
 
-    k*(u) = the fewest pauses among the k within `margin` of max_k (1 - u) * p(k) - u * k / price_pauses
+    k*(u) = argmax_k (1 - u) * p(k) - u * k / price_pauses - min_gain * k     (ties: the fewest pauses)
 
-The margin is a tie-break toward fewer pauses where the expected gains are within the model's error (at u = 0
-pauses cost nothing, and the argmax alone would spend them for a gain of 0.001). It is trained by
+`min_gain` is the least expected reward a pause must buy. At u = 0 pauses cost nothing, and the argmax alone
+spends eleven of them for a predicted gain of 0.001; a floor per pause (rather than one margin on the whole
+count) keeps the pauses that buy a real gain and drops the long tail (docs/results.md, issue 15, session 13). It is trained by
 supervision on observed outcomes (`fit_outcome_head`), not by PPO: every k is observed for every prompt, so
 counts PPO rarely samples are learned like any other (docs/results.md, issue 15, sessions 12 and 13).
 
@@ -30,15 +31,15 @@ class OutcomePlanner(PausePolicy):
     """features (hidden [+ prompt summary]) -> LayerNorm -> Linear -> GELU -> Linear -> K + 1 logits of
     P(correct | k pauses before the first answer token).
 
-    max_count: K. price_pauses: the meta reward's pause normaliser (max_pauses_total). margin: the tie-break
-    above, in units of the meta reward (an attribute: a caller may change it after loading).
+    max_count: K. price_pauses: the meta reward's pause normaliser (max_pauses_total). min_gain: the floor
+    above, in units of the meta reward per pause (an attribute: a caller may change it after loading).
     """
 
     plans = True
     first_token_only = True  # its outcomes were observed for pauses before the first answer token
 
     def __init__(self, hidden_size: int, max_count: int, price_pauses: int, width: int = 128,
-                 prompt_summary: bool = True, margin: float = 0.005):
+                 prompt_summary: bool = True, min_gain: float = 0.01):
         super().__init__()
         for name, value, low in (("hidden_size", hidden_size, 1), ("max_count", max_count, 1),
                                  ("price_pauses", price_pauses, 1), ("width", width, 1)):
@@ -49,20 +50,20 @@ class OutcomePlanner(PausePolicy):
         self.price_pauses = price_pauses
         self.width = width
         self.prompt_summary = bool(prompt_summary)
-        self.margin = margin  # checked by the setter
+        self.min_gain = min_gain  # checked by the setter
         inputs = hidden_size * (2 if self.prompt_summary else 1)
         self.norm = nn.LayerNorm(inputs)
         self.net = nn.Sequential(nn.Linear(inputs, width), nn.GELU(), nn.Linear(width, max_count + 1))
 
     @property
-    def margin(self) -> float:
-        return self._margin
+    def min_gain(self) -> float:
+        return self._min_gain
 
-    @margin.setter
-    def margin(self, value: float) -> None:
+    @min_gain.setter
+    def min_gain(self, value: float) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < 1):
-            raise ValueError(f"margin: must be a number in [0, 1), got {value!r}")
-        self._margin = float(value)
+            raise ValueError(f"min_gain: must be a number in [0, 1), got {value!r}")
+        self._min_gain = float(value)
 
     def correct_logits(self, features: torch.Tensor) -> torch.Tensor:  # (batch, K + 1)
         """Logits of P(correct | k) for k = 0..K, from the first decision's features (batch, input width)."""
@@ -82,12 +83,13 @@ class OutcomePlanner(PausePolicy):
 
     def decide(self, inputs: ControllerInputs, greedy: bool = False,
                generator: torch.Generator | None = None) -> Decision:
-        """The fewest pauses within `margin` of the best expected reward; deterministic (greedy or not)."""
+        """argmax_k E[reward | k] - min_gain * k, the fewest pauses on ties; deterministic (greedy or not). The
+        value is the expected meta reward of that count."""
         expected = self.expected_reward(inputs)
-        best = expected.max(-1).values  # (batch,)
-        within = expected >= (best - self.margin)[:, None]
-        count = within.float().argmax(-1)  # the first (fewest pauses) count within the margin
-        return Decision(count.long(), torch.zeros_like(best), best)
+        k = torch.arange(self.max_count + 1, device=expected.device, dtype=expected.dtype)
+        count = (expected - self.min_gain * k).argmax(-1)  # torch's argmax: the first maximum, the fewest pauses
+        return Decision(count.long(), torch.zeros_like(count, dtype=expected.dtype),
+                        expected.gather(-1, count[:, None]).squeeze(-1))
 
     def action_logits(self, inputs: ControllerInputs) -> torch.Tensor:
         raise ValueError("OutcomePlanner chooses a pause count, not pause/emit: use decide (the decode loop runs "
@@ -102,7 +104,7 @@ class OutcomePlanner(PausePolicy):
 
     def config(self) -> dict:
         return {"hidden_size": self.hidden_size, "max_count": self.max_count, "price_pauses": self.price_pauses,
-                "width": self.width, "prompt_summary": self.prompt_summary, "margin": self.margin}
+                "width": self.width, "prompt_summary": self.prompt_summary, "min_gain": self.min_gain}
 
 
 def fit_outcome_head(head: OutcomePlanner, features: torch.Tensor, correct: torch.Tensor, steps: int,

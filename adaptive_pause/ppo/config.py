@@ -91,14 +91,14 @@ class PPOConfig:
         "(env lm): choose a count k in 0..max_pauses before an answer token, its k pauses prefilled in one pass "
         "(PausePlanningHead; GAE then runs on the planning clock); 'outcome' (env lm, first_token_pauses_only, "
         "reward meta): a planner that predicts P(correct | k) for every k from observed outcomes and takes the "
-        "fewest pauses within outcome_margin of the best expected reward (OutcomePlanner, fitted by supervision, "
+        "count with the best expected meta reward, each pause required to buy at least outcome_min_gain (OutcomePlanner, fitted by supervision, "
         "no PPO: ppo/outcome.py); saved with the controller", default="step")
     outcome_prompts: int = help_field("controller outcome: dev prompts, each answered after every k in "
                                       "0..max_pauses", default=4000)
     outcome_fit_steps: int = help_field("controller outcome: fitting steps (batches of 256; early stopping on a "
                                         "held-out tenth of the prompts)", default=3000)
-    outcome_margin: float = help_field("controller outcome: take the fewest pauses whose expected meta reward is "
-                                       "within this of the best (a tie-break toward fewer pauses)", default=0.005)
+    outcome_min_gain: float = help_field("controller outcome: the least expected meta reward a pause must buy (a "
+                                         "floor price per pause; at u = 0 pauses are otherwise free)", default=0.01)
     head_width: int = help_field("controller head: MLP width", default=64)
     initial_pause_prob: float = help_field("controller head: pause probability before training", default=0.5)
     eval_urgencies: list[float] = help_field("urgencies of the exact evaluation (analytic env)",
@@ -177,7 +177,7 @@ class PPOConfig:
                   "urgency_from_phrases false")
         check(self.outcome_prompts >= 20, "outcome_prompts", f"must be >= 20, got {self.outcome_prompts}")
         check(self.outcome_fit_steps >= 1, "outcome_fit_steps", f"must be >= 1, got {self.outcome_fit_steps}")
-        check(0 <= self.outcome_margin < 1, "outcome_margin", f"must be in [0, 1), got {self.outcome_margin}")
+        check(0 <= self.outcome_min_gain < 1, "outcome_min_gain", f"must be in [0, 1), got {self.outcome_min_gain}")
         check(not self.urgency_from_phrases or self.env == "lm", "urgency_from_phrases",
               f"needs env 'lm' (prompts to phrase), got env {self.env!r}")
         check(not self.urgency_from_phrases or not any(spec.startswith("phrased") for spec in self.tasks),

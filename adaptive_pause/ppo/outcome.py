@@ -4,7 +4,7 @@ Owns: collecting the decode loop's greedy outcome after every count k = 0..max_p
 countdown, as the planner's k would be) on `outcome_prompts` dev prompts, with the features the planner reads
 at that decision (the same for every k: they are read before any pause), split over processes; caching them in
 state/ (a killed run resumes without decoding again); fitting `policies.OutcomePlanner` to them
-(`fit_outcome_head`, early stopping on a held-out tenth); and the held-out tenth's figures per margin. The run
+(`fit_outcome_head`, early stopping on a held-out tenth); and the held-out tenth's figures per min_gain. The run
 directory matches a PPO run's: config.yaml, controller/, model/ + adapter/, state/, logs/ (the fit's curve),
 result.json, data.json.
 
@@ -29,7 +29,7 @@ from ..tasks import example_id, get_task
 from .config import PPOConfig
 
 OUTCOMES = "outcomes.safetensors"
-MARGINS = (0.0, 0.002, 0.005, 0.01, 0.02)  # the held-out figures reported per margin (the config picks one)
+MIN_GAINS = (0.0, 0.002, 0.005, 0.01, 0.02, 0.05)  # the held-out figures reported per min_gain (the config picks one)
 
 
 def _prompts(config: PPOConfig, tasks: list) -> list:
@@ -106,7 +106,7 @@ def train_outcome(config: PPOConfig, accelerator, run_dir: Path) -> dict:
 
     torch.manual_seed(config.seed)  # the same head on every process (each fits it alike; it is small)
     head = OutcomePlanner(model.hidden_size, config.max_pauses, config.reward_pause_normaliser(),
-                          width=config.head_width, prompt_summary=config.prompt_summary, margin=config.outcome_margin)
+                          width=config.head_width, prompt_summary=config.prompt_summary, min_gain=config.outcome_min_gain)
     generator = torch.Generator().manual_seed(config.seed)
     fit = fit_outcome_head(head, features, correct, config.outcome_fit_steps, generator)
     held_out = held_out_figures(head, features, correct, config.seed)
@@ -133,9 +133,9 @@ def train_outcome(config: PPOConfig, accelerator, run_dir: Path) -> dict:
         write_json_atomic(data_record("train-controller", "dev", list(config.tasks), tasks, seen),
                           run_dir / "data.json")
         best_k = int(correct.mean(0).argmax())
-        u0 = next(row for row in held_out["margins"] if row["margin"] == config.outcome_margin)
+        u0 = next(row for row in held_out["min_gains"] if row["min_gain"] == config.outcome_min_gain)
         print(f"train-controller: outcome planner fitted on {len(examples)} prompts x {config.max_pauses + 1} counts; "
-              f"held-out tenth at u=0, margin {config.outcome_margin}: accuracy {u0['accuracy_u0']:.3f} with "
+              f"held-out tenth at u=0, min_gain {config.outcome_min_gain}: accuracy {u0['accuracy_u0']:.3f} with "
               f"{u0['pauses_u0']:.2f} pauses (best fixed k={best_k}: {held_out['fixed'][best_k]:.3f})", flush=True)
     accelerator.wait_for_everyone()
     return result
@@ -144,18 +144,18 @@ def train_outcome(config: PPOConfig, accelerator, run_dir: Path) -> dict:
 @torch.no_grad()
 def held_out_figures(head: OutcomePlanner, features: torch.Tensor, correct: torch.Tensor, seed: int) -> dict:
     """On the fit's held-out rows (the same permutation as `fit_outcome_head`'s): fixed-k accuracy, and the
-    planner's accuracy and mean pauses at u = 0 and 0.5 for each margin in MARGINS and the configured one."""
+    planner's accuracy and mean pauses at u = 0 and 0.5 for each min_gain in MIN_GAINS and the configured one."""
     from policies import ControllerInputs
 
     order = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))
     val = order[:min(len(features) - 1, max(1, int(round(len(features) * 0.1))))]
     x, y = features[val], correct[val]
-    kept = head.margin
+    kept = head.min_gain
     rows = []
     try:
-        for margin in sorted(set(MARGINS) | {kept}):
-            head.margin = margin
-            row = {"margin": margin}
+        for min_gain in sorted(set(MIN_GAINS) | {kept}):
+            head.min_gain = min_gain
+            row = {"min_gain": min_gain}
             for u in (0.0, 0.5):
                 zeros = torch.zeros(len(x), dtype=torch.long)
                 k = head.decide(ControllerInputs(x, torch.full((len(x),), u), zeros, zeros)).action
@@ -163,5 +163,5 @@ def held_out_figures(head: OutcomePlanner, features: torch.Tensor, correct: torc
                 row[f"pauses_u{u:g}"] = k.float().mean().item()
             rows.append(row)
     finally:
-        head.margin = kept
-    return {"rows": len(val), "fixed": y.mean(0).tolist(), "margins": rows}
+        head.min_gain = kept
+    return {"rows": len(val), "fixed": y.mean(0).tolist(), "min_gains": rows}

@@ -19,9 +19,9 @@ def _inputs(features, urgency):
     return ControllerInputs(features, torch.full((len(features),), float(urgency)), zeros, zeros)
 
 
-def _head_with_probabilities(p: torch.Tensor, margin: float = 0.0) -> OutcomePlanner:
+def _head_with_probabilities(p: torch.Tensor, min_gain: float = 0.0) -> OutcomePlanner:
     """A head whose P(correct | k) is `p` (K + 1,) for every input: zero weights, logit biases."""
-    head = OutcomePlanner(4, max_count=len(p) - 1, price_pauses=16, width=8, prompt_summary=False, margin=margin)
+    head = OutcomePlanner(4, max_count=len(p) - 1, price_pauses=16, width=8, prompt_summary=False, min_gain=min_gain)
     with torch.no_grad():
         for param in head.net.parameters():
             param.zero_()
@@ -29,13 +29,17 @@ def _head_with_probabilities(p: torch.Tensor, margin: float = 0.0) -> OutcomePla
     return head
 
 
-def test_choice_is_the_fewest_pauses_within_the_margin_of_the_best_expected_meta_reward():
+def test_choice_is_the_best_expected_meta_reward_with_a_floor_price_per_pause():
     head = _head_with_probabilities(torch.tensor([0.5, 0.9, 0.95, 0.96]))
     x = torch.randn(3, 4)
     assert head.decide(_inputs(x, 0.0)).action.tolist() == [3, 3, 3]  # u = 0: the most accurate k
-    head.margin = 0.02
-    assert head.decide(_inputs(x, 0.0)).action.tolist() == [2, 2, 2]  # 0.95 is within 0.02 of 0.96
-    head.margin = 0.0
+    head.min_gain = 0.02  # p - 0.02 k = [0.5, 0.88, 0.91, 0.90]: the third pause buys 0.01 < 0.02
+    assert head.decide(_inputs(x, 0.0)).action.tolist() == [2, 2, 2]
+    head.min_gain = 0.06  # [0.5, 0.84, 0.83, 0.78]: the second pause buys 0.05 < 0.06
+    assert head.decide(_inputs(x, 0.0)).action.tolist() == [1, 1, 1]
+    tie = _head_with_probabilities(torch.tensor([0.9, 0.9, 0.9, 0.9]))
+    assert tie.decide(_inputs(x, 0.0)).action.tolist() == [0, 0, 0]  # a pause that buys nothing is not taken
+    head.min_gain = 0.0
     # u = 0.5: 0.5 p - 0.5 k / 16 = [0.25, 0.41875, 0.4125, 0.39] -> k = 1, and its value is that expectation
     decision = head.decide(_inputs(x, 0.5))
     assert decision.action.tolist() == [1, 1, 1]
@@ -53,7 +57,7 @@ def test_fit_recovers_outcomes_that_depend_on_the_input():
     correct = torch.ones(1000, 4)
     correct[hard, :2] = 0.0
     torch.manual_seed(0)
-    head = OutcomePlanner(16, max_count=3, price_pauses=16, width=32, prompt_summary=False, margin=0.05)
+    head = OutcomePlanner(16, max_count=3, price_pauses=16, width=32, prompt_summary=False, min_gain=0.05)
     fit = fit_outcome_head(head, x, correct, steps=600, generator=generator)
     assert fit["validation_rows"] == 100 and fit["validation_loss"] < 0.2  # chance: 0.35 (two columns at 0.693)
     k = head.decide(_inputs(x, 0.0)).action
@@ -62,9 +66,9 @@ def test_fit_recovers_outcomes_that_depend_on_the_input():
     assert (k[clear & hard] == 2).float().mean() > 0.9  # the fewest that make it right
 
 
-def test_bad_margins_and_sizes_are_errors_naming_the_field():
-    with pytest.raises(ValueError, match="margin"):
-        OutcomePlanner(4, 3, 16, margin=-0.1)
+def test_bad_floors_and_sizes_are_errors_naming_the_field():
+    with pytest.raises(ValueError, match="min_gain"):
+        OutcomePlanner(4, 3, 16, min_gain=-0.1)
     with pytest.raises(ValueError, match="max_count"):
         OutcomePlanner(4, 0, 16)
     head = OutcomePlanner(4, 3, 16, prompt_summary=True)
@@ -76,7 +80,7 @@ def test_bad_margins_and_sizes_are_errors_naming_the_field():
 
 def test_save_load_round_trip_keeps_the_choice(tmp_path):
     torch.manual_seed(0)
-    head = OutcomePlanner(4, 5, 16, width=8, prompt_summary=True, margin=0.003)
+    head = OutcomePlanner(4, 5, 16, width=8, prompt_summary=True, min_gain=0.003)
     save_policy(head, tmp_path / "c")
     loaded = load_policy(tmp_path / "c", hidden_size=4)
     assert isinstance(loaded, OutcomePlanner) and loaded.config() == head.config()
@@ -113,8 +117,8 @@ def test_train_an_outcome_planner_generate_with_it_and_resume(tiny_run_dir, tmp_
 
     result = ppo_trainer.train(outcome_config(tiny_run_dir, tmp_path / "o"))
     assert result["observed"]["prompts"] == 40 and len(result["observed"]["accuracy_per_k"]) == 4
-    margins = {row["margin"] for row in result["held_out"]["margins"]}
-    assert 0.005 in margins and result["held_out"]["rows"] == 4
+    floors = {row["min_gain"] for row in result["held_out"]["min_gains"]}
+    assert {0.0, 0.01} <= floors and result["held_out"]["rows"] == 4
     assert result["fit"]["history"] and any((tmp_path / "o" / "logs").iterdir())  # the fit's curve, tensorboard
     loaded = AdaptivePauseModel.from_pretrained(tmp_path / "o")
     assert isinstance(loaded.policy, OutcomePlanner) and loaded.policy.price_pauses == 3
@@ -144,7 +148,7 @@ def test_train_an_outcome_planner_generate_with_it_and_resume(tiny_run_dir, tmp_
                                                ({"reward": "deadline"}, "reward"),
                                                ({"train_adapter": True}, "controller"),
                                                ({"outcome_prompts": 5}, "outcome_prompts"),
-                                               ({"outcome_margin": 1.5}, "outcome_margin")])
+                                               ({"outcome_min_gain": 1.5}, "outcome_min_gain")])
 def test_outcome_config_errors_name_the_field(tmp_path, overrides, field):
     with pytest.raises(ValueError, match=field):
         outcome_config(tmp_path / "m", tmp_path / "o", **overrides)
