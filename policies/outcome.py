@@ -10,9 +10,9 @@ exactly from p(k) and urgency enters only through the price:
 
 `min_gain` is the least expected reward a pause must buy. At u = 0 pauses cost nothing, and the argmax alone
 spends eleven of them for a predicted gain of 0.001; a floor per pause (rather than one margin on the whole
-count) keeps the pauses that buy a real gain and drops the long tail (docs/results.md, issue 15, session 13). It is trained by
-supervision on observed outcomes (`fit_outcome_head`), not by PPO: every k is observed for every prompt, so
-counts PPO rarely samples are learned like any other (docs/results.md, issue 15, sessions 12 and 13).
+count) keeps the pauses that buy a real gain and drops the long tail (docs/results.md, issue 15, session 13). It
+is trained by supervision on observed outcomes (`fit_outcome_head`), not by PPO: every k is observed for every
+prompt, so counts PPO rarely samples are learned like any other (docs/results.md, issue 15, sessions 12 and 13).
 
 Must not: import `adaptive_pause`, know about decoding, or save files (that is `policies/io.py`).
 """

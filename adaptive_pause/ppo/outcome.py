@@ -106,7 +106,8 @@ def train_outcome(config: PPOConfig, accelerator, run_dir: Path) -> dict:
 
     torch.manual_seed(config.seed)  # the same head on every process (each fits it alike; it is small)
     head = OutcomePlanner(model.hidden_size, config.max_pauses, config.reward_pause_normaliser(),
-                          width=config.head_width, prompt_summary=config.prompt_summary, min_gain=config.outcome_min_gain)
+                          width=config.head_width, prompt_summary=config.prompt_summary,
+                          min_gain=config.outcome_min_gain)
     generator = torch.Generator().manual_seed(config.seed)
     fit = fit_outcome_head(head, features, correct, config.outcome_fit_steps, generator)
     held_out = held_out_figures(head, features, correct, config.seed)
