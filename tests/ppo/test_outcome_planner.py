@@ -152,3 +152,25 @@ def test_train_an_outcome_planner_generate_with_it_and_resume(tiny_run_dir, tmp_
 def test_outcome_config_errors_name_the_field(tmp_path, overrides, field):
     with pytest.raises(ValueError, match=field):
         outcome_config(tmp_path / "m", tmp_path / "o", **overrides)
+
+
+def test_outcomes_split_over_two_processes_equal_one_process(tiny_run_dir, tmp_path):  # noqa: F811
+    """Under `accelerate launch` with 2 CPU processes each decodes every other prompt (41: one is padding) and
+    the gathered outcomes are the single process's, in the same order."""
+    from helpers import accelerate_launch
+    from safetensors.torch import load_file
+
+    args = ["train-controller", "--env", "lm", "--model_run_dir", str(tiny_run_dir), "--tasks", "addition:1-2",
+            "--controller", "outcome", "--first_token_pauses_only", "true", "--prompt_summary", "true",
+            "--max_pauses", "3", "--max_pauses_total", "3", "--max_new_tokens", "4", "--outcome_prompts", "41",
+            "--outcome_fit_steps", "20", "--progress", "false"]
+    runs = {}
+    for processes in (1, 2):
+        out = tmp_path / f"p{processes}"
+        done = accelerate_launch([*args, "--output_dir", str(out)], processes=processes, port=29531)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.count("outcome planner fitted on 41 prompts") == 1  # the main process prints
+        assert json.loads((out / "result.json").read_text())["num_processes"] == processes
+        runs[processes] = load_file(str(out / "state" / OUTCOMES))
+    assert torch.equal(runs[1]["correct"], runs[2]["correct"])
+    torch.testing.assert_close(runs[1]["features"], runs[2]["features"], rtol=1e-4, atol=1e-5)
