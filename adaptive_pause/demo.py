@@ -198,8 +198,8 @@ def check_pauses_pay(run_dir: Path, task_spec: str, max_pauses: int, n: int = 40
     if high - low < PAUSE_GAIN_FLOOR:
         warning = (f"demo: WARNING: {max_pauses} pauses gain {100 * (high - low):+.1f} points on this LM (k=0 "
                    f"{low:.3f}, k={max_pauses} {high:.3f}): its pretraining did not learn to use pauses on this seed "
-                   f"and machine, so the controller and urgency figures below are flat. Rerun with another --seed "
-                   f"or --out, or a longer pretrain (--pretrain_config; docs/results.md, demo section)")
+                   f"and machine, so the controller and urgency figures below are flat. Rerun with another --seed, "
+                   f"or with another pretraining recipe (--pretrain_config; docs/results.md, demo section)")
         print(warning, flush=True)
     return {"accuracy_k0": low, f"accuracy_k{max_pauses}": high, "warning": warning}
 
