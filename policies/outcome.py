@@ -114,7 +114,8 @@ def fit_outcome_head(head: OutcomePlanner, features: torch.Tensor, correct: torc
 
     Binary cross-entropy on every k at once; early stopping on a held-out `validation_fraction` of the rows
     (checked every `check_every` steps, the best weights kept). Returns {train_loss, validation_loss,
-    best_step, validation_rows, history: [(step, train loss, validation loss)] at each check}."""
+    best_step, validation_rows, history: [(step, train loss, validation loss)] at each check, validation_index:
+    the held-out rows (a tensor; callers evaluate on them)}."""
     n = len(features)
     if correct.shape != (n, head.max_count + 1):
         raise ValueError(f"correct: expected shape ({n}, {head.max_count + 1}), got {tuple(correct.shape)}")
@@ -147,4 +148,4 @@ def fit_outcome_head(head: OutcomePlanner, features: torch.Tensor, correct: torc
                 best = (v, {k: t.detach().clone() for k, t in head.state_dict().items()}, step)
     head.load_state_dict(best[1])
     return {"train_loss": loss.item(), "validation_loss": best[0], "best_step": best[2], "validation_rows": nval,
-            "history": history}
+            "history": history, "validation_index": val}

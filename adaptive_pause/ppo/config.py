@@ -91,8 +91,8 @@ class PPOConfig:
         "(env lm): choose a count k in 0..max_pauses before an answer token, its k pauses prefilled in one pass "
         "(PausePlanningHead; GAE then runs on the planning clock); 'outcome' (env lm, first_token_pauses_only, "
         "reward meta): a planner that predicts P(correct | k) for every k from observed outcomes and takes the "
-        "count with the best expected meta reward, each pause required to buy at least outcome_min_gain (OutcomePlanner, fitted by supervision, "
-        "no PPO: ppo/outcome.py); saved with the controller", default="step")
+        "count with the best expected meta reward, each pause required to buy at least outcome_min_gain "
+        "(OutcomePlanner, fitted by supervision, no PPO: ppo/outcome.py); saved with the controller", default="step")
     outcome_prompts: int = help_field("controller outcome: dev prompts, each answered after every k in "
                                       "0..max_pauses", default=4000)
     outcome_fit_steps: int = help_field("controller outcome: fitting steps (batches of 256; early stopping on a "

@@ -23,9 +23,10 @@ from safetensors.torch import load_file, save_file
 from policies import FixedPauses, OutcomePlanner, fit_outcome_head
 
 from ..checkpoint import atomic_dir, verify_checksums, write_json_atomic
+from ..config import save_yaml
 from ..decoding import DecodeConfig, decode
 from ..modeling import AdaptivePauseModel
-from ..tasks import example_id, get_task
+from ..tasks import data_record, example_id, get_task
 from .config import PPOConfig
 
 OUTCOMES = "outcomes.safetensors"
@@ -81,8 +82,6 @@ def _observe_split(model, tasks, examples, config, accelerator) -> tuple[torch.T
 
 def train_outcome(config: PPOConfig, accelerator, run_dir: Path) -> dict:
     """Observe (or read back from state/), fit, evaluate on the held-out tenth, save; returns result.json's data."""
-    from ..config import save_yaml
-
     if accelerator.is_main_process:
         save_yaml(config, run_dir / "config.yaml")
     model = AdaptivePauseModel.from_pretrained(config.model_run_dir, device=accelerator.device)
@@ -110,7 +109,8 @@ def train_outcome(config: PPOConfig, accelerator, run_dir: Path) -> dict:
                           min_gain=config.outcome_min_gain)
     generator = torch.Generator().manual_seed(config.seed)
     fit = fit_outcome_head(head, features, correct, config.outcome_fit_steps, generator)
-    held_out = held_out_figures(head, features, correct, config.seed)
+    validation = fit.pop("validation_index")  # the rows the fit held out; not a figure for result.json
+    held_out = held_out_figures(head, features[validation], correct[validation])
     if accelerator.is_main_process:  # the fit's curve, as PPO's runs log theirs
         from torch.utils.tensorboard import SummaryWriter
 
@@ -127,8 +127,6 @@ def train_outcome(config: PPOConfig, accelerator, run_dir: Path) -> dict:
                                   "first_token_pauses_only": True}
         trained.save_pretrained(run_dir)
         write_json_atomic(result, run_dir / "result.json")
-        from ..tasks import data_record
-
         seen = {task.name: {example_id(e) for e in examples if e.task == task.name}
                 for task in tasks if hasattr(task, "splits")}
         write_json_atomic(data_record("train-controller", "dev", list(config.tasks), tasks, seen),
@@ -143,26 +141,23 @@ def train_outcome(config: PPOConfig, accelerator, run_dir: Path) -> dict:
 
 
 @torch.no_grad()
-def held_out_figures(head: OutcomePlanner, features: torch.Tensor, correct: torch.Tensor, seed: int) -> dict:
-    """On the fit's held-out rows (the same permutation as `fit_outcome_head`'s): fixed-k accuracy, and the
-    planner's accuracy and mean pauses at u = 0 and 0.5 for each min_gain in MIN_GAINS and the configured one."""
+def held_out_figures(head: OutcomePlanner, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """On the fit's held-out rows (features x, outcomes y): fixed-k accuracy, and the planner's accuracy and mean
+    pauses at u = 0 and 0.5 for each min_gain in MIN_GAINS and the configured one."""
     from policies import ControllerInputs
 
-    order = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))
-    val = order[:min(len(features) - 1, max(1, int(round(len(features) * 0.1))))]
-    x, y = features[val], correct[val]
     kept = head.min_gain
+    zeros = torch.zeros(len(x), dtype=torch.long)
     rows = []
     try:
         for min_gain in sorted(set(MIN_GAINS) | {kept}):
             head.min_gain = min_gain
             row = {"min_gain": min_gain}
             for u in (0.0, 0.5):
-                zeros = torch.zeros(len(x), dtype=torch.long)
                 k = head.decide(ControllerInputs(x, torch.full((len(x),), u), zeros, zeros)).action
                 row[f"accuracy_u{u:g}"] = y.gather(1, k[:, None]).mean().item()
                 row[f"pauses_u{u:g}"] = k.float().mean().item()
             rows.append(row)
     finally:
         head.min_gain = kept
-    return {"rows": len(val), "fixed": y.mean(0).tolist(), "min_gains": rows}
+    return {"rows": len(x), "fixed": y.mean(0).tolist(), "min_gains": rows}
