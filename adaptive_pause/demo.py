@@ -1,6 +1,7 @@
 """`adaptive-pause demo`: the whole pipeline on the embedded default (or `--tasks`), in one command.
 
-Owns: the order of the stages and their hand-offs: pause-pretraining -> LoRA pause-finetuning -> controller
+Owns: the order of the stages and their hand-offs: pause-pretraining (bare task prompts, then continued on the same
+prompts with and without urgency wording: `pretrain_words`) -> LoRA pause-finetuning -> controller
 PPO on the LM -> the urgency estimator (`train-urgency` into OUT/controller, then urgency="auto" end to end
 on held-out phrasings) -> urgency sweep, each configured by a YAML shipped with the package
 (`adaptive_pause/configs/demo_*.yaml`, overridable with `--*_config`), each written into `OUT/<stage>/` and
@@ -35,7 +36,7 @@ from .training.pretrain import PretrainConfig, run_pretrain
 from .training.urgency import STAGE_DIR as URGENCY_STAGE_DIR
 from .training.urgency import UrgencyTrainConfig, run_train_urgency
 
-STAGES = ("pretrain", "finetune", "controller", "urgency", "sweep")
+STAGES = ("pretrain", "pretrain_words", "finetune", "controller", "urgency", "sweep")
 
 
 @dataclass
@@ -50,6 +51,12 @@ class DemoConfig:
     seed: int = help_field("seed for every stage", default=0)
     pretrain_config: Optional[str] = help_field("YAML for the pretrain stage; empty = the packaged demo config",
                                            default=None)
+    pretrain_words_config: Optional[str] = help_field(
+        "YAML for the second pretraining stage (continued from the first stage's model on the tasks with and without "
+        "urgency wording); empty = the packaged demo config", default=None)
+    pretrain_words: bool = help_field(
+        "run the second pretraining stage; without it the LM never reads a worded prompt, so its answers to them "
+        "(urgency='auto') are not meaningful", default=True)
     finetune_config: Optional[str] = help_field("YAML for the finetune stage; empty = the packaged demo config",
                                            default=None)
     controller_config: Optional[str] = help_field("YAML for controller PPO; empty = the packaged demo config",
@@ -107,10 +114,24 @@ def run_demo(config: DemoConfig) -> dict:
     stage("pretrain", lambda overwrite, resume: run_pretrain(replace(pre, overwrite=overwrite, resume=resume)),
           pre_print, pre)
 
+    base, base_print = dirs["pretrain"], pre_print
+    if config.pretrain_words:
+        words_data = {**_stage_yaml(config.pretrain_words_config, "pretrain_words"), **common,
+                      "output_dir": str(dirs["pretrain_words"])}
+        words_data["model"] = {**words_data.get("model", {}), "name_or_path": str(dirs["pretrain"])}
+        if config.tasks:  # your own tasks, bare and worded
+            words_data["tasks"] = list(dict.fromkeys(list(config.tasks) + [
+                f"phrased-before:{t}" for t in config.tasks if not t.startswith("phrased")]))
+        words = from_dict(PretrainConfig, words_data)
+        base, base_print = dirs["pretrain_words"], _fingerprint(words_data, pre_print)
+        stage("pretrain_words",
+              lambda overwrite, resume: run_pretrain(replace(words, overwrite=overwrite, resume=resume)),
+              base_print, words)
+
     ft_data = {**_stage_yaml(config.finetune_config, "finetune"), **common, "output_dir": str(dirs["finetune"]),
-               "base_model": str(dirs["pretrain"])}
+               "base_model": str(base)}
     ft = from_dict(FinetuneConfig, ft_data)
-    ft_print = _fingerprint(ft_data, pre_print)
+    ft_print = _fingerprint(ft_data, base_print)
     stage("finetune", lambda overwrite, resume: run_finetune(replace(ft, overwrite=overwrite, resume=resume)),
           ft_print, ft)
 

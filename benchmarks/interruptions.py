@@ -39,10 +39,12 @@ from policies import ConfidenceThreshold
 def train_seed(args, seed: int, root: Path) -> Path:
     tasks = [f"addition:{args.digits}", f"interrupt:{args.digits}"]
     common = dict(tasks=tasks, batch_size=args.batch_size, seed=seed, progress=False, log_every=100, overwrite=True)
-    model = ModelConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256,
-                        position_numbering="slotted", pause_slots=args.max_pauses)
+    model = ModelConfig(hidden_size=args.hidden_size, num_layers=args.num_layers, num_heads=args.num_heads,
+                        intermediate_size=4 * args.hidden_size, position_numbering="slotted",
+                        pause_slots=args.max_pauses)
     run_pretrain(PretrainConfig(output_dir=str(root / "pretrain"), model=model, pause_placement="answer",
-                                max_pauses=args.max_pauses, max_steps=args.pretrain_steps, learning_rate=3e-3,
+                                max_pauses=args.max_pauses, max_steps=args.pretrain_steps,
+                                learning_rate=args.pretrain_lr,
                                 warmup_steps=min(100, args.pretrain_steps // 10), **common))
     run_finetune(FinetuneConfig(output_dir=str(root / "finetune"), base_model=str(root / "pretrain"),
                                 max_pauses=args.max_pauses, max_steps=args.finetune_steps, learning_rate=1e-3,
@@ -106,7 +108,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="runs/bench_interruptions")
     parser.add_argument("--json", default="benchmarks/results/interruptions.json")
     parser.add_argument("--digits", default="1-2", help="addition digits (the task's difficulty range)")
-    parser.add_argument("--pretrain_steps", type=int, default=1500)
+    parser.add_argument("--pretrain_steps", type=int, default=4000)
+    parser.add_argument("--pretrain_lr", type=float, default=3e-3)
+    parser.add_argument("--hidden_size", type=int, default=64, help="the model's width (the demo's: 64)")
+    parser.add_argument("--num_layers", type=int, default=2, help="the model's depth (the demo's: 2)")
+    parser.add_argument("--num_heads", type=int, default=2, help="attention heads (the demo's: 2)")
     parser.add_argument("--finetune_steps", type=int, default=200)
     parser.add_argument("--controller_iterations", type=int, default=150)
     parser.add_argument("--batch_size", type=int, default=64)

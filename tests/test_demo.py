@@ -11,13 +11,22 @@ DATA = REPO / "tests" / "data"
 
 def test_demo_end_to_end_then_skips(tmp_path, capsys):
     config = DemoConfig(out=str(tmp_path / "demo"), pretrain_config=str(DATA / "demo_pretrain.yaml"),
+                        pretrain_words_config=str(DATA / "demo_pretrain_words.yaml"),
                         finetune_config=str(DATA / "demo_finetune.yaml"),
                         controller_config=str(DATA / "demo_controller.yaml"),
                         urgency_config=str(DATA / "demo_urgency.yaml"), sweep_config=str(DATA / "demo_sweep.yaml"),
                         auto_per_level=3, progress=False)
     first = run_demo(config)
-    assert set(first["timings"]) == {"pretrain", "finetune", "controller", "urgency", "sweep"}
+    assert set(first["timings"]) == {"pretrain", "pretrain_words", "finetune", "controller", "urgency", "sweep"}
     assert (tmp_path / "demo" / "controller" / "urgency" / "urgency.safetensors").is_file()
+    # the second pretraining stage continues the first's weights on bare and worded prompts; finetune builds on it
+    import yaml
+
+    words = yaml.safe_load((tmp_path / "demo" / "pretrain_words" / "config.yaml").read_text())
+    assert words["model"]["name_or_path"] == str(tmp_path / "demo" / "pretrain")
+    assert words["tasks"] == ["parity:2-6", "phrased-before:parity:2-6"]
+    finetune = yaml.safe_load((tmp_path / "demo" / "finetune" / "config.yaml").read_text())
+    assert finetune["base_model"] == str(tmp_path / "demo" / "pretrain_words")
     assert len(first["auto"]["table"]) == 7 and "spearman_level_pauses" in first["auto"]
     for part in ("model", "adapter", "controller"):
         assert (tmp_path / "demo" / "controller" / part).is_dir()

@@ -58,6 +58,7 @@ def test_demo_on_your_own_task_reads_each_split(tmp_path, capsys):
     spec = f"jsonl:{tmp_path / 'rev'}"
     result = run_demo(DemoConfig(out=str(tmp_path / "demo"), tasks=[spec], progress=False,
                                  pretrain_config=str(DATA / "demo_pretrain.yaml"),
+                                 pretrain_words_config=str(DATA / "demo_pretrain_words.yaml"),
                                  finetune_config=str(DATA / "demo_finetune.yaml"),
                                  controller_config=str(DATA / "demo_controller.yaml"),
                                  urgency_config=str(DATA / "demo_urgency.yaml"), auto_per_level=3,
@@ -68,6 +69,9 @@ def test_demo_on_your_own_task_reads_each_split(tmp_path, capsys):
         assert record["split"] == split and list(record["tasks"]) == ["rev"], stage
         seen = set(record["tasks"]["rev"]["example_ids"])
         assert seen and seen <= ids[split], stage  # read only its own split
+    # the second pretraining stage reads the task bare and worded, from the training split
+    words = json.loads((demo / "pretrain_words" / "data.json").read_text())
+    assert words["split"] == "train" and len(words["tasks"]) == 2, words["tasks"].keys()
     sweep = json.loads((demo / "sweep" / "sweep.json").read_text())
     assert sweep["split"] == "test" and sweep["held_out"] and {r["task"] for r in sweep["rows"]} == {"rev"}
     assert "| rev " in result["table"]  # the task's name, not its path

@@ -49,6 +49,7 @@ def test_demo_refuses_a_stage_directory_it_did_not_write(tmp_path):
     manual.mkdir(parents=True)
     (manual / "weights.bin").write_bytes(b"a manual run's weights")
     config = DemoConfig(out=str(tmp_path / "runs"), pretrain_config=str(DATA / "demo_pretrain.yaml"),
+                        pretrain_words_config=str(DATA / "demo_pretrain_words.yaml"),
                         finetune_config=str(DATA / "demo_finetune.yaml"),
                         controller_config=str(DATA / "demo_controller.yaml"),
                         sweep_config=str(DATA / "demo_sweep.yaml"), progress=False)
