@@ -135,7 +135,8 @@ def run_demo(config: DemoConfig) -> dict:
     stage("finetune", lambda overwrite, resume: run_finetune(replace(ft, overwrite=overwrite, resume=resume)),
           ft_print, ft)
 
-    lm_check = check_pauses_pay(dirs["finetune"], ft.tasks[0], ft.max_pauses) if ft.max_pauses else {"warning": None}
+    lm_check = (check_pauses_pay(dirs["finetune"], ft.tasks[0], ft.max_pauses) if ft.max_pauses
+                else {"warning": None, "note": None})
 
     ppo_data = {**_stage_yaml(config.controller_config, "controller"), **common, "env": "lm",
                 "model_run_dir": str(dirs["finetune"]), "output_dir": str(dirs["controller"])}
@@ -194,8 +195,8 @@ def run_demo(config: DemoConfig) -> dict:
     print(format_auto_table(auto))
     spearman = result["spearman"]
     spearman = spearman if isinstance(spearman, str) or spearman is None else f"{spearman:.3f}"
-    if lm_check["warning"]:
-        print(lm_check["warning"])  # again at the end, beside the figures it concerns
+    if lm_check["warning"] or lm_check.get("note"):
+        print(lm_check["warning"] or lm_check["note"])  # again at the end, beside the figures it concerns
     print(f"demo: seconds={seconds:.0f} spearman_urgency_pauses={spearman} "
           f"spearman_auto_level_pauses={fmt(auto['spearman_level_pauses'])} pareto={result['pareto']}")
     return {"seconds": seconds, "timings": timings, **result, "auto": auto, "lm_check": lm_check}
@@ -205,24 +206,33 @@ PAUSE_GAIN_FLOOR = 0.02  # below this, pauses do not pay on the LM and the contr
 
 
 def check_pauses_pay(run_dir: Path, task_spec: str, max_pauses: int, n: int = 400) -> dict:
-    """The finetuned LM's dev accuracy at k = 0 and k = max_pauses (teacher-forced, seconds), printed; with a
+    """The finetuned LM's dev accuracy at k = 0, 1 and max_pauses (teacher-forced, seconds), printed; with a
     warning when pauses gain less than PAUSE_GAIN_FLOOR: the pretraining did not learn the task in a way pauses
-    help (it happens on some seeds and machines: docs/results.md), and every controller figure after it is flat."""
+    help (it happens on some seeds and machines: docs/results.md), and every controller figure after it is flat.
+    A note instead when one pause already buys the whole gain: then pausing once where it helps is worth its
+    price at nearly every urgency, so the controller's pauses may hardly move with urgency."""
     from .eval.eval_pauses import evaluate_run, load_run
 
-    by_k = next(iter(evaluate_run(load_run(run_dir), [task_spec], [0, max_pauses], n, 1_000_003, 256,
+    ks = sorted({0, min(1, max_pauses), max_pauses})
+    by_k = next(iter(evaluate_run(load_run(run_dir), [task_spec], ks, n, 1_000_003, 256,
                                   split="dev").values()))["by_k"]
-    low, high = by_k[0]["all"], by_k[max_pauses]["all"]
-    print(f"demo: finetuned LM on {task_spec} (dev, {n} examples): accuracy {low:.3f} at k=0, {high:.3f} at "
-          f"k={max_pauses}", flush=True)
-    warning = None
+    low, one, high = by_k[0]["all"], by_k[min(1, max_pauses)]["all"], by_k[max_pauses]["all"]
+    shown = f"{low:.3f} at k=0" + (f", {one:.3f} at k=1" if max_pauses > 1 else "") + f", {high:.3f} at k={max_pauses}"
+    print(f"demo: finetuned LM on {task_spec} (dev, {n} examples): accuracy {shown}", flush=True)
+    warning = note = None
     if high - low < PAUSE_GAIN_FLOOR:
         warning = (f"demo: WARNING: {max_pauses} pauses gain {100 * (high - low):+.1f} points on this LM (k=0 "
                    f"{low:.3f}, k={max_pauses} {high:.3f}): its pretraining did not learn to use pauses on this seed "
                    f"and machine, so the controller and urgency figures below are flat. Rerun with another --seed, "
                    f"or with another pretraining recipe (--pretrain_config; docs/results.md, demo section)")
         print(warning, flush=True)
-    return {"accuracy_k0": low, f"accuracy_k{max_pauses}": high, "warning": warning}
+    elif max_pauses > 1 and high - one < PAUSE_GAIN_FLOOR / 2:
+        note = (f"demo: note: one pause buys the whole gain on this LM ({shown}): pausing once where it helps is "
+                f"worth its price at nearly every urgency, so the controller's pauses may hardly fall with urgency "
+                f"(docs/results.md, demo section, session 14)")
+        print(note, flush=True)
+    return {"accuracy_k0": low, "accuracy_k1": one, f"accuracy_k{max_pauses}": high, "warning": warning,
+            "note": note}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,7 @@ def test_demo_end_to_end_then_skips(tmp_path, capsys):
     assert out.strip().splitlines()[-1].startswith("demo: seconds=")
     # the finetuned LM's pause gain is checked before PPO; the tiny LM gains nothing, and the demo says so twice
     assert "demo: finetuned LM on parity:2-6 (dev, 400 examples): accuracy" in out
-    assert set(first["lm_check"]) == {"accuracy_k0", "accuracy_k8", "warning"}
+    assert set(first["lm_check"]) == {"accuracy_k0", "accuracy_k1", "accuracy_k8", "warning", "note"}
     if first["lm_check"]["accuracy_k8"] - first["lm_check"]["accuracy_k0"] < 0.02:
         assert out.count("demo: WARNING: 8 pauses gain") == 2
     assert "controller: task=parity:2-6 spearman_urgency_pauses=" in out  # the controller against the baselines
@@ -70,9 +70,15 @@ def test_the_pause_gain_check_warns_only_when_pauses_do_not_pay(monkeypatch, cap
             "t": {"by_k": {k: {"all": accuracies[i]} for i, k in enumerate(ks)}}}
 
     monkeypatch.setattr(eval_pauses, "load_run", lambda run_dir: None)
-    monkeypatch.setattr(eval_pauses, "evaluate_run", fake([0.55, 0.95]))
-    assert demo.check_pauses_pay(Path("x"), "addition:1-3", 16)["warning"] is None
-    monkeypatch.setattr(eval_pauses, "evaluate_run", fake([0.40, 0.41]))
+    monkeypatch.setattr(eval_pauses, "evaluate_run", fake([0.55, 0.80, 0.95]))  # k = 0, 1, 16
+    checked = demo.check_pauses_pay(Path("x"), "addition:1-3", 16)
+    assert checked["warning"] is None and checked["note"] is None
+    monkeypatch.setattr(eval_pauses, "evaluate_run", fake([0.40, 0.40, 0.41]))
     warned = demo.check_pauses_pay(Path("x"), "addition:1-3", 16)
     assert warned["accuracy_k16"] == 0.41 and "16 pauses gain +1.0 points" in warned["warning"]
-    assert "--seed" in capsys.readouterr().out
+    assert warned["note"] is None and "--seed" in capsys.readouterr().out
+    # one pause buys the whole gain (session 14's seed 1): no warning, a note that urgency may hardly matter
+    monkeypatch.setattr(eval_pauses, "evaluate_run", fake([0.68, 0.996, 0.994]))
+    noted = demo.check_pauses_pay(Path("x"), "addition:1-3", 16)
+    assert noted["warning"] is None and "one pause buys the whole gain" in noted["note"]
+    assert "0.996 at k=1" in capsys.readouterr().out
