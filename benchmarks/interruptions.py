@@ -9,7 +9,8 @@ is right, replacement accuracy beside the new request asked uninterrupted, and m
 vs "take your time" (under the learned controller, and under the confidence baseline, whose threshold reads
 urgency). The same accuracies on the training phrasings (fresh examples) separate "learned what the
 interruption asks" from "generalises to a phrasing never seen". Prints a table (mean and spread over seeds), writes JSON, and ends with one
-`interruptions: key=value ...` line.
+`interruptions: key=value ...` line. `--bare_pretrain_steps N` pretrains as the demo does: bare sums first, then
+the mix continued from that model (the setting where pauses pay, for the "hurry up" / "take your time" figures).
 
 usage: PYTHONPATH=. python benchmarks/interruptions.py --seeds 0 1 2 [--out DIR] [--pretrain_steps N] ...
 """
@@ -42,10 +43,17 @@ def train_seed(args, seed: int, root: Path) -> Path:
     model = ModelConfig(hidden_size=args.hidden_size, num_layers=args.num_layers, num_heads=args.num_heads,
                         intermediate_size=4 * args.hidden_size, position_numbering="slotted",
                         pause_slots=args.max_pauses)
-    run_pretrain(PretrainConfig(output_dir=str(root / "pretrain"), model=model, pause_placement="answer",
-                                max_pauses=args.max_pauses, max_steps=args.pretrain_steps,
-                                learning_rate=args.pretrain_lr,
-                                warmup_steps=min(100, args.pretrain_steps // 10), **common))
+    pretrain = dict(pause_placement="answer", max_pauses=args.max_pauses, max_steps=args.pretrain_steps,
+                    learning_rate=args.pretrain_lr, warmup_steps=min(100, args.pretrain_steps // 10))
+    if args.bare_pretrain_steps:
+        # the demo's two-stage recipe: bare sums first (pauses come to pay), then the same sums beside the
+        # interruption task, continued from that model (the markers are added by mean-resizing there)
+        run_pretrain(PretrainConfig(output_dir=str(root / "pretrain_bare"), model=model,
+                                    **{**common, "tasks": [f"addition:{args.digits}"]},
+                                    **{**pretrain, "max_steps": args.bare_pretrain_steps,
+                                       "learning_rate": args.bare_pretrain_lr}))
+        model = ModelConfig(name_or_path=str(root / "pretrain_bare"))
+    run_pretrain(PretrainConfig(output_dir=str(root / "pretrain"), model=model, **pretrain, **common))
     run_finetune(FinetuneConfig(output_dir=str(root / "finetune"), base_model=str(root / "pretrain"),
                                 max_pauses=args.max_pauses, max_steps=args.finetune_steps, learning_rate=1e-3,
                                 warmup_steps=min(10, args.finetune_steps // 10), **common))
@@ -53,8 +61,8 @@ def train_seed(args, seed: int, root: Path) -> Path:
                                tasks=[f"addition:{args.digits}"], max_new_tokens=args.max_new_tokens,
                                max_pauses=args.max_pauses, max_pauses_total=args.max_pauses,
                                first_token_pauses_only=True, iterations=args.controller_iterations,
-                               episodes_per_iteration=256, initial_pause_prob=0.3, seed=seed, progress=False,
-                               overwrite=True))
+                               episodes_per_iteration=args.episodes, initial_pause_prob=args.initial_pause_prob,
+                               prompt_summary=args.prompt_summary, seed=seed, progress=False, overwrite=True))
     return root / "controller"
 
 
@@ -110,11 +118,17 @@ def main(argv=None) -> int:
     parser.add_argument("--digits", default="1-2", help="addition digits (the task's difficulty range)")
     parser.add_argument("--pretrain_steps", type=int, default=4000)
     parser.add_argument("--pretrain_lr", type=float, default=3e-3)
+    parser.add_argument("--bare_pretrain_steps", type=int, default=0,
+                        help="pretrain on bare additions this many steps first, then on the mix (the demo's recipe)")
+    parser.add_argument("--bare_pretrain_lr", type=float, default=3e-3)
     parser.add_argument("--hidden_size", type=int, default=64, help="the model's width (the demo's: 64)")
     parser.add_argument("--num_layers", type=int, default=2, help="the model's depth (the demo's: 2)")
     parser.add_argument("--num_heads", type=int, default=2, help="attention heads (the demo's: 2)")
     parser.add_argument("--finetune_steps", type=int, default=200)
     parser.add_argument("--controller_iterations", type=int, default=150)
+    parser.add_argument("--episodes", type=int, default=256, help="PPO episodes per iteration")
+    parser.add_argument("--initial_pause_prob", type=float, default=0.3)
+    parser.add_argument("--prompt_summary", action="store_true", help="the controller reads the prompt's mean state")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--max_pauses", type=int, default=4)
     parser.add_argument("--max_new_tokens", type=int, default=5)

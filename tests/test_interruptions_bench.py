@@ -1,0 +1,35 @@
+"""benchmarks/interruptions.py end to end at a toy budget, with the demo's two-stage pretraining: the bare stage
+has no interruption markers, the second stage continues from it and adds them, and the benchmark writes its
+table's JSON. The figures at this budget mean nothing; the full benchmark is documented in docs/results.md."""
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+from transformers import AutoTokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import interruptions  # noqa: E402
+
+
+def test_two_stage_pretraining_continues_from_the_bare_model_and_reports(tmp_path, capsys):
+    out, report = tmp_path / "runs", tmp_path / "bench.json"
+    rc = interruptions.main(["--seeds", "0", "--digits", "1-1", "--bare_pretrain_steps", "8", "--pretrain_steps",
+                             "8", "--finetune_steps", "2", "--controller_iterations", "1", "--episodes", "16",
+                             "--batch_size", "16", "--max_pauses", "2", "--num_examples", "14", "--prompt_summary",
+                             "--threads", "1", "--out", str(out), "--json", str(report)])
+    assert rc == 0
+    seed = out / "seed0"
+    stage2 = yaml.safe_load((seed / "pretrain" / "config.yaml").read_text())
+    assert stage2["model"]["name_or_path"] == str(seed / "pretrain_bare")
+    assert stage2["tasks"] == ["addition:1-1", "interrupt:1-1"]
+    bare_vocab = AutoTokenizer.from_pretrained(seed / "pretrain_bare" / "model").get_vocab()
+    mixed_vocab = AutoTokenizer.from_pretrained(seed / "pretrain" / "model").get_vocab()
+    assert "<interrupt>" not in bare_vocab and "<interrupt>" in mixed_vocab
+    controller = yaml.safe_load((seed / "controller" / "config.yaml").read_text())
+    assert controller["prompt_summary"] is True and controller["episodes_per_iteration"] == 16
+    written = json.loads(report.read_text())
+    assert written["args"]["bare_pretrain_steps"] == 8
+    assert set(written["per_seed"]["0"]["by_variant"]) <= set(interruptions.VARIANTS)
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("interruptions: seeds=[0]")
