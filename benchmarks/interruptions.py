@@ -8,9 +8,10 @@ interruptions that changed an otherwise-correct answer, modifications followed w
 is right, replacement accuracy beside the new request asked uninterrupted, and mean pauses after "hurry up"
 vs "take your time" (under the learned controller, and under the confidence baseline, whose threshold reads
 urgency). The same accuracies on the training phrasings (fresh examples) separate "learned what the
-interruption asks" from "generalises to a phrasing never seen". Prints a table (mean and spread over seeds), writes JSON, and ends with one
-`interruptions: key=value ...` line. `--bare_pretrain_steps N` pretrains as the demo does: bare sums first, then
-the mix continued from that model (the setting where pauses pay, for the "hurry up" / "take your time" figures).
+interruption asks" from "generalises to a phrasing never seen". Prints a table (mean and spread over seeds),
+writes JSON, and ends with one `interruptions: key=value ...` line. `--bare_pretrain_steps N` pretrains as the
+demo does: bare sums first, then the mix continued from that model (the setting where pauses pay, for the
+"hurry up" / "take your time" figures).
 
 usage: PYTHONPATH=. python benchmarks/interruptions.py --seeds 0 1 2 [--out DIR] [--pretrain_steps N] ...
 """
