@@ -100,6 +100,25 @@ def run(args) -> dict:
     return per_seed
 
 
+def merge(args) -> dict:
+    """The per-seed results of earlier runs, in file order; their training settings must agree."""
+    per_seed, first = {}, None
+    for path in args.merge:
+        written = json.loads(Path(path).read_text())
+        settings = {k: v for k, v in written["args"].items() if k not in ("seeds", "json", "out", "reuse", "threads")}
+        if first is None:
+            first = settings
+        elif settings != first:
+            changed = sorted(k for k in set(settings) | set(first) if settings.get(k) != first.get(k))
+            raise SystemExit(f"--merge: {path} was run with other settings ({', '.join(changed)})")
+        for seed, result in written["per_seed"].items():
+            if int(seed) in per_seed:
+                raise SystemExit(f"--merge: seed {seed} appears twice ({path})")
+            per_seed[int(seed)] = result
+    vars(args).update({k: v for k, v in first.items() if k != "merge"}, seeds=list(per_seed))
+    return per_seed
+
+
 def figure(per_seed: dict, variant: str, key: str) -> list[float]:
     values = [s["by_variant"].get(variant, {}).get(key) for s in per_seed.values()]
     return [v for v in values if v is not None]
@@ -139,8 +158,11 @@ def main(argv=None) -> int:
                         help="confidence baseline's threshold at u=0 (0 at u=1) for the pauses after hurry/slow")
     parser.add_argument("--reuse", action="store_true", help="evaluate OUT/seedN/controller where it exists")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="report the seeds of these JSONs (one per seed, run as separate processes) as one table; "
+                             "trains and evaluates nothing")
     args = parser.parse_args(argv)
-    per_seed = run(args)
+    per_seed = merge(args) if args.merge else run(args)
     keys = [("n", "n", 0), ("plain_accuracy", "uninterrupted", 3), ("accuracy", "after (held-out phrasings)", 3),
             ("accuracy_train_phrasings", "after (training phrasings)", 3),
             ("changed_of_correct", "changed of correct", 3), ("followed_of_correct", "followed of correct", 3),

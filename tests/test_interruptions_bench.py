@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from transformers import AutoTokenizer
 
@@ -33,3 +34,19 @@ def test_two_stage_pretraining_continues_from_the_bare_model_and_reports(tmp_pat
     assert written["args"]["bare_pretrain_steps"] == 8
     assert set(written["per_seed"]["0"]["by_variant"]) <= set(interruptions.VARIANTS)
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("interruptions: seeds=[0]")
+
+    # --merge reports seeds run as separate processes as one table, and refuses mismatched or repeated seeds
+    merged = tmp_path / "merged.json"
+    other = json.loads(report.read_text())
+    other["per_seed"] = {"1": other["per_seed"]["0"]}
+    (tmp_path / "seed1.json").write_text(json.dumps(other))
+    assert interruptions.main(["--merge", str(report), str(tmp_path / "seed1.json"), "--json", str(merged)]) == 0
+    both = json.loads(merged.read_text())
+    assert both["summary"]["seeds"] == [0, 1] and both["args"]["bare_pretrain_steps"] == 8
+    assert both["summary"]["cancelled"] == pytest.approx(written["summary"]["cancelled"])
+    with pytest.raises(SystemExit, match="seed 0 appears twice"):
+        interruptions.main(["--merge", str(report), str(report), "--json", str(merged)])
+    other["args"]["pretrain_steps"] = 9
+    (tmp_path / "seed1.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="pretrain_steps"):
+        interruptions.main(["--merge", str(report), str(tmp_path / "seed1.json"), "--json", str(merged)])
