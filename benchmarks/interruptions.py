@@ -104,7 +104,12 @@ def merge(args) -> dict:
     """The per-seed results of earlier runs, in file order; their training settings must agree."""
     per_seed, first = {}, None
     for path in args.merge:
-        written = json.loads(Path(path).read_text())
+        try:
+            written = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"--merge: {path} is not this benchmark's JSON ({type(error).__name__}: {error})")
+        if not isinstance(written, dict) or not {"args", "per_seed"} <= set(written):
+            raise SystemExit(f"--merge: {path} is not this benchmark's JSON (no 'args' and 'per_seed')")
         settings = {k: v for k, v in written["args"].items() if k not in ("seeds", "json", "out", "reuse", "threads")}
         if first is None:
             first = settings

@@ -50,3 +50,8 @@ def test_two_stage_pretraining_continues_from_the_bare_model_and_reports(tmp_pat
     (tmp_path / "seed1.json").write_text(json.dumps(other))
     with pytest.raises(SystemExit, match="pretrain_steps"):
         interruptions.main(["--merge", str(report), str(tmp_path / "seed1.json"), "--json", str(merged)])
+    (tmp_path / "other.json").write_text(json.dumps({"summary": {}}))
+    for path in (tmp_path / "missing.json", tmp_path / "other.json"):
+        with pytest.raises(SystemExit, match=f"--merge: {path} is not this benchmark's JSON"):
+            interruptions.main(["--merge", str(report), str(path), "--json", str(merged)])
+    assert json.loads(merged.read_text())["summary"]["seeds"] == [0, 1]  # a refused merge writes nothing
