@@ -11,7 +11,10 @@ urgency). The same accuracies on the training phrasings (fresh examples) separat
 interruption asks" from "generalises to a phrasing never seen". Prints a table (mean and spread over seeds),
 writes JSON, and ends with one `interruptions: key=value ...` line. `--bare_pretrain_steps N` pretrains as the
 demo does: bare sums first, then the mix continued from that model (the setting where pauses pay, for the
-"hurry up" / "take your time" figures).
+"hurry up" / "take your time" figures). `--base_model DIR` runs the same task in chat form on a pretrained base
+(issue 16, item 4; e.g. SmolLM2-135M-Instruct from `adaptive-pause import-gguf`): no pretraining, LoRA
+finetuning on the mix, and with `--controller_iterations 0` decoding with `--fixed_k` pauses (its pauses after
+"hurry up" then come from the confidence baseline alone).
 
 usage: PYTHONPATH=. python benchmarks/interruptions.py --seeds 0 1 2 [--out DIR] [--pretrain_steps N] ...
 """
@@ -35,12 +38,36 @@ from adaptive_pause.tasks import get_task
 from adaptive_pause.tasks.interruptions import VARIANTS
 from adaptive_pause.training.finetune import FinetuneConfig, run_finetune
 from adaptive_pause.training.pretrain import PretrainConfig, run_pretrain
-from policies import ConfidenceThreshold
+from policies import ConfidenceThreshold, FixedPauses
 
 
 def train_seed(args, seed: int, root: Path) -> Path:
     tasks = [f"addition:{args.digits}", f"interrupt:{args.digits}"]
-    common = dict(tasks=tasks, batch_size=args.batch_size, seed=seed, progress=False, log_every=100, overwrite=True)
+    common = dict(tasks=tasks, batch_size=args.batch_size, seed=seed, progress=False, log_every=args.log_every,
+                  overwrite=True)
+    if args.base_model:
+        # a pretrained base (issue 16, item 4): no pretraining; LoRA-finetuned on the same mix in its chat format
+        base, chat = args.base_model, dict(prompt_format=args.prompt_format, system_prompt=args.system_prompt)
+    else:
+        base, chat = str(root / "pretrain"), {}
+        pretrain_from_scratch(args, common, root)
+    run_finetune(FinetuneConfig(output_dir=str(root / "finetune"), base_model=base, max_pauses=args.max_pauses,
+                                max_steps=args.finetune_steps, learning_rate=args.finetune_lr, lora_r=args.lora_r,
+                                lora_alpha=2.0 * args.lora_r, warmup_steps=min(10, args.finetune_steps // 10),
+                                **chat, **common))
+    if not args.controller_iterations:
+        return root / "finetune"  # evaluated with --fixed_k pauses
+    train_controller(PPOConfig(output_dir=str(root / "controller"), env="lm", model_run_dir=str(root / "finetune"),
+                               tasks=[f"addition:{args.digits}"], max_new_tokens=args.max_new_tokens,
+                               max_pauses=args.max_pauses, max_pauses_total=args.max_pauses,
+                               first_token_pauses_only=True, iterations=args.controller_iterations,
+                               episodes_per_iteration=args.episodes, initial_pause_prob=args.initial_pause_prob,
+                               prompt_summary=args.prompt_summary, seed=seed, progress=False, overwrite=True))
+    return root / "controller"
+
+
+def pretrain_from_scratch(args, common: dict, root: Path) -> None:
+    """The embedded default's pause-pretraining into root/pretrain (the demo's model shape)."""
     model = ModelConfig(hidden_size=args.hidden_size, num_layers=args.num_layers, num_heads=args.num_heads,
                         intermediate_size=4 * args.hidden_size, position_numbering="slotted",
                         pause_slots=args.max_pauses)
@@ -55,37 +82,34 @@ def train_seed(args, seed: int, root: Path) -> Path:
                                        "learning_rate": args.bare_pretrain_lr}))
         model = ModelConfig(name_or_path=str(root / "pretrain_bare"))
     run_pretrain(PretrainConfig(output_dir=str(root / "pretrain"), model=model, **pretrain, **common))
-    run_finetune(FinetuneConfig(output_dir=str(root / "finetune"), base_model=str(root / "pretrain"),
-                                max_pauses=args.max_pauses, max_steps=args.finetune_steps, learning_rate=1e-3,
-                                warmup_steps=min(10, args.finetune_steps // 10), **common))
-    train_controller(PPOConfig(output_dir=str(root / "controller"), env="lm", model_run_dir=str(root / "finetune"),
-                               tasks=[f"addition:{args.digits}"], max_new_tokens=args.max_new_tokens,
-                               max_pauses=args.max_pauses, max_pauses_total=args.max_pauses,
-                               first_token_pauses_only=True, iterations=args.controller_iterations,
-                               episodes_per_iteration=args.episodes, initial_pause_prob=args.initial_pause_prob,
-                               prompt_summary=args.prompt_summary, seed=seed, progress=False, overwrite=True))
-    return root / "controller"
 
 
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     per_seed = {}
-    decode = dict(max_new_tokens=args.max_new_tokens, max_pauses=args.max_pauses, first_token_pauses_only=True)
+    decode = dict(max_new_tokens=args.max_new_tokens, max_pauses=args.max_pauses, first_token_pauses_only=True,
+                  batch_size=args.eval_batch_size)
     for seed in args.seeds:
         start = time.perf_counter()
-        run_dir = out / f"seed{seed}" / "controller"
-        if not (args.reuse and (run_dir / "controller").is_dir()):
+        learned = bool(args.controller_iterations)
+        run_dir = out / f"seed{seed}" / ("controller" if learned else "finetune")
+        if not (args.reuse and (run_dir / ("controller" if learned else "adapter")).is_dir()):
             run_dir = train_seed(args, seed, out / f"seed{seed}")
         trained_s = time.perf_counter() - start
         model = AdaptivePauseModel.from_pretrained(run_dir)
         task = get_task(f"interrupt:{args.digits}")
         examples = task.examples(args.num_examples, seed=10_000 + seed, split="test")  # held-out phrasings
         seen = task.examples(args.num_examples, seed=20_000 + seed, split="train")  # training phrasings
-        by_variant = summarise(evaluate_interruptions(model, task, examples, urgency=args.urgency, **decode))
-        for variant, row in summarise(evaluate_interruptions(model, task, seen, urgency=args.urgency,
+        policy = None if learned else FixedPauses(args.fixed_k)  # None: the run's learned controller
+        by_variant = summarise(evaluate_interruptions(model, task, examples, urgency=args.urgency, policy=policy,
+                                                      **decode))
+        for variant, row in summarise(evaluate_interruptions(model, task, seen, urgency=args.urgency, policy=policy,
                                                              **decode)).items():
             by_variant[variant]["accuracy_train_phrasings"] = row["accuracy"]
+        if not learned:  # fixed k pauses: what follows an interruption is set by k, not by its words
+            for row in by_variant.values():
+                row.pop("pauses_after")
         urgent = [e for e in examples if e.variant in ("hurry", "slow")]
         confident = summarise(evaluate_interruptions(model, task, urgent, urgency=args.urgency,
                                                      policy=ConfidenceThreshold(args.confidence), **decode))
@@ -149,8 +173,19 @@ def main(argv=None) -> int:
     parser.add_argument("--hidden_size", type=int, default=64, help="the model's width (the demo's: 64)")
     parser.add_argument("--num_layers", type=int, default=2, help="the model's depth (the demo's: 2)")
     parser.add_argument("--num_heads", type=int, default=2, help="attention heads (the demo's: 2)")
+    parser.add_argument("--base_model", default=None,
+                        help="a pretrained HF model directory (e.g. from `adaptive-pause import-gguf`): "
+                             "no pretraining, LoRA finetuning on the same mix in --prompt_format")
+    parser.add_argument("--prompt_format", default="chat", choices=["raw", "chat", "auto"],
+                        help="with --base_model: how prompts are shown to it")
+    parser.add_argument("--system_prompt", default="Answer with the number only.",
+                        help="with --base_model in chat format: the system message (the real-model recipe's)")
     parser.add_argument("--finetune_steps", type=int, default=200)
-    parser.add_argument("--controller_iterations", type=int, default=150)
+    parser.add_argument("--finetune_lr", type=float, default=1e-3)
+    parser.add_argument("--lora_r", type=int, default=16, help="LoRA rank (alpha = 2 r)")
+    parser.add_argument("--controller_iterations", type=int, default=150,
+                        help="controller PPO iterations; 0: no controller, the finetuned LM decodes with --fixed_k")
+    parser.add_argument("--fixed_k", type=int, default=0, help="pauses before the answer without a controller")
     parser.add_argument("--episodes", type=int, default=256, help="PPO episodes per iteration")
     parser.add_argument("--initial_pause_prob", type=float, default=0.3)
     parser.add_argument("--prompt_summary", action="store_true", help="the controller reads the prompt's mean state")
@@ -162,6 +197,8 @@ def main(argv=None) -> int:
     parser.add_argument("--confidence", type=float, default=0.99,
                         help="confidence baseline's threshold at u=0 (0 at u=1) for the pauses after hurry/slow")
     parser.add_argument("--reuse", action="store_true", help="evaluate OUT/seedN/controller where it exists")
+    parser.add_argument("--eval_batch_size", type=int, default=256)
+    parser.add_argument("--log_every", type=int, default=100, help="training log interval (steps)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="report the seeds of these JSONs (one per seed, run as separate processes) as one table; "
