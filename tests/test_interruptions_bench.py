@@ -55,3 +55,38 @@ def test_two_stage_pretraining_continues_from_the_bare_model_and_reports(tmp_pat
         with pytest.raises(SystemExit, match=f"--merge: {path} is not this benchmark's JSON"):
             interruptions.main(["--merge", str(report), str(path), "--json", str(merged)])
     assert json.loads(merged.read_text())["summary"]["seeds"] == [0, 1]  # a refused merge writes nothing
+
+
+def test_pretrained_base_in_chat_form_without_a_controller(tmp_path, capsys):
+    """--base_model: no pretraining, LoRA finetuning of the given HF directory in its chat format (markers added
+    there), and with --controller_iterations 0 the finetuned LM decodes with --fixed_k pauses; the learned
+    "pauses after" figures are then absent rather than set by k."""
+    from helpers import bpe_tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = bpe_tokenizer()
+    tokenizer.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|endoftext|>{% endfor %}"
+                               "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1, intermediate_size=64, max_position_embeddings=256,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    out, report = tmp_path / "runs", tmp_path / "bench.json"
+    rc = interruptions.main(["--seeds", "0", "--digits", "1-1", "--base_model", str(tmp_path / "base"),
+                             "--system_prompt", "Digits only.", "--finetune_steps", "2", "--lora_r", "4",
+                             "--controller_iterations", "0", "--fixed_k", "1", "--batch_size", "8",
+                             "--max_pauses", "2", "--num_examples", "14", "--eval_batch_size", "7",
+                             "--out", str(out), "--json", str(report)])
+    assert rc == 0
+    seed = out / "seed0"
+    assert not (seed / "pretrain").exists() and not (seed / "controller").exists()
+    finetune = yaml.safe_load((seed / "finetune" / "config.yaml").read_text())
+    assert finetune["base_model"] == str(tmp_path / "base") and finetune["lora_r"] == 4
+    assert (finetune["prompt_format"], finetune["system_prompt"]) == ("chat", "Digits only.")
+    assert "<interrupt>" in AutoTokenizer.from_pretrained(seed / "finetune" / "model").get_vocab()
+    written = json.loads(report.read_text())
+    rows = written["per_seed"]["0"]["by_variant"].values()
+    assert rows and all("pauses_after" not in row for row in rows)
+    assert written["summary"]["pauses_after_hurry"] is None and written["args"]["fixed_k"] == 1
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("interruptions: seeds=[0]")
