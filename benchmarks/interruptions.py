@@ -159,6 +159,21 @@ def cell(values: list[float], digits: int = 3) -> str:
     return f"{mean(values):.{digits}f}" + (f" +- {pstdev(values):.{digits}f}" if len(values) > 1 else "")
 
 
+def check_args(parser, args) -> None:
+    """Refuse a setting that would fail, or be ignored, only after the training it waits for."""
+    if args.merge:
+        return
+    if args.base_model and not Path(args.base_model).is_dir():
+        parser.error(f"--base_model: {args.base_model} is not a directory (import a GGUF with "
+                     "`adaptive-pause import-gguf FILE --output_dir DIR`, or pass an HF model directory)")
+    if args.fixed_k is not None and args.controller_iterations:
+        parser.error("--fixed_k: only without a controller (--controller_iterations 0); the controller sets the pauses")
+    if args.fixed_k is None and not args.controller_iterations:
+        args.fixed_k = 0
+    if args.fixed_k is not None and not 0 <= args.fixed_k <= args.max_pauses:
+        parser.error(f"--fixed_k: must be in 0..--max_pauses ({args.max_pauses}), got {args.fixed_k}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -185,7 +200,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lora_r", type=int, default=16, help="LoRA rank (alpha = 2 r)")
     parser.add_argument("--controller_iterations", type=int, default=150,
                         help="controller PPO iterations; 0: no controller, the finetuned LM decodes with --fixed_k")
-    parser.add_argument("--fixed_k", type=int, default=0, help="pauses before the answer without a controller")
+    parser.add_argument("--fixed_k", type=int, default=None,
+                        help="pauses before the answer without a controller (0..--max_pauses; default 0)")
     parser.add_argument("--episodes", type=int, default=256, help="PPO episodes per iteration")
     parser.add_argument("--initial_pause_prob", type=float, default=0.3)
     parser.add_argument("--prompt_summary", action="store_true", help="the controller reads the prompt's mean state")
@@ -204,6 +220,7 @@ def main(argv=None) -> int:
                         help="report the seeds of these JSONs (one per seed, run as separate processes) as one table; "
                              "trains and evaluates nothing")
     args = parser.parse_args(argv)
+    check_args(parser, args)
     per_seed = merge(args) if args.merge else run(args)
     keys = [("n", "n", 0), ("plain_accuracy", "uninterrupted", 3), ("accuracy", "after (held-out phrasings)", 3),
             ("accuracy_train_phrasings", "after (training phrasings)", 3),

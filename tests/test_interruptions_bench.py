@@ -90,3 +90,16 @@ def test_pretrained_base_in_chat_form_without_a_controller(tmp_path, capsys):
     assert rows and all("pauses_after" not in row for row in rows)
     assert written["summary"]["pauses_after_hurry"] is None and written["args"]["fixed_k"] == 1
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("interruptions: seeds=[0]")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--base_model", "/no/such/dir", "--controller_iterations", "0"], "--base_model: /no/such/dir is not a directory"),
+    (["--fixed_k", "1"], "--fixed_k: only without a controller"),
+    (["--controller_iterations", "0", "--fixed_k", "5", "--max_pauses", "4"], "--fixed_k: must be in 0..--max_pauses"),
+    (["--controller_iterations", "0", "--fixed_k", "-1"], "--fixed_k: must be in 0..--max_pauses"),
+])
+def test_bad_settings_are_refused_before_any_training(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit):
+        interruptions.main(argv + ["--out", str(tmp_path / "runs"), "--json", str(tmp_path / "bench.json")])
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "bench.json").exists()
