@@ -90,11 +90,12 @@ def run(args) -> dict:
     per_seed = {}
     decode = dict(max_new_tokens=args.max_new_tokens, max_pauses=args.max_pauses, first_token_pauses_only=True,
                   batch_size=args.eval_batch_size)
+    learned = bool(args.controller_iterations)
+    stage, last_part = ("controller", "controller") if learned else ("finetune", "adapter")  # what --reuse needs
     for seed in args.seeds:
         start = time.perf_counter()
-        learned = bool(args.controller_iterations)
-        run_dir = out / f"seed{seed}" / ("controller" if learned else "finetune")
-        if not (args.reuse and (run_dir / ("controller" if learned else "adapter")).is_dir()):
+        run_dir = out / f"seed{seed}" / stage
+        if not (args.reuse and (run_dir / last_part).is_dir()):
             run_dir = train_seed(args, seed, out / f"seed{seed}")
         trained_s = time.perf_counter() - start
         model = AdaptivePauseModel.from_pretrained(run_dir)
