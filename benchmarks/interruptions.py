@@ -42,7 +42,7 @@ from policies import ConfidenceThreshold, FixedPauses
 
 
 def train_seed(args, seed: int, root: Path) -> Path:
-    tasks = [f"addition:{args.digits}", f"interrupt:{args.digits}"]
+    tasks = [f"addition:{args.digits}", f"interrupt:{args.digits}", *(args.extra_tasks or [])]
     common = dict(tasks=tasks, batch_size=args.batch_size, seed=seed, progress=False, log_every=args.log_every,
                   overwrite=True)
     if args.base_model:
@@ -164,6 +164,11 @@ def check_args(parser, args) -> None:
     """Refuse a setting that would fail, or be ignored, only after the training it waits for."""
     if args.merge:
         return
+    for spec in args.extra_tasks or []:
+        try:
+            get_task(spec)
+        except ValueError as error:
+            parser.error(f"--extra_tasks: {error}")
     if args.base_model and not Path(args.base_model).is_dir():
         parser.error(f"--base_model: {args.base_model} is not a directory (import a GGUF with "
                      "`adaptive-pause import-gguf FILE --output_dir DIR`, or pass an HF model directory)")
@@ -196,6 +201,9 @@ def main(argv=None) -> int:
                         help="with --base_model: how prompts are shown to it")
     parser.add_argument("--system_prompt", default="Answer with the number only.",
                         help="with --base_model in chat format: the system message (the real-model recipe's)")
+    parser.add_argument("--extra_tasks", nargs="+", metavar="SPEC",
+                        help="task specs added to the training mix (tasks are mixed uniformly), e.g. "
+                             "interrupt@reverse+plus_one:1-2 to give those variants more weight")
     parser.add_argument("--finetune_steps", type=int, default=200)
     parser.add_argument("--finetune_lr", type=float, default=1e-3)
     parser.add_argument("--lora_r", type=int, default=16, help="LoRA rank (alpha = 2 r)")

@@ -33,6 +33,21 @@ def test_expected_answers():
         type(task)(1, 2, variants=("shout",))
 
 
+def test_a_spec_can_draw_a_subset_of_the_variants():
+    """interrupt@A+B:LO-HI draws only A and B (listed beside interrupt:LO-HI, it weights them up); the rest of the
+    spec reads as interrupt's, and an unknown or empty variant list is refused naming the spec."""
+    task = get_task("interrupt@reverse+plus_one:2-2")
+    drawn = task.examples(200, 0, "train")
+    assert {e.variant for e in drawn} == {"reverse", "plus_one"} and {e.difficulty for e in drawn} == {2}
+    assert get_task("interrupt@cancel").variants == ("cancel",)
+    splits = split_templates(0)
+    assert all(e.template in splits["test"][e.variant] for e in task.examples(50, 1, "test"))
+    for bad in ("interrupt@:1-2", "interrupt@reverse+odd:1-2", "interrupt@reverse+:1-2"):
+        with pytest.raises(ValueError, match=r"interrupt@VARIANT\[\+VARIANT...\]") as error:
+            get_task(bad)
+        assert repr(bad) in str(error.value)
+
+
 def test_phrasings_are_split_by_template():
     splits = split_templates(0)
     for variant, group in TEMPLATES.items():

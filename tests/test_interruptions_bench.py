@@ -77,13 +77,14 @@ def test_pretrained_base_in_chat_form_without_a_controller(tmp_path, capsys):
                              "--system_prompt", "Digits only.", "--finetune_steps", "2", "--lora_r", "4",
                              "--controller_iterations", "0", "--fixed_k", "1", "--batch_size", "8",
                              "--max_pauses", "2", "--num_examples", "14", "--eval_batch_size", "7",
-                             "--out", str(out), "--json", str(report)])
+                             "--extra_tasks", "interrupt@reverse:1-1", "--out", str(out), "--json", str(report)])
     assert rc == 0
     seed = out / "seed0"
     assert not (seed / "pretrain").exists() and not (seed / "controller").exists()
     finetune = yaml.safe_load((seed / "finetune" / "config.yaml").read_text())
     assert finetune["base_model"] == str(tmp_path / "base") and finetune["lora_r"] == 4
     assert (finetune["prompt_format"], finetune["system_prompt"]) == ("chat", "Digits only.")
+    assert finetune["tasks"] == ["addition:1-1", "interrupt:1-1", "interrupt@reverse:1-1"]
     assert "<interrupt>" in AutoTokenizer.from_pretrained(seed / "finetune" / "model").get_vocab()
     written = json.loads(report.read_text())
     rows = written["per_seed"]["0"]["by_variant"].values()
@@ -95,6 +96,7 @@ def test_pretrained_base_in_chat_form_without_a_controller(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--base_model", "/no/such/dir", "--controller_iterations", "0"], "--base_model: /no/such/dir is not a directory"),
     (["--fixed_k", "1"], "--fixed_k: only without a controller"),
+    (["--extra_tasks", "interrupt@shout:1-2"], "--extra_tasks: task spec 'interrupt@shout:1-2'"),
     (["--controller_iterations", "0", "--fixed_k", "5", "--max_pauses", "4"], "--fixed_k: must be in 0..--max_pauses"),
     (["--controller_iterations", "0", "--fixed_k", "-1"], "--fixed_k: must be in 0..--max_pauses"),
 ])

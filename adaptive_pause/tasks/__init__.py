@@ -2,7 +2,9 @@
 
 A task is named by a spec string, usable in YAML and on the command line:
 ``addition`` (default difficulty range), ``addition:1-4`` (digits 1 to 4),
-``interrupt:1-2`` (additions interrupted mid-answer, `interruptions.py`), ``jsonl:path/to/file.jsonl`` or
+``interrupt:1-2`` (additions interrupted mid-answer, `interruptions.py`; ``interrupt@reverse+plus_one:1-2``
+draws only those variants: listed beside ``interrupt:1-2`` in a stage's tasks, which are mixed uniformly, it gives
+them more weight), ``jsonl:path/to/file.jsonl`` or
 ``jsonl:path/to/dir:numeric`` (a directory with train/dev/test.jsonl), ``phrased:SPEC`` (SPEC's prompts
 carrying urgency wording before or after them; ``phrased-before:SPEC`` only before, `urgency_phrases.PhrasedTask`).
 Every stage reads one split (`base.STAGE_SPLITS`; the rule for files is in `jsonl.py`).
@@ -15,7 +17,7 @@ import re
 from .base import SPLITS, STAGE_SPLITS, Example, Task, check_split, data_record, example_id, task_label
 from .jsonl import JsonlTask
 from .scoring import SCORERS, get_scorer
-from .interruptions import InterruptedExample, InterruptionTask
+from .interruptions import VARIANTS, InterruptedExample, InterruptionTask
 from .synthetic import SYNTHETIC_TASKS
 
 SYNTHETIC_TASKS = {**SYNTHETIC_TASKS, InterruptionTask.name: InterruptionTask}
@@ -44,15 +46,24 @@ def get_task(spec: str) -> Task:
             return JsonlTask(path, scorer=scorer)
         return JsonlTask(rest)
     name, _, rng = spec.partition(":")
+    variants = None
+    if name.startswith(f"{InterruptionTask.name}@"):  # interrupt@VARIANT[+VARIANT...]: a subset of the variants
+        name, _, listed = name.partition("@")
+        variants = tuple(listed.split("+"))
+        unknown = sorted({v for v in variants if v not in VARIANTS})
+        if not listed or unknown:
+            raise ValueError(f"task spec {spec!r}: unknown interruption variant(s) {unknown or ['']}; expected "
+                             f"interrupt@VARIANT[+VARIANT...][:LO-HI] with variants from {list(VARIANTS)}")
     if name not in SYNTHETIC_TASKS:
         raise ValueError(
             f"unknown task {name!r}; choose one of {sorted(SYNTHETIC_TASKS)} or 'jsonl:PATH[:SCORER]'"
         )
+    extra = {} if variants is None else {"variants": variants}
     if not rng:
-        return SYNTHETIC_TASKS[name]()
+        return SYNTHETIC_TASKS[name](**extra)
     lo, sep, hi = rng.partition("-")
     try:
         lo_i, hi_i = int(lo), int(hi if sep else lo)
     except ValueError:
         raise ValueError(f"task spec {spec!r}: expected NAME:LO-HI with integers, e.g. addition:1-4") from None
-    return SYNTHETIC_TASKS[name](lo_i, hi_i)
+    return SYNTHETIC_TASKS[name](lo_i, hi_i, **extra)
