@@ -51,8 +51,8 @@ def get_task(spec: str) -> Task:
         name, _, listed = name.partition("@")
         variants = tuple(listed.split("+"))
         unknown = sorted({v for v in variants if v not in VARIANTS})
-        if not listed or unknown:
-            raise ValueError(f"task spec {spec!r}: unknown interruption variant(s) {unknown or ['']}; expected "
+        if unknown:  # an empty list ("interrupt@:1-2") or name ("reverse+") is the unknown variant ''
+            raise ValueError(f"task spec {spec!r}: unknown interruption variant(s) {unknown}; expected "
                              f"interrupt@VARIANT[+VARIANT...][:LO-HI] with variants from {list(VARIANTS)}")
     if name not in SYNTHETIC_TASKS:
         raise ValueError(
