@@ -235,6 +235,21 @@ def write_parts(run_dir: str | os.PathLike, adapter: bool) -> None:
     (Path(run_dir) / PARTS).write_text(json.dumps({"adapter": adapter}) + "\n")
 
 
+def load_adapter(lm, adapter_dir: Path, trainable: bool = False):
+    """`lm` wrapped in the LoRA adapter saved in `adapter_dir` (checksummed; trainable to continue training it)."""
+    from peft import PeftModel
+
+    # Without weights peft would look the directory's name up on the HF hub: refuse first.
+    if not any((adapter_dir / name).is_file() for name in ADAPTER_WEIGHTS):
+        raise ValueError(f"{adapter_dir}: no adapter weights ({' or '.join(ADAPTER_WEIGHTS)})")
+    verify_checksums(adapter_dir)
+    try:
+        with peft_quietly():
+            return PeftModel.from_pretrained(lm, str(adapter_dir), is_trainable=trainable)
+    except Exception as err:  # noqa: BLE001 - peft raises several types; re-raised with the path
+        raise ValueError(f"{adapter_dir}: corrupt or mismatched adapter: {type(err).__name__}: {err}") from err
+
+
 def _adapter_expected(run_dir: Path) -> bool:
     try:
         return bool(json.loads((run_dir / PARTS).read_text()).get("adapter"))
@@ -341,18 +356,7 @@ class AdaptivePauseModel:
             raise ValueError(f"{adapter_dir}: missing, but {run_dir / 'model'} is the base of a LoRA run "
                              "(its parts.json lists an adapter); the bare base would answer without it")
         if adapter_dir.is_dir():
-            from peft import PeftModel
-
-            # Without weights peft would look the directory's name up on the HF hub: refuse first.
-            if not any((adapter_dir / name).is_file() for name in ADAPTER_WEIGHTS):
-                raise ValueError(f"{adapter_dir}: no adapter weights ({' or '.join(ADAPTER_WEIGHTS)})")
-            verify_checksums(adapter_dir)
-            try:
-                with peft_quietly():
-                    lm = PeftModel.from_pretrained(lm, str(run_dir / ADAPTER_DIR))
-            except Exception as err:  # noqa: BLE001 - peft raises several types; re-raised with the path
-                raise ValueError(f"{run_dir / ADAPTER_DIR}: corrupt or mismatched adapter: "
-                                 f"{type(err).__name__}: {err}") from err
+            lm = load_adapter(lm, adapter_dir)
             if merge_adapter:
                 lm = lm.merge_and_unload()
                 if hasattr(lm, BASE_ATTR):  # merged weights are no longer the base's: save them in full

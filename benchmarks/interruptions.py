@@ -45,7 +45,10 @@ def train_seed(args, seed: int, root: Path) -> Path:
     tasks = [f"addition:{args.digits}", f"interrupt:{args.digits}", *(args.extra_tasks or [])]
     common = dict(tasks=tasks, batch_size=args.batch_size, seed=seed, progress=False, log_every=args.log_every,
                   overwrite=True)
-    if args.base_model:
+    if args.continue_from:
+        # a second finetuning stage: the earlier run's adapter trained further on this mix (its base and format)
+        base, chat = str(Path(args.continue_from) / f"seed{seed}" / "finetune"), dict(continue_adapter=True)
+    elif args.base_model:
         # a pretrained base (issue 16, item 4): no pretraining; LoRA-finetuned on the same mix in its chat format
         base, chat = args.base_model, dict(prompt_format=args.prompt_format, system_prompt=args.system_prompt)
     else:
@@ -169,6 +172,12 @@ def check_args(parser, args) -> None:
             get_task(spec)
         except ValueError as error:
             parser.error(f"--extra_tasks: {error}")
+    if args.continue_from and Path(args.continue_from).resolve() == Path(args.out).resolve():
+        parser.error("--continue_from: must not be --out (the runs it continues would be overwritten)")
+    for seed in args.seeds if args.continue_from else []:
+        if not (Path(args.continue_from) / f"seed{seed}" / "finetune" / "adapter").is_dir():
+            parser.error(f"--continue_from: {args.continue_from}/seed{seed}/finetune has no adapter/ (a finished "
+                         "finetune run of this benchmark is needed for each seed)")
     if args.base_model and not Path(args.base_model).is_dir():
         parser.error(f"--base_model: {args.base_model} is not a directory (import a GGUF with "
                      "`adaptive-pause import-gguf FILE --output_dir DIR`, or pass an HF model directory)")
@@ -204,6 +213,9 @@ def main(argv=None) -> int:
     parser.add_argument("--extra_tasks", nargs="+", metavar="SPEC",
                         help="task specs added to the training mix (tasks are mixed uniformly), e.g. "
                              "interrupt@reverse+plus_one:1-2 to give those variants more weight")
+    parser.add_argument("--continue_from", metavar="OUT",
+                        help="no pretraining: train the adapter of OUT/seedN/finetune (an earlier --out) "
+                             "--finetune_steps more on this mix; --lora_r must be its")
     parser.add_argument("--finetune_steps", type=int, default=200)
     parser.add_argument("--finetune_lr", type=float, default=1e-3)
     parser.add_argument("--lora_r", type=int, default=16, help="LoRA rank (alpha = 2 r)")

@@ -92,6 +92,18 @@ def test_pretrained_base_in_chat_form_without_a_controller(tmp_path, capsys):
     assert written["summary"]["pauses_after_hurry"] is None and written["args"]["fixed_k"] == 1
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("interruptions: seeds=[0]")
 
+    # --continue_from: a second stage trains that adapter further on another mix, into another --out
+    again = tmp_path / "again"
+    rc = interruptions.main(["--seeds", "0", "--digits", "1-1", "--continue_from", str(out), "--finetune_steps", "2",
+                             "--lora_r", "4", "--controller_iterations", "0", "--fixed_k", "1", "--batch_size", "8",
+                             "--max_pauses", "2", "--num_examples", "14", "--eval_batch_size", "7",
+                             "--extra_tasks", "interrupt@cancel:1-1", "--out", str(again), "--json", str(report)])
+    assert rc == 0
+    second = yaml.safe_load((again / "seed0" / "finetune" / "config.yaml").read_text())
+    assert second["base_model"] == str(seed / "finetune") and second["continue_adapter"] is True
+    assert second["tasks"][-1] == "interrupt@cancel:1-1"
+    assert (seed / "finetune" / "adapter").is_dir()  # the run it continued is left as it was
+
 
 @pytest.mark.parametrize("argv, message", [
     (["--base_model", "/no/such/dir", "--controller_iterations", "0"], "--base_model: /no/such/dir is not a directory"),
@@ -99,6 +111,7 @@ def test_pretrained_base_in_chat_form_without_a_controller(tmp_path, capsys):
     (["--extra_tasks", "interrupt@shout:1-2"], "--extra_tasks: task spec 'interrupt@shout:1-2'"),
     (["--controller_iterations", "0", "--fixed_k", "5", "--max_pauses", "4"], "--fixed_k: must be in 0..--max_pauses"),
     (["--controller_iterations", "0", "--fixed_k", "-1"], "--fixed_k: must be in 0..--max_pauses"),
+    (["--continue_from", "/no/such/out", "--controller_iterations", "0"], "--continue_from: /no/such/out/seed0"),
 ])
 def test_bad_settings_are_refused_before_any_training(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit):

@@ -23,7 +23,8 @@ from peft import LoraConfig, get_peft_model
 from ..checkpoint import atomic_dir, replace_dir
 from ..config import check, help_field, save_yaml, to_dict
 from ..countdown import MODULE_NAME, countdown_module, enable_countdown
-from ..modeling import ModelConfig, load_lm, pause_settings, peft_quietly, save_lm, write_parts
+from ..modeling import (ADAPTER_DIR, ModelConfig, load_adapter, load_lm, pause_settings, peft_quietly,
+                        save_lm, write_parts)
 from ..rundir import claim_run, identity
 from ..tasks import InterruptionTask, get_task
 from ..tokens import ensure_interrupt_tokens
@@ -51,6 +52,9 @@ class FinetuneConfig(TrainConfig):
     lora_target_modules: list[str] = help_field("modules LoRA adapts ('all-linear' for every linear layer)",
                                            default_factory=lambda: ["all-linear"])
     learning_rate: float = help_field("peak AdamW learning rate", default=2e-3)
+    continue_adapter: bool = help_field(
+        "base_model is a finetune run: train its adapter further (on this run's tasks and steps) instead of a new "
+        "one; lora_r and lora_alpha must be the adapter's", default=False)
     pause_countdown: bool = help_field(
         "give a base without one the pause countdown input (adaptive_pause/countdown.py; a base pretrained with it "
         "keeps it either way); the table trains with the adapter (peft modules_to_save)", default=False)
@@ -77,6 +81,28 @@ def lora_config(config: FinetuneConfig, pause_id: int, countdown: bool = False,
         modules_to_save=[MODULE_NAME] if countdown else None,  # the countdown table trains and saves with LoRA
         task_type="CAUSAL_LM",
     )
+
+
+def continued_adapter(base, config: FinetuneConfig, token_ids: tuple[int, ...]):
+    """The adapter of the finetune run `config.base_model` over `base` (its model/), trainable.
+
+    Refused where the run has no adapter, or where this config would train something else than the saved
+    adapter: another rank or alpha, or a token (<pause>, an interruption marker) whose row it does not train.
+    """
+    adapter_dir = Path(config.base_model) / ADAPTER_DIR
+    if not adapter_dir.is_dir():
+        raise ValueError(f"continue_adapter: {config.base_model} has no {ADAPTER_DIR}/ (not a finished finetune run)")
+    model = load_adapter(base, adapter_dir, trainable=True)
+    saved = model.peft_config["default"]
+    for field, mine, theirs in (("lora_r", config.lora_r, saved.r), ("lora_alpha", config.lora_alpha,
+                                                                      saved.lora_alpha)):
+        check(float(mine) == float(theirs), field, f"{mine}, but the adapter being continued has {theirs}")
+    trained = saved.trainable_token_indices or []
+    trained = trained.get("embed_tokens", []) if isinstance(trained, dict) else trained
+    missing = sorted(set(token_ids) - set(trained))
+    check(not missing, "continue_adapter", f"the adapter in {adapter_dir} does not train token ids {missing} "
+          "(an interruption task added their markers after it was trained): finetune a new adapter instead")
+    return model
 
 
 def run_finetune(config: FinetuneConfig) -> Path:
@@ -108,9 +134,12 @@ def _run_finetune(config, claim, tasks) -> Path:
         # adapter is trained on; it becomes model/ only with the adapter, so a crashed run never looks
         # like a finished one whose adapter is missing.
         save_lm(base, tokenizer, pending)
-    with peft_quietly():
-        model = get_peft_model(base, lora_config(config, settings.pause_id, countdown_module(base) is not None,
-                                                 markers))
+    if config.continue_adapter:
+        model = continued_adapter(base, config, (settings.pause_id, *markers))
+    else:
+        with peft_quietly():
+            model = get_peft_model(base, lora_config(config, settings.pause_id, countdown_module(base) is not None,
+                                                     markers))
     accelerator.init_trackers("finetune", config=tracker_config(config))
     if accelerator.is_main_process:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
