@@ -1,16 +1,13 @@
 """The language model side: building or loading the base LM with `<pause>`, its pause settings, and
 `AdaptivePauseModel` (LM + optional LoRA adapter + controller) with its `generate` API.
 
-Owns: the embedded tiny Llama (built from a config, no download), loading any
-HF id or local directory, making sure `<pause>` exists, and the model-level
-pause settings (position numbering, pause slots) that are saved inside the
-model's own `config.json` so every later stage honours them identically.
-`AdaptivePauseModel` owns the run-directory round trip of model/, adapter/ and
-controller/ (with the agreement check), prompt encoding, input validation for
-`generate`, and the `adaptive-pause generate` command.
+Owns: the embedded tiny Llama (built from a config, no download), loading any HF id or local directory, making
+sure `<pause>` exists, and the model-level pause settings (position numbering, pause slots) that are saved inside
+the model's own `config.json` so every later stage honours them identically. `AdaptivePauseModel` owns the
+run-directory round trip of model/, adapter/ and controller/ (with the agreement check), prompt encoding, input
+validation for `generate`, and the `adaptive-pause generate` command.
 
-Must not: contain a decode loop (that is `decoding/`; `generate` is a
-policy-driven run of it) or training code.
+Must not: contain a decode loop (that is `decoding/`; `generate` is a policy-driven run of it) or training code.
 """
 
 from __future__ import annotations
@@ -127,19 +124,16 @@ def pause_settings(model, tokenizer) -> PauseSettings:
     numbering = getattr(base_config, NUMBERING_KEY, None)
     slots = getattr(base_config, SLOTS_KEY, None)
     if numbering is None or slots is None:
-        raise ValueError(
-            f"model config has no {NUMBERING_KEY!r}/{SLOTS_KEY!r}; load the model with "
-            "adaptive_pause.modeling.load_lm (or call set_pause_settings) so pauses are numbered consistently"
-        )
+        raise ValueError(f"model config has no {NUMBERING_KEY!r}/{SLOTS_KEY!r}; load the model with adaptive_pause."
+                         "modeling.load_lm (or call set_pause_settings) so pauses are numbered consistently")
     return PauseSettings(pause_token_id(tokenizer), numbering, int(slots))
 
 
 def load_lm(config: ModelConfig, seed: int = 0):
     """(model, tokenizer) with `<pause>` present and pause settings recorded.
 
-    `config.name_or_path` may be empty (the tiny model, built from the
-    config), an HF id, a local HF model directory, or a run directory of ours
-    (which holds `model/`).
+    `config.name_or_path` may be empty (the tiny model, built from the config), an HF id, a local HF model
+    directory, or a run directory of ours (which holds `model/`).
     """
     path = config.name_or_path
     if not path:
