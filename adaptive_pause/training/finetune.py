@@ -65,6 +65,8 @@ class FinetuneConfig(TrainConfig):
         check_k_weights(self.k_weights, self.max_pauses)
         check(self.lora_r >= 1, "lora_r", f"must be >= 1, got {self.lora_r}")
         check(0 <= self.lora_dropout < 1, "lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+        check(not (self.continue_adapter and self.pause_countdown), "pause_countdown",
+              "not with continue_adapter: the continued run keeps its base's countdown (set it on the first run)")
 
 
 
@@ -83,20 +85,23 @@ def lora_config(config: FinetuneConfig, pause_id: int, countdown: bool = False,
     )
 
 
-def continued_adapter(base, config: FinetuneConfig, token_ids: tuple[int, ...]):
-    """The adapter of the finetune run `config.base_model` over `base` (its model/), trainable.
-
-    Refused where the run has no adapter, or where this config would train something else than the saved
-    adapter: another rank or alpha, or a token (<pause>, an interruption marker) whose row it does not train.
-    """
+def check_continuable(config: FinetuneConfig) -> None:
+    """Before the run is claimed: `base_model` has an adapter of this config's rank and alpha."""
     adapter_dir = Path(config.base_model) / ADAPTER_DIR
-    if not adapter_dir.is_dir():
+    if not (adapter_dir / "adapter_config.json").is_file():
         raise ValueError(f"continue_adapter: {config.base_model} has no {ADAPTER_DIR}/ (not a finished finetune run)")
-    model = load_adapter(base, adapter_dir, trainable=True)
-    saved = model.peft_config["default"]
+    saved = LoraConfig.from_pretrained(str(adapter_dir))  # the JSON only; the weights are loaded later
     for field, mine, theirs in (("lora_r", config.lora_r, saved.r), ("lora_alpha", config.lora_alpha,
                                                                       saved.lora_alpha)):
         check(float(mine) == float(theirs), field, f"{mine}, but the adapter being continued has {theirs}")
+
+
+def continued_adapter(base, config: FinetuneConfig, token_ids: tuple[int, ...]):
+    """The adapter of the finetune run `config.base_model` over `base` (its model/), trainable; refused where it
+    does not train a token row (<pause>, an interruption marker) this run's mix needs."""
+    adapter_dir = Path(config.base_model) / ADAPTER_DIR
+    model = load_adapter(base, adapter_dir, trainable=True)
+    saved = model.peft_config["default"]
     trained = saved.trainable_token_indices or []
     trained = trained.get("embed_tokens", []) if isinstance(trained, dict) else trained
     missing = sorted(set(token_ids) - set(trained))
@@ -107,6 +112,8 @@ def continued_adapter(base, config: FinetuneConfig, token_ids: tuple[int, ...]):
 
 def run_finetune(config: FinetuneConfig) -> Path:
     tasks = [get_task(spec) for spec in config.tasks]
+    if config.continue_adapter:
+        check_continuable(config)
     claim = claim_run(config.output_dir, "finetune", identity(to_dict(config)), config.resume, config.overwrite)
     try:
         return _run_finetune(config, claim, tasks)

@@ -64,3 +64,10 @@ def test_what_cannot_be_continued_is_refused_naming_the_field(tiny_run, interrup
         source = tiny_run / "ft"
     with pytest.raises(ValueError, match=f"^{field}: "):
         continued(source, tmp_path / "out", **overrides)
+    if case != "markers":  # refused before the run directory is claimed
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_countdown_cannot_be_added_to_a_continued_adapter():
+    with pytest.raises(ValueError, match="^pause_countdown: "):
+        FinetuneConfig(output_dir="x", base_model="y", continue_adapter=True, pause_countdown=True)
