@@ -10,7 +10,7 @@ from adaptive_pause.training.finetune import FinetuneConfig, run_finetune
 from policies import FixedPauses
 
 FAST = dict(max_steps=4, batch_size=16, warmup_steps=1, log_every=2, progress=False)
-MIX = ["addition:1-1", "interrupt@reverse+cancel:1-1"]  # the fixture's tasks, two variants weighted up
+MIX = ["addition:1-1", "interrupt@reverse+cancel:1-1"]  # a new mix: the fixture's addition, two of its variants
 
 
 def adapter(run) -> dict:
