@@ -248,8 +248,7 @@ def main(argv=None) -> int:
             ("changed_of_correct", "changed of correct", 3), ("followed_of_correct", "followed of correct", 3),
             ("new_request_plain_accuracy", "new request alone", 3), ("pauses_after", "pauses after (learned)", 2),
             ("pauses_after_confidence", f"pauses after (confidence:{args.confidence})", 2)]
-    reported = [v for v in VARIANTS if any(v in s["by_variant"] for s in per_seed.values())]  # babble: if evaluated
-    rows = [[variant] + [cell(figure(per_seed, variant, key), d) for key, _, d in keys] for variant in reported]
+    rows = [[variant] + [cell(figure(per_seed, variant, key), d) for key, _, d in keys] for variant in VARIANTS]
     print(f"interruptions: seeds={args.seeds} digits={args.digits} held-out phrasings (test templates); "
           "mean +- spread over seeds")
     print(markdown_table(["variant"] + [label for _, label, _ in keys], rows))

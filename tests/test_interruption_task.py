@@ -9,14 +9,7 @@ from adaptive_pause.decoding import DecodeConfig, DecodeSession
 from adaptive_pause.modeling import load_lm
 from adaptive_pause.positions import next_position_ids
 from adaptive_pause.tasks import InterruptedExample, get_task
-from adaptive_pause.tasks.interruptions import (
-    DEFAULT_VARIANTS,
-    TEMPLATES,
-    VARIANTS,
-    babble,
-    expected_answer,
-    split_templates,
-)
+from adaptive_pause.tasks.interruptions import TEMPLATES, VARIANTS, expected_answer, split_templates
 from adaptive_pause.tokens import ensure_interrupt_tokens, interrupt_token_ids
 from adaptive_pause.training.collators import IGNORE_INDEX, FinetuneCollator
 
@@ -35,7 +28,7 @@ def test_expected_answers():
             a, b = map(int, e.new_prompt.split("+"))
             assert e.new_prompt in e.interruption and e.answer == f"{a + b:0{e.difficulty + 1}d}"
         assert e.interruption.isascii() and not any(c.isdigit() for c in e.interruption.replace(e.new_prompt, ""))
-    assert {e.variant for e in task.examples(300, 0, "train")} == set(DEFAULT_VARIANTS) == set(VARIANTS) - {"babble"}
+    assert {e.variant for e in task.examples(300, 0, "train")} == set(VARIANTS)
     with pytest.raises(ValueError, match="variants"):
         type(task)(1, 2, variants=("shout",))
 
@@ -53,27 +46,6 @@ def test_a_spec_can_draw_a_subset_of_the_variants():
         with pytest.raises(ValueError, match=r"interrupt@VARIANT\[\+VARIANT...\]") as error:
             get_task(bad)
         assert repr(bad) in str(error.value)
-
-
-def test_babble_is_made_up_words_with_the_same_answer_and_drawn_only_where_named():
-    """`babble` renders no template: 2-6 lowercase made-up words (no digits, nothing a marker could hold), new at
-    every draw, in every split; the answer is the uninterrupted one, as for chatter."""
-    import random
-
-    rng = random.Random(0)
-    texts = [babble(rng) for _ in range(200)]
-    assert len(set(texts)) > 190
-    for text in texts:
-        words = text.replace(",", "").split(" ")
-        assert 2 <= len(words) <= 6 and all(w.isalpha() and w.islower() and w.isascii() for w in words)
-    task = get_task("interrupt@babble+irrelevant:1-2")
-    for split in ("train", "dev", "test"):
-        drawn = task.examples(100, 1, split)
-        assert {e.variant for e in drawn} == {"babble", "irrelevant"}
-        for e in drawn:
-            assert e.kind == "irrelevant" and e.answer == e.original_answer
-    assert expected_answer("babble", 38, 48, 2) == "086"
-    assert "babble" not in {e.variant for e in get_task("interrupt:1-2").examples(400, 0, "train")}
 
 
 def test_phrasings_are_split_by_template():

@@ -111,7 +111,7 @@ def summarise(records: list[dict]) -> dict:
                "accuracy": mean(r["correct"] for r in mine),
                "plain_accuracy": mean(r["plain_correct"] for r in mine), "n_plain_correct": len(right),
                "pauses_after": float(mean(r["pauses_after"] for r in mine))}
-        if variant in ("irrelevant", "babble", "hurry", "slow"):
+        if variant in ("irrelevant", "hurry", "slow"):
             row["changed_of_correct"] = mean(r["answer"] != r["plain_answer"] for r in right) if right else None
         if VARIANTS[variant] == "modify":
             row["followed_of_correct"] = mean(r["correct"] for r in right) if right else None

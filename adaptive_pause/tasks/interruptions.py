@@ -3,8 +3,7 @@
 Owns: the kinds and their exact expected answers (after the interruption the answer restarts, see
 `decoding/interrupt.py`): urgency (`hurry`, `slow`: the same answer), `cancel` (no answer: EOS at once),
 `replace` (a new addition, whose answer is expected), modifications (`reverse`: the digits reversed;
-`plus_one`: a+b+1, zero-padded as addition's answers), `irrelevant` (the same answer), `babble` (made-up
-words, the same answer; drawn only where named, see `DEFAULT_VARIANTS`); where the
+`plus_one`: a+b+1, zero-padded as addition's answers), `irrelevant` (the same answer); where the
 interruption arrives (`emitted`: the answer prefix already written; empty = during the pauses before the first
 answer token, the collator then places it inside the pause run); the phrase bank (several templates per
 variant with inline alternatives, split by template: a held-out template never occurs in training; dev reads
@@ -24,10 +23,7 @@ from .urgency_phrases import render
 
 # variant -> kind (what the interruption does to the answer); the variant is what an evaluation reports.
 VARIANTS = {"hurry": "urgency", "slow": "urgency", "cancel": "cancel", "replace": "replace",
-            "reverse": "modify", "plus_one": "modify", "irrelevant": "irrelevant", "babble": "irrelevant"}
-# What `interrupt:LO-HI` draws. `babble` (made-up words: the same answer) is drawn only where named
-# (`interrupt@babble:LO-HI`): a training aid that teaches "text you cannot read changes nothing".
-DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != "babble")
+            "reverse": "modify", "plus_one": "modify", "irrelevant": "irrelevant"}
 KINDS = ("urgency", "cancel", "replace", "modify", "irrelevant")
 # The caller-supplied urgency an urgency interruption stands for (when no estimator reads it).
 VARIANT_URGENCY = {"hurry": 1.0, "slow": 0.0}
@@ -144,24 +140,10 @@ def split_templates(seed: int = 0) -> dict[str, dict[str, list[str]]]:
     return out
 
 
-_ONSETS = ("b", "bl", "br", "d", "dr", "f", "fl", "g", "gr", "h", "j", "k", "l", "m", "n", "p", "pl", "r", "s",
-           "sh", "sk", "sp", "st", "t", "th", "tr", "v", "w", "z", "")
-_CODAS = ("", "", "", "n", "m", "r", "s", "l", "nd", "mp", "ng")
-
-
-def babble(rng: random.Random) -> str:
-    """2-6 made-up words of 1-3 syllables (`babble`): text the model has never read, spelled like words."""
-    words = ["".join(rng.choice(_ONSETS) + rng.choice("aeiou") + rng.choice(_CODAS)
-                     for _ in range(rng.randint(1, 3))) for _ in range(rng.randint(2, 6))]
-    if rng.random() < 0.3:
-        words[rng.randrange(len(words) - 1)] += ","
-    return " ".join(words)
-
-
 def expected_answer(variant: str, a: int, b: int, digits: int) -> str:
     """The answer expected after an interruption of `variant` to a+b (n-digit operands)."""
     answer = f"{a + b:0{digits + 1}d}"
-    if variant in ("hurry", "slow", "irrelevant", "babble"):
+    if variant in ("hurry", "slow", "irrelevant"):
         return answer
     if variant == "cancel":
         return ""
@@ -179,7 +161,7 @@ class InterruptionTask(Addition):
     name = "interrupt"
     default_range = (1, 2)
 
-    def __init__(self, lo: int | None = None, hi: int | None = None, variants: tuple[str, ...] = DEFAULT_VARIANTS,
+    def __init__(self, lo: int | None = None, hi: int | None = None, variants: tuple[str, ...] = tuple(VARIANTS),
                  phrase_seed: int = 0):
         super().__init__(lo, hi)
         unknown = sorted(set(variants) - set(VARIANTS))
@@ -198,15 +180,12 @@ class InterruptionTask(Addition):
     def interrupt(self, rng: random.Random, split: str, prompt: str, original: str, a: int, b: int, n: int,
                   variant: str) -> InterruptedExample:
         """The example a+b= interrupted by a phrase of `variant` from `split`'s templates."""
-        if variant == "babble":  # no templates: every rendering is new, so no split is needed to hold any out
-            template = "{babble}"
-        else:
-            template = rng.choice(self.templates[TEMPLATE_SPLIT[split]][variant])
+        template = rng.choice(self.templates[TEMPLATE_SPLIT[split]][variant])
         new_prompt, answer = prompt, None
         if variant == "replace":
             c, d = rng.randrange(10**n), rng.randrange(10**n)
             new_prompt, answer = f"{c:0{n}d}+{d:0{n}d}", f"{c + d:0{n + 1}d}"
-        phrase = babble(rng) if variant == "babble" else render(template.replace("{new}", new_prompt), rng)
+        phrase = render(template.replace("{new}", new_prompt), rng)
         if answer is None:
             answer = expected_answer(variant, a, b, n)
         emitted = original[: rng.randrange(len(original))]  # 0 .. len-1 characters already written
