@@ -21,7 +21,6 @@ classifier's means over seeds).
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 from urgency_probe import (  # benchmarks/ is the script's directory
     open_reader,
+    reader_parser,
     readings,
     ridge_probe,
 )
@@ -41,12 +41,8 @@ SOURCES = ("validation", "test", "apart")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="a local HF model directory (no hub access)")
+    p = reader_parser(__doc__.splitlines()[0])
     p.add_argument("--model_name", default=None)
-    p.add_argument("--prompt_format", default="chat", choices=["raw", "chat"])
-    p.add_argument("--system_prompt", default="Answer with the number only.")
-    p.add_argument("--task", default="addition:1-3")
     p.add_argument("--layers", type=int, nargs="+", default=[8, 12, 16, 20])
     p.add_argument("--phrase_seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--per_template", type=int, default=20)
@@ -136,6 +132,25 @@ def classifier(x, levels, data, steps: int) -> dict:
     return best
 
 
+def report(runs: dict, args, title: str) -> dict:
+    """Mean and sd over seeds per head and source: printed as a table under `title`, written with `runs` and the
+    arguments to `args.output`; returned."""
+    summary = {head: {s: {k: (statistics.mean(r[s][k] for r in rs), statistics.pstdev(r[s][k] for r in rs))
+                          for k in ("spearman", "mae")} for s in SOURCES} for head, rs in runs.items()}
+    print(title)
+    header = f"{'head':>10} | " + " | ".join(f"{s + ' Spearman':>22} | {s + ' MAE':>17}" for s in SOURCES)
+    print(header)
+    print("-" * len(header))
+    for head, s in summary.items():
+        print(f"{head:>10} | " + " | ".join(f"{s[src]['spearman'][0]:>13.3f} +- {s[src]['spearman'][1]:.3f} | "
+                                            f"{s[src]['mae'][0]:>8.3f} +- {s[src]['mae'][1]:.3f}" for src in SOURCES))
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({"config": vars(args), "runs": runs, "summary": summary}, indent=1) + "\n")
+    print(f"wrote {output}")
+    return summary
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -155,20 +170,8 @@ def main(argv=None) -> int:
         x, lv = features[rows["train"]], levels[rows["train"]]
         runs["ridge"].append({"phrase_seed": seed, **ridge(x, lv, data)})
         runs["classifier"].append({"phrase_seed": seed, **classifier(x, lv, data, args.steps)})
-    summary = {head: {s: {k: (statistics.mean(r[s][k] for r in rs), statistics.pstdev(r[s][k] for r in rs))
-                          for k in ("spearman", "mae")} for s in SOURCES} for head, rs in runs.items()}
-    print(f"urgency heads: {args.model}, means of layers {args.layers}, {len(TEMPLATES)} templates x "
-          f"{args.per_template} prompts, phrase seeds {args.phrase_seeds} (mean +- sd)")
-    header = f"{'head':>10} | " + " | ".join(f"{s + ' Spearman':>22} | {s + ' MAE':>17}" for s in SOURCES)
-    print(header)
-    print("-" * len(header))
-    for head, s in summary.items():
-        print(f"{head:>10} | " + " | ".join(f"{s[src]['spearman'][0]:>13.3f} +- {s[src]['spearman'][1]:.3f} | "
-                                            f"{s[src]['mae'][0]:>8.3f} +- {s[src]['mae'][1]:.3f}" for src in SOURCES))
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"config": vars(args), "runs": runs, "summary": summary}, indent=1) + "\n")
-    print(f"wrote {output}")
+    summary = report(runs, args, f"urgency heads: {args.model}, means of layers {args.layers}, {len(TEMPLATES)} "
+                     f"templates x {args.per_template} prompts, phrase seeds {args.phrase_seeds} (mean +- sd)")
     c = summary["classifier"]
     print(f"urgency_heads: head=classifier test_spearman={c['test']['spearman'][0]:.3f} "
           f"test_mae={c['test']['mae'][0]:.3f} apart_spearman={c['apart']['spearman'][0]:.3f} "

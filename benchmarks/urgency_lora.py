@@ -36,17 +36,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from urgency_heads import figures, prompts, split_rows  # benchmarks/ is the script's directory
-from urgency_probe import open_reader
+from urgency_probe import open_reader, reader_parser
 
 SOURCES = ("validation", "test", "apart")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="a local HF model directory (no hub access)")
-    p.add_argument("--prompt_format", default="chat", choices=["raw", "chat"])
-    p.add_argument("--system_prompt", default="Answer with the number only.")
-    p.add_argument("--task", default="addition:1-3")
+    p = reader_parser(__doc__.splitlines()[0])
     p.add_argument("--layers", type=int, nargs="+", default=[8, 12, 16, 20], help="hidden states the head reads")
     p.add_argument("--lora_from", type=int, default=12, help="LoRA on the blocks that make states above this one")
     p.add_argument("--phrase_seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -32,13 +32,19 @@ QUERY = "Before answering: how urgent is this request, from 0 (no rush at all) t
 RIDGE = (1.0, 10.0, 100.0, 1000.0, 10000.0)
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def reader_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every urgency benchmark reads a local LM and its phrased prompts with (`open_reader`)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--model", required=True, help="a local HF model directory (no hub access)")
-    p.add_argument("--model_name", default=None, help="NAME in the last line (default: the directory's name)")
     p.add_argument("--prompt_format", default="chat", choices=["raw", "chat"])
     p.add_argument("--system_prompt", default="Answer with the number only.")
     p.add_argument("--task", default="addition:1-3", help="the task whose prompts carry the phrases")
+    return p
+
+
+def parse_args(argv=None):
+    p = reader_parser(__doc__.splitlines()[0])
+    p.add_argument("--model_name", default=None, help="NAME in the last line (default: the directory's name)")
     p.add_argument("--phrase_seed", type=int, default=0, help="the phrase bank's split by template")
     p.add_argument("--num_train", type=int, default=1050)
     p.add_argument("--num_validation", type=int, default=350)

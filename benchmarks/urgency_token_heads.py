@@ -20,25 +20,17 @@ Ends with `urgency_token_heads: test_spearman_attention=M test_mae_attention=M t
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import sys
-from pathlib import Path
 
 import torch
-from urgency_heads import SOURCES, figures, prompts, split_rows  # benchmarks/ is the script's directory
-from urgency_probe import open_reader
+from urgency_heads import SOURCES, figures, prompts, report, split_rows  # benchmarks/: the script's directory
+from urgency_probe import open_reader, reader_parser
 
 HEADS = ("tokenmean", "attention")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="a local HF model directory (no hub access)")
-    p.add_argument("--prompt_format", default="chat", choices=["raw", "chat"])
-    p.add_argument("--system_prompt", default="Answer with the number only.")
-    p.add_argument("--task", default="addition:1-3")
+    p = reader_parser(__doc__.splitlines()[0])
     p.add_argument("--layers", type=int, nargs="+", default=[12, 16, 20])
     p.add_argument("--phrase_seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--per_template", type=int, default=20)
@@ -142,20 +134,8 @@ def main(argv=None) -> int:
             r = runs[kind][-1]
             print(f"{kind} seed {seed} epoch {r['epoch']}: " + ", ".join(
                 f"{s} {r[s]['spearman']:.3f} / {r[s]['mae']:.3f}" for s in SOURCES), file=sys.stderr, flush=True)
-    summary = {kind: {s: {k: (statistics.mean(r[s][k] for r in rs), statistics.pstdev(r[s][k] for r in rs))
-                          for k in ("spearman", "mae")} for s in SOURCES} for kind, rs in runs.items()}
-    print(f"urgency token heads: {args.model}, token states of layers {args.layers}, {len(texts)} prompts, phrase "
-          f"seeds {args.phrase_seeds} (mean +- sd)")
-    header = f"{'head':>10} | " + " | ".join(f"{s + ' Spearman':>22} | {s + ' MAE':>17}" for s in SOURCES)
-    print(header)
-    print("-" * len(header))
-    for kind, s in summary.items():
-        print(f"{kind:>10} | " + " | ".join(f"{s[src]['spearman'][0]:>13.3f} +- {s[src]['spearman'][1]:.3f} | "
-                                            f"{s[src]['mae'][0]:>8.3f} +- {s[src]['mae'][1]:.3f}" for src in SOURCES))
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"config": vars(args), "runs": runs, "summary": summary}, indent=1) + "\n")
-    print(f"wrote {output}")
+    summary = report(runs, args, f"urgency token heads: {args.model}, token states of layers {args.layers}, "
+                              f"{len(texts)} prompts, phrase seeds {args.phrase_seeds} (mean +- sd)")
     print("urgency_token_heads: " + " ".join(f"test_spearman_{k}={s['test']['spearman'][0]:.3f} "
                                               f"test_mae_{k}={s['test']['mae'][0]:.3f}" for k, s in summary.items()))
     return 0

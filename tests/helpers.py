@@ -112,3 +112,21 @@ def bpe_tokenizer():
         vocab_size=320, special_tokens=[BPE_EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False))
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=BPE_EOS, clean_up_tokenization_spaces=False)
+
+
+def tiny_llama_dir(path):
+    """A tiny config-built Llama (3 layers, hidden 32) and `bpe_tokenizer`, saved to `path/lm` as a local HF
+    directory (what the urgency benchmarks read with `--model`); returns (model, tokenizer)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = bpe_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
+                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
+                         bos_token_id=tokenizer.eos_token_id)
+    model = LlamaForCausalLM(config).eval()
+    model.save_pretrained(path / "lm")
+    tokenizer.save_pretrained(path / "lm")
+    return model, tokenizer

@@ -8,28 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import bpe_tokenizer
-from transformers import LlamaConfig, LlamaForCausalLM
+from helpers import tiny_llama_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import urgency_lora  # noqa: E402
 
 
-def _llama(tmp_path):
-    tokenizer = bpe_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
-                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
-                         bos_token_id=tokenizer.eos_token_id)
-    model = LlamaForCausalLM(config).eval()
-    model.save_pretrained(tmp_path / "lm")
-    tokenizer.save_pretrained(tmp_path / "lm")
-    return model, tokenizer
-
-
 def test_reader_on_right_padded_rows_matches_the_models_forward(tmp_path):
-    model, tokenizer = _llama(tmp_path)
+    model, tokenizer = tiny_llama_dir(tmp_path)
     rows = [tokenizer("quick, 12+34=", add_special_tokens=False)["input_ids"],
             tokenizer("no rush", add_special_tokens=False)["input_ids"]]
     width = max(map(len, rows))
@@ -47,7 +33,7 @@ def test_reader_on_right_padded_rows_matches_the_models_forward(tmp_path):
 
 
 def test_a_short_run_reports_frozen_and_lora_figures_per_seed(tmp_path, capsys):
-    _llama(tmp_path)
+    tiny_llama_dir(tmp_path)
     out = tmp_path / "lora.json"
     assert urgency_lora.main(["--model", str(tmp_path / "lm"), "--prompt_format", "raw", "--layers", "1", "3",
                               "--lora_from", "1", "--phrase_seeds", "0", "1", "--per_template", "1",
