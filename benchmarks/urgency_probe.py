@@ -63,17 +63,21 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def left_padded(chunk: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, attention mask, position ids) of `chunk`'s rows left-padded to its longest, positions from 0."""
+    width = max(map(len, chunk))
+    ids = torch.tensor([[0] * (width - len(c)) + c for c in chunk])
+    mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk])
+    return ids, mask, (mask.cumsum(1) - 1).clamp(min=0)
+
+
 @torch.no_grad()
 def readings(lm, sequences: list[list[int]], layers: list[int], digit_ids: list[int] | None, batch_size: int) -> dict:
     """{reading name: (n, width) float} for left-padded `sequences` through `lm` (no "digits" when `digit_ids` is
     None)."""
     out: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(sequences), batch_size):
-        chunk = sequences[start:start + batch_size]
-        width = max(map(len, chunk))
-        ids = torch.tensor([[0] * (width - len(c)) + c for c in chunk])
-        mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk])
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        ids, mask, positions = left_padded(sequences[start:start + batch_size])
         result = lm(input_ids=ids, attention_mask=mask, position_ids=positions, output_hidden_states=True,
                     logits_to_keep=1)
         keep = mask[..., None].float()

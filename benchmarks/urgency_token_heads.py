@@ -24,7 +24,7 @@ import sys
 
 import torch
 from urgency_heads import SOURCES, figures, prompts, report, split_rows  # benchmarks/: the script's directory
-from urgency_probe import open_reader, reader_parser
+from urgency_probe import left_padded, open_reader, reader_parser
 
 HEADS = ("tokenmean", "attention")
 
@@ -51,17 +51,14 @@ def token_states(lm, sequences: list[list[int]], layers: list[int], batch_size: 
     width = max(map(len, sequences))
     states, mask = None, torch.zeros(len(sequences), width, dtype=torch.bool)
     for start in range(0, len(sequences), batch_size):
-        chunk = sequences[start:start + batch_size]
-        w = max(map(len, chunk))
-        ids = torch.tensor([[0] * (w - len(c)) + c for c in chunk])
-        m = torch.tensor([[0] * (w - len(c)) + [1] * len(c) for c in chunk])
-        out = lm(input_ids=ids, attention_mask=m, position_ids=(m.cumsum(1) - 1).clamp(min=0),
-                 output_hidden_states=True, logits_to_keep=1)
+        ids, m, positions = left_padded(sequences[start:start + batch_size])
+        out = lm(input_ids=ids, attention_mask=m, position_ids=positions, output_hidden_states=True, logits_to_keep=1)
+        w = m.shape[1]
         h = torch.cat([out.hidden_states[layer] for layer in layers], -1)
         if states is None:
             states = torch.zeros(len(sequences), width, h.shape[-1], dtype=torch.float16)
-        states[start:start + len(chunk), width - w:] = h.half()
-        mask[start:start + len(chunk), width - w:] = m.bool()
+        states[start:start + len(m), width - w:] = h.half()
+        mask[start:start + len(m), width - w:] = m.bool()
     return states, mask
 
 
