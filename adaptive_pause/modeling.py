@@ -34,6 +34,7 @@ from .decoding import DecodeConfig, DecodeResult, DecodeSession, UrgencyLike, Ur
 from .trained_decode import read_trained_decode, warn_outside_training, write_trained_decode
 from .urgency import UrgencyAdjust, check_estimator, estimate, interruption_reader, urgency_for_generate
 from .positions import NUMBERINGS, check_numbering
+from .saved_weights import base_model, base_state_dict, without_tied_copy
 from .tokens import (PROMPT_FORMAT_KEY, build_char_tokenizer, encode_prompts, ensure_pause_token,
                      pause_token_id, set_prompt_format)
 
@@ -196,6 +197,8 @@ def save_lm(model, tokenizer, path: str | os.PathLike, state_dict: dict | None =
     `state_dict`: the full weights when they are sharded (FSDP: `accelerator.get_state_dict(model)`).
     """
     base = should_refer(model) if state_dict is None else None
+    if state_dict is not None:
+        state_dict = without_tied_copy(model, state_dict)
     with atomic_dir(path) as tmp:
         save_countdown(model, tmp, state_dict)
         if base is not None:
@@ -268,20 +271,6 @@ class GenerateOutput:
     urgency_used: list[float] | None = None  # the controller's urgency input per row (before any urgency_schedule)
 
 
-def _base_model(lm):
-    return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
-
-
-def _base_state_dict(lm) -> dict:
-    """The base LM's weights without peft's adapter tensors (LoRA, trainable-token deltas)."""
-    state = {}
-    for key, value in _base_model(lm).state_dict().items():
-        if "lora_" in key or "trainable_tokens_" in key:
-            continue
-        state[key.replace(".token_adapter.base_layer", "").replace(".base_layer", "")] = value
-    return state
-
-
 class AdaptivePauseModel:
     """An LM (optionally with a peft adapter) plus a pause controller, behind one `generate` call.
 
@@ -307,7 +296,7 @@ class AdaptivePauseModel:
 
     @property
     def hidden_size(self) -> int:
-        return int(_base_model(self.lm).config.hidden_size)
+        return int(base_model(self.lm).config.hidden_size)
 
     @property
     def device(self) -> torch.device:
@@ -372,27 +361,32 @@ class AdaptivePauseModel:
         model.trained_decode = read_trained_decode(run_dir) if policy is not None else {}
         return model.to(device) if device is not None else model
 
-    def save_pretrained(self, run_dir: str | os.PathLike) -> None:
-        """Write run_dir/model (base LM + tokenizer), run_dir/adapter (if peft), run_dir/controller (if a policy)."""
+    def save_pretrained(self, run_dir: str | os.PathLike, state_dict: dict | None = None,
+                        policy_state_dict: dict | None = None) -> None:
+        """Write run_dir/model (base LM + tokenizer), run_dir/adapter (if peft), run_dir/controller (if a policy).
+
+        `state_dict`, `policy_state_dict`: the LM's and the policy's full weights, gathered on this process, when
+        their own are shards (FSDP: reading a shard's state dict is a collective the other processes skip)."""
         run_dir = Path(run_dir)
         is_peft = hasattr(self.lm, "get_base_model")
         with atomic_dir(run_dir / MODEL_DIR) as tmp:
-            base = _base_model(self.lm)
+            base = base_model(self.lm)
             reference = should_refer(base)
             save_countdown(base, tmp)
             if reference is not None:  # a large base: refer to it (path + fingerprint), do not copy it
                 write_reference(base, self.tokenizer, reference, tmp)
             elif is_peft:
-                base.save_pretrained(tmp, state_dict=_base_state_dict(self.lm), safe_serialization=True)
+                base.save_pretrained(tmp, state_dict=base_state_dict(self.lm, state_dict), safe_serialization=True)
             else:
-                base.save_pretrained(tmp, safe_serialization=True)
+                base.save_pretrained(tmp, safe_serialization=True,
+                                     state_dict=None if state_dict is None else without_tied_copy(base, state_dict))
             if reference is None:
                 self.tokenizer.save_pretrained(tmp)
         if is_peft:
             with atomic_dir(run_dir / ADAPTER_DIR) as tmp:
-                self.lm.save_pretrained(tmp, save_embedding_layers=False)
+                self.lm.save_pretrained(tmp, save_embedding_layers=False, state_dict=state_dict)
         if self.policy is not None:
-            save_policy(self.policy, run_dir / CONTROLLER_DIR)
+            save_policy(self.policy, run_dir / CONTROLLER_DIR, policy_state_dict)
             if self.trained_decode:
                 write_trained_decode(run_dir, self.trained_decode)
         if self.urgency_estimator is not None:

@@ -118,14 +118,17 @@ def _check_record(data) -> dict:
     return sums
 
 
-def save_policy(policy: PausePolicy, path: str | os.PathLike) -> None:
-    """Write `path/config.json` ({"type": ..., "config": {...}}) and, if it has any, `path/controller.safetensors`."""
+def save_policy(policy: PausePolicy, path: str | os.PathLike, state_dict: dict | None = None) -> None:
+    """Write `path/config.json` ({"type": ..., "config": {...}}) and, if it has any, `path/controller.safetensors`.
+
+    `state_dict`: the weights to write instead of `policy.state_dict()`, when the policy's own are shards (FSDP)."""
     name = type(policy).__name__
     if name not in POLICY_TYPES:
         raise ValueError(f"policy: {name} is not a registered type; known: {sorted(POLICY_TYPES)}")
     with atomic_directory(path) as tmp:
         meta = {"type": name, "config": policy.config()}
-        state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous()
+                 for k, v in (policy.state_dict() if state_dict is None else state_dict).items()}
         meta["sha256"] = {"config": _config_sha256(meta)}  # checked by load_policy, as the weights' below
         if state:
             save_file(state, str(tmp / WEIGHTS_NAME))

@@ -39,10 +39,11 @@ def tiny_pipeline(root: Path, tasks: list[str], numbering: str = "slotted", max_
     return root / "ft"
 
 
-def accelerate_launch(args: list[str], processes: int = 2, port: int | None = None,
-                      timeout: int = 600) -> subprocess.CompletedProcess:
-    """`accelerate launch` of `python -m adaptive_pause.cli ARGS` on `processes` CPU processes (gloo; with 1,
-    a plain single process under the launcher)."""
+def launch_command(args: list[str], processes: int = 2, port: int | None = None,
+                   fsdp: bool = False) -> tuple[list[str], dict]:
+    """(command, environment) of `accelerate launch` of `python -m adaptive_pause.cli ARGS` on `processes` CPU
+    processes (gloo; with 1, a plain single process under the launcher); with `fsdp`, through tests/fsdp_cpu.py,
+    which turns Accelerate's FSDP2 on."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
     env["CUDA_VISIBLE_DEVICES"] = ""
@@ -52,7 +53,14 @@ def accelerate_launch(args: list[str], processes: int = 2, port: int | None = No
         command.append("--multi_gpu")
     if port is not None:
         command += ["--main_process_port", str(port)]
-    command += ["-m", "adaptive_pause.cli", *args]
+    command += [str(REPO / "tests" / "fsdp_cpu.py")] if fsdp else ["-m", "adaptive_pause.cli"]
+    return command + list(args), env
+
+
+def accelerate_launch(args: list[str], processes: int = 2, port: int | None = None, timeout: int = 600,
+                      fsdp: bool = False) -> subprocess.CompletedProcess:
+    """Run `launch_command(...)` to its end."""
+    command, env = launch_command(args, processes, port, fsdp)
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
 
 

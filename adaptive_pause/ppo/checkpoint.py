@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 
 from policies import PausePolicy, save_policy
 
@@ -43,7 +43,7 @@ def save_checkpoint(run_dir: Path, policy: PausePolicy, evaluator: nn.Module, op
     # Joint: the evaluator holds the whole LM; its frozen base is not part of the training state.
     full = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=lm is not None)
     state_dict = get_model_state_dict(evaluator, options=full)  # collective under FSDP: every rank calls it
-    policy_state = {k: v for k, v in state_dict.items() if k.startswith("policy.")}
+    policy_state = {k.removeprefix("policy."): v for k, v in state_dict.items() if k.startswith("policy.")}
     adapter_state = {name: state_dict[f"lm.{name}"].contiguous() for name in _adapter_names(lm)
                      if f"lm.{name}" in state_dict}  # with cpu_offload only rank 0 holds the tensors
     optimizer_tensors, optimizer_meta = optimizer_state(evaluator, optimizer)
@@ -59,10 +59,9 @@ def save_checkpoint(run_dir: Path, policy: PausePolicy, evaluator: nn.Module, op
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         with atomic_dir(run_dir / "controller") as tmp:
-            save_policy(policy, tmp)
+            save_policy(policy, tmp, policy_state)  # the gathered weights: under FSDP the policy's are shards
         with atomic_dir(run_dir / "state") as tmp:
-            save_file({k.removeprefix("policy."): v.contiguous() for k, v in policy_state.items()},
-                      str(tmp / "policy.safetensors"))
+            save_file({k: v.contiguous() for k, v in policy_state.items()}, str(tmp / "policy.safetensors"))
             save_file(optimizer_tensors, str(tmp / "optimizer.safetensors"))
             (tmp / "optimizer.json").write_text(json.dumps(optimizer_meta, indent=2) + "\n")
             for rank in range(accelerator.num_processes):
@@ -73,7 +72,8 @@ def save_checkpoint(run_dir: Path, policy: PausePolicy, evaluator: nn.Module, op
                 save_file(adapter_state, str(tmp / ADAPTER_STATE))
         if lm is not None:  # the peft adapter as it stands: loadable with the run's model/ at any checkpoint
             with atomic_dir(run_dir / "adapter") as tmp:
-                lm.save_pretrained(tmp, save_embedding_layers=False)
+                # from the gathered tensors: under FSDP the LM's own are shards
+                lm.save_pretrained(tmp, save_embedding_layers=False, state_dict=adapter_state)
         for path in staging.iterdir():
             path.unlink()
         staging.rmdir()
@@ -109,17 +109,20 @@ def _load(state: Path, policy, evaluator, optimizer, generators, accelerator, lm
     if trainer["num_processes"] != accelerator.num_processes:
         raise ValueError(f"resume: the checkpoint was written by {trainer['num_processes']} processes, this run has "
                          f"{accelerator.num_processes}; an exact resume needs the same number")
-    policy.load_state_dict(load_file(str(state / "policy.safetensors")))
+    policy_state = load_file(str(state / "policy.safetensors"))
+    if set(policy_state) != set(policy.state_dict()):
+        raise ValueError(f"resume: {state / 'policy.safetensors'} holds other tensors than the controller's "
+                         f"(differing: {sorted(set(policy_state) ^ set(policy.state_dict()))[:5]})")
+    weights = {f"policy.{name}": value for name, value in policy_state.items()}
     if lm is not None:
         saved = load_file(str(state / ADAPTER_STATE))
         names = set(_adapter_names(lm))
         if set(saved) != names:
             raise ValueError(f"resume: {state / ADAPTER_STATE} holds {sorted(set(saved) ^ names)} where the model's "
                              "trainable adapter tensors differ; was the run trained on another model_run_dir?")
-        with torch.no_grad():
-            for name, param in lm.named_parameters():
-                if name in saved:
-                    param.copy_(saved[name])
+        weights.update({f"lm.{name}": value for name, value in saved.items()})
+    # torch's distributed state-dict API, as for the optimizer: under FSDP each shard takes its part
+    set_model_state_dict(evaluator, weights, options=StateDictOptions(full_state_dict=True, strict=False))
     load_optimizer_state(evaluator, optimizer, load_file(str(state / "optimizer.safetensors")),
                           json.loads((state / "optimizer.json").read_text()))
     rng = load_file(str(state / f"rng_{accelerator.process_index}.safetensors"))

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
@@ -32,7 +33,7 @@ from ..envs.analytic import AnalyticModel, evaluate_analytic, format_analytic
 from ..modeling import AdaptivePauseModel
 from ..rundir import claim_run, identity
 from ..tasks import data_record, get_task
-from ..training.loop import make_accelerator
+from ..training.loop import make_accelerator, prepare, unsharded
 from .algorithm import (JointEvaluation, PolicyEvaluation, Rollout, explained_variance, make_batch, ppo_update,
                         stop_if_diverged)
 from .checkpoint import RESUMABLE_CHANGES, check_resumable, load_checkpoint, save_checkpoint
@@ -167,7 +168,7 @@ def _train(config: PPOConfig, accelerator, run_dir: Path) -> dict:
                   {"params": [param for _, param in source.adapter_parameters()], "lr": config.adapter_learning_rate}]
     base_lrs = [group["lr"] for group in groups]
     optimizer = torch.optim.Adam(groups, eps=1e-5)
-    evaluator, optimizer = accelerator.prepare(evaluator, optimizer)
+    evaluator, optimizer = prepare(accelerator, evaluator, optimizer)
     policy = accelerator.unwrap_model(evaluator).policy
     generators = {"rollout": torch.Generator().manual_seed(config.seed * 1000 + 2 * rank + 1),
                   "update": torch.Generator().manual_seed(config.seed * 1000 + 2 * rank + 2)}
@@ -201,7 +202,8 @@ def _train(config: PPOConfig, accelerator, run_dir: Path) -> dict:
 
             group = config.group_size  # one urgency per group of episodes (rloo); 1: per episode
             urgency = sample_urgency(config, local_episodes // group, generators["rollout"]).repeat_interleave(group)
-            rollout = source.collect(policy, urgency, generators["rollout"])
+            with unsharded(evaluator):  # FSDP2: the decode loop runs the LM and head outside their forward
+                rollout = source.collect(policy, urgency, generators["rollout"])
             batch = make_batch(rollout, reward, config.gamma, config.gae_lambda, config.advantage, group)
             sums = accelerator.reduce(rollout_sums(rollout, reward).to(accelerator.device), "sum").cpu()
             stop_if_diverged({"reward": sums[1], "advantages": batch.advantages, "value estimates": batch.values,
@@ -220,9 +222,11 @@ def _train(config: PPOConfig, accelerator, run_dir: Path) -> dict:
             metrics.update({"charts/learning_rate": lr, "charts/update_epochs": stats["update_epochs"],
                             "charts/episodes": trainer["episodes"],
                             "charts/episodes_per_s": sums[0].item() / (time.perf_counter() - iteration_start)})
-            if iteration % config.eval_every == 0 or iteration == config.iterations:
-                if accelerator.is_main_process and model is not None:
-                    evaluation = evaluate_analytic(policy, model, reward, config.eval_urgencies)
+            if (iteration % config.eval_every == 0 or iteration == config.iterations) and model is not None:
+                with unsharded(evaluator):
+                    evaluation = evaluate_analytic(policy, model, reward, config.eval_urgencies) \
+                        if accelerator.is_main_process else []
+                if evaluation:
                     for row in evaluation:
                         metrics[f"eval/fraction_of_optimum_u{row['urgency']:.2f}"] = row["fraction_of_optimum"]
                         metrics[f"eval/meta_reward_u{row['urgency']:.2f}"] = row["greedy"]
@@ -252,14 +256,32 @@ def _train(config: PPOConfig, accelerator, run_dir: Path) -> dict:
         bar.close()
         if writer is not None:
             writer.close()
-    if not evaluation and model is not None and accelerator.is_main_process:  # e.g. resuming a finished run
-        evaluation = evaluate_analytic(policy, model, reward, config.eval_urgencies)
-    # DDP keeps the replicas identical; check it rather than trust it (cheap: one gather of a small head,
-    # and of the adapter when it is trained).
-    trained_tensors = list(policy.parameters()) + ([] if lm is None else [p for _, p in source.adapter_parameters()])
-    flat = torch.cat([p.detach().flatten().to(accelerator.device) for p in trained_tensors])[None]  # (1, parameters)
-    replicas = accelerator.gather(flat)  # (processes, parameters)
-    in_sync = bool((replicas == replicas[:1]).all())
+    result = _finish(config, accelerator, run_dir, source, model, policy, evaluator, lm, reward, trainer, evaluation,
+                     metrics)
+    accelerator.wait_for_everyone()  # every rank waits for the main one's saves; `train` then tears down
+    return result
+
+
+def _finish(config, accelerator, run_dir, source, model, policy, evaluator, lm, reward, trainer, evaluation,
+            metrics) -> dict:
+    """The final evaluation, the replica check, result.json and the run's model (the main process writes); the
+    result."""
+    world = accelerator.num_processes
+    with unsharded(evaluator):  # FSDP2: full weights for the evaluation and the check (a no-op elsewhere)
+        if not evaluation and model is not None and accelerator.is_main_process:  # e.g. resuming a finished run
+            evaluation = evaluate_analytic(policy, model, reward, config.eval_urgencies)
+        # DDP keeps the replicas identical; check it rather than trust it (cheap: one gather of a small head,
+        # and of the adapter when it is trained).
+        trained_tensors = list(policy.parameters()) + ([] if lm is None else
+                                                       [p for _, p in source.adapter_parameters()])
+        flat = torch.cat([p.detach().flatten().to(accelerator.device) for p in trained_tensors])[None]
+        replicas = accelerator.gather(flat)  # (processes, parameters)
+        in_sync = bool((replicas == replicas[:1]).all())
+    saved = {}  # under FSDP2 the saves below read gathered weights: a shard's state dict is a collective
+    if accelerator.is_fsdp2:
+        full = get_model_state_dict(evaluator, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        part = lambda prefix: {k.removeprefix(prefix): v for k, v in full.items() if k.startswith(prefix)}  # noqa: E731
+        saved = {"policy_state_dict": part("policy."), "state_dict": part("lm.") or None}
     result = {"trainer": trainer, "evaluation": evaluation, "num_processes": world, "replicas_in_sync": in_sync,
               "metrics": metrics}  # the last iteration's gathered scalars
     if accelerator.is_main_process:
@@ -270,12 +292,11 @@ def _train(config: PPOConfig, accelerator, run_dir: Path) -> dict:
             # the pause settings the controller was trained under: generate and sweep decode with them by default
             trained.trained_decode = {"max_pauses": config.max_pauses, "max_pauses_total": config.max_pauses_total,
                                       "first_token_pauses_only": config.first_token_pauses_only}
-            trained.save_pretrained(run_dir)
+            trained.save_pretrained(run_dir, **saved)
         write_json_atomic(result, run_dir / "result.json")
         if isinstance(source, LMSource):
             write_json_atomic(data_record("train-controller", "dev", list(config.tasks), source.tasks,
                                           _with_earlier(run_dir, source.seen)), run_dir / "data.json")
-    accelerator.wait_for_everyone()  # every rank waits for the main one's saves; `train` then tears down
     return result
 
 

@@ -2,7 +2,8 @@
 
 Owns: the Accelerate loop (AdamW, warm-up + cosine schedule, gradient clipping, NaN guard, tensorboard,
 progress bar), the per-step data (a seeded mixture of task streams), `TrainConfig` (the fields every
-supervised stage shares), the one accelerator builder (`make_accelerator`) and `tracker_config`.
+supervised stage shares), the one accelerator builder (`make_accelerator`), `prepare` (Accelerate's, with what
+FSDP2 needs for peft's trainable token rows), `unsharded` (full weights outside a forward) and `tracker_config`.
 Why our own loop and not TRL's SFTTrainer: see `train`.
 
 Must not: know which stage it runs (the stage passes a collate function).
@@ -10,6 +11,7 @@ Must not: know which stage it runs (the stage passes a collate function).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -117,7 +119,10 @@ def train(
     # The schedule is stepped by hand once per optimizer step: Accelerate's wrapped scheduler would
     # step once per process, which is right for per-process batches but not for our global batch.
     scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.max_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = prepare(accelerator, model, optimizer)
+    # Under FSDP2, prepare replaces every parameter by a sharded DTensor (and the optimizer's with them): clip
+    # those, not the plain tensors collected above.
+    params = [p for p in model.parameters() if p.requires_grad]
 
     history: list[dict] = []
     file_tasks = {task.name for task in tasks if hasattr(task, "splits")}
@@ -229,3 +234,63 @@ def make_accelerator(output_dir: Path, seed: int | None = None) -> Accelerator:
     if seed is not None:
         set_seed(seed)
     return accelerator
+
+
+def _token_row_layers(model: torch.nn.Module) -> list:
+    """peft's trainable-token layers in `model` (the <pause> and marker rows a finetune trains)."""
+    from peft.utils.other import TrainableTokensWrapper
+
+    return [module.token_adapter for module in model.modules() if isinstance(module, TrainableTokensWrapper)]
+
+
+@contextlib.contextmanager
+def _plain_weights(layers: list):
+    """Within: each trainable-token wrapper's `.weight` is its base layer's weight rather than a fresh merged copy,
+    so that the input and output embeddings of a tied base show one tensor. Only read by FSDP2's preparation."""
+    saved = [layer._active_adapter for layer in layers]
+    for layer in layers:
+        layer._active_adapter = []
+    try:
+        yield
+    finally:
+        for layer, active in zip(layers, saved):
+            layer._active_adapter = active
+
+
+def prepare(accelerator: Accelerator, model: torch.nn.Module, optimizer):
+    """`accelerator.prepare(model, optimizer)`, and under FSDP2 what Accelerate does not do for peft.
+
+    On a base with tied input and output embeddings (the embedded model, SmolLM2), peft trains the <pause> and
+    marker rows through two wrappers sharing one delta and the base weight, and their `.weight` is a new merged
+    tensor at every access. Accelerate's FSDP2 preparation detects a tie by `input.weight is output.weight`, so it
+    missed this one, sharded the input wrapper alone and failed on the output wrapper's already sharded
+    parameters. With the adapters inactive while it looks, `.weight` is the shared base weight: it sees the tie
+    and shards both wrappers in one group, as for any tied base. The adapters are active again before training.
+    """
+    layers = _token_row_layers(model) if accelerator.is_fsdp2 else []
+    if not layers:
+        return accelerator.prepare(model, optimizer)
+    if accelerator.state.fsdp_plugin.cpu_ram_efficient_loading:
+        raise ValueError(
+            "fsdp_cpu_ram_efficient_loading: must be false for a finetune or joint run (the LoRA adapter trains "
+            "the <pause> rows of a tied base through peft wrappers, which transformers' re-tying after the meta "
+            "load breaks); every process loads the base in these stages, so it saved no memory here")
+    with _plain_weights(layers):
+        return accelerator.prepare(model, optimizer)
+
+
+@contextlib.contextmanager
+def unsharded(module: torch.nn.Module):
+    """Within: every FSDP2 unit of `module` holds its full parameters, for work that uses the model outside its
+    forward (PPO's rollouts through the decode loop, saving); elsewhere (DDP, one process) nothing happens.
+    Every process must enter it (each gather is a collective)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [unit for unit in module.modules() if isinstance(unit, FSDPModule)]
+    for unit in units:  # the root first: it initialises the tree's FSDP state
+        unit.unshard()
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.reshard()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
+from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import atomic_dir, load_optimizer_state, optimizer_state, verify_checksums
@@ -83,12 +84,13 @@ def load_train_state(output_dir: Path, model, optimizer, scheduler, accelerator,
         raise ValueError(f"resume: {state / 'trainable.safetensors'} holds other tensors than the model's trainable "
                          f"ones (differing: {sorted(set(trainable) ^ names)[:5]}); was it written by another model?")
     params = dict(inner.named_parameters())
-    with torch.no_grad():
-        for name, value in trainable.items():
-            if params[name].shape != value.shape:
-                raise ValueError(f"resume: {state / 'trainable.safetensors'}: {name} has shape {tuple(value.shape)}, "
-                                 f"the model's is {tuple(params[name].shape)}")
-            params[name].copy_(value)
+    for name, value in trainable.items():
+        if params[name].shape != value.shape:
+            raise ValueError(f"resume: {state / 'trainable.safetensors'}: {name} has shape {tuple(value.shape)}, "
+                             f"the model's is {tuple(params[name].shape)}")
+    # torch's distributed state-dict API, as for the optimizer: under FSDP the parameters are shards (DTensors)
+    # that each take their part of the full tensor; elsewhere it is a plain copy.
+    set_model_state_dict(model, trainable, options=StateDictOptions(full_state_dict=True, strict=False))
     try:
         load_optimizer_state(model, optimizer, opt_tensors, opt_meta)
         scheduler.load_state_dict(scheduler_state)
@@ -96,7 +98,9 @@ def load_train_state(output_dir: Path, model, optimizer, scheduler, accelerator,
         raise ValueError(f"resume: {state / 'optimizer.json'} does not fit this run's optimizer "
                          f"({type(err).__name__}: {err})") from None
     rank = accelerator.process_index
-    torch.set_rng_state(rng["torch"][rank])
+    # clone: a row of the saved table is a view at an offset, and torch 2.13's set_rng_state crashes the process
+    # (SIGSEGV) on such a view, so every rank but 0 died on resume.
+    torch.set_rng_state(rng["torch"][rank].clone())
     if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"][rank])
+        torch.cuda.set_rng_state(rng["cuda"][rank].clone())
     return step, history

@@ -230,6 +230,9 @@ def run_train_urgency(config: UrgencyTrainConfig) -> dict:
         _check_resumable(load_yaml(UrgencyTrainConfig, stage_dir / "config.yaml"), config)
 
     accelerator = make_accelerator(stage_dir, config.seed)
+    if accelerator.is_fsdp2:  # nothing here is large: the LM is frozen and never prepared, the head is small
+        raise ValueError("train-urgency trains a small head over the frozen LM, which FSDP would not shard: launch "
+                         "it on one process or with DDP (scripts/accelerate/multi_gpu_ddp.yaml), not FSDP")
     world, rank = accelerator.num_processes, accelerator.process_index
     if config.batch_size % world:
         raise ValueError(f"batch_size: {config.batch_size} does not split evenly over {world} processes")
