@@ -123,8 +123,9 @@ def kill_once_checkpointed(args: list[str], out, fsdp: bool) -> int:
     return counters.get("step", counters.get("iteration"))
 
 
-@pytest.mark.parametrize("stage, fsdp", [("pretrain", False), ("finetune", True), ("train-controller", True)],
-                         ids=["ddp-pretrain", "fsdp2-finetune", "fsdp2-joint-controller"])
+@pytest.mark.parametrize("stage, fsdp", [("pretrain", False), ("finetune", True), ("train-controller", False),
+                                         ("train-controller", True)],
+                         ids=["ddp-pretrain", "fsdp2-finetune", "ddp-joint-controller", "fsdp2-joint-controller"])
 def test_a_killed_two_process_run_resumes_exactly(stage, fsdp, tmp_path):
     """DDP: every rank restores its own RNG row (rank 1 once crashed there). FSDP2: the sharded parameters and
     optimizer take their parts of the saved full tensors."""
