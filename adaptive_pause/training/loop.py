@@ -27,6 +27,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from ..checkpoint import NonFiniteLossError, write_json_atomic
 from ..config import check, help_field, parse_cli, to_dict
+from ..countdown import MODULE_NAME as COUNTDOWN
 from ..tasks import ALL_TASKS, STAGE_SPLITS, Example, Task, data_record, example_id
 from .collators import IGNORE_INDEX, TokenBatch
 from .state import load_train_state, save_train_state
@@ -267,6 +268,9 @@ def prepare(accelerator: Accelerator, model: torch.nn.Module, optimizer):
     parameters. With the adapters inactive while it looks, `.weight` is the shared base weight: it sees the tie
     and shards both wrappers in one group, as for any tied base. The adapters are active again before training.
     """
+    if accelerator.is_fsdp2 and any(getattr(module, COUNTDOWN, None) is not None for module in model.modules()):
+        raise ValueError("pause_countdown: not under FSDP: the countdown is added to the token embeddings before "
+                         "the model's forward, where FSDP2's sharded embedding cannot be read; launch with DDP")
     layers = _token_row_layers(model) if accelerator.is_fsdp2 else []
     if not layers:
         return accelerator.prepare(model, optimizer)

@@ -28,9 +28,9 @@ def pretrain_args(out, steps: int = 8, every: int = 4) -> list[str]:
             *COMMON, *TINY_FLAGS]
 
 
-def finetune_args(out, base, steps: int = 6, every: int = 3) -> list[str]:
+def finetune_args(out, base, steps: int = 6, every: int = 3, *extra: str) -> list[str]:
     return ["finetune", "--output_dir", str(out), "--base_model", str(base), "--max_steps", str(steps),
-            "--checkpoint_every", str(every), "--max_pauses", "2", "--lora_r", "4", *COMMON]
+            "--checkpoint_every", str(every), "--max_pauses", "2", "--lora_r", "4", *COMMON, *extra]
 
 
 def run(args: list[str], fsdp: bool) -> None:
@@ -60,13 +60,23 @@ def test_fsdp2_pretrain_and_finetune_follow_ddp(tmp_path):
     lm, _ = load_lm(ModelConfig(name_or_path=str(tmp_path / "pre_fsdp")))
     assert lm.get_output_embeddings().weight is lm.get_input_embeddings().weight  # saved tied, loads tied
 
-    # LoRA with the <pause> row trained through peft's wrappers of the tied embeddings
+    # LoRA with the <pause> and interruption-marker rows (added to the tied embeddings) trained through peft's
+    # wrappers of both
+    mix = ("--tasks", "addition:1-2", "interrupt:1-1")
     for kind in ("ddp", "fsdp"):
-        run(finetune_args(tmp_path / f"ft_{kind}", tmp_path / "pre_ddp"), fsdp=kind == "fsdp")
+        run(finetune_args(tmp_path / f"ft_{kind}", tmp_path / "pre_ddp", 6, 3, *mix), fsdp=kind == "fsdp")
     assert losses(tmp_path / "ft_fsdp") == pytest.approx(losses(tmp_path / "ft_ddp"), rel=1e-5)
     adapter = [load_file(tmp_path / f"ft_{kind}" / "adapter" / "adapter_model.safetensors") for kind in ("ddp", "fsdp")]
     assert any("trainable_tokens" in name for name in adapter[0])
     assert_close(adapter[1], adapter[0], atol=1e-6)
+    assert_close(load_file(tmp_path / "ft_fsdp" / "model" / "model.safetensors"),
+                 load_file(tmp_path / "ft_ddp" / "model" / "model.safetensors"), atol=0)  # the resized base
+
+    # the countdown is added to the embeddings outside the forward: refused by name under FSDP2
+    done = accelerate_launch(finetune_args(tmp_path / "ft_countdown", tmp_path / "pre_ddp", 6, 3,
+                                           "--pause_countdown", "true"), processes=2, fsdp=True)
+    assert done.returncode != 0 and "pause_countdown: not under FSDP" in done.stderr
+    assert "[rank0]: Traceback" not in done.stderr
 
 
 def controller_args(out, model_run_dir, iterations: int = 3, every: int = 3) -> list[str]:
