@@ -10,6 +10,7 @@ Must not: implement any stage.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # name -> (module, function, one-line help). Add a stage by adding one line.
@@ -26,6 +27,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("adaptive_pause.serving.command", "main", "an OpenAI-compatible HTTP server with per-request urgency and continuous batching"),
     "demo": ("adaptive_pause.demo", "main", "the whole pipeline on the embedded default: pretrain, finetune, PPO, sweep"),
 }
+# The training stages: one global batch split over `accelerate launch`'s processes. Every other command runs the
+# whole job in each process it is given (two sweeps racing for one output file), so it refuses several.
+MULTI_PROCESS = ("pretrain", "finetune", "train-urgency", "train-controller")
 
 
 def _usage() -> str:
@@ -46,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"adaptive-pause: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module, function, _ = COMMANDS[name]
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1 and name not in MULTI_PROCESS:
+        print(f"adaptive-pause {name}: error: launched as {world} processes, but {name} runs in one: start it "
+              f"without `accelerate launch` (the stages that train across processes: {', '.join(MULTI_PROCESS)})",
+              file=sys.stderr)
+        return 2
     try:
         result = getattr(importlib.import_module(module), function)(rest)
     except ValueError as err:

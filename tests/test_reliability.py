@@ -260,12 +260,16 @@ def _weights(path: Path) -> dict:
 
 @pytest.mark.parametrize("stage", ["pretrain", "finetune"])
 def test_supervised_stage_resumes_bit_identically(stage, tiny_run, tmp_path, monkeypatch):
+    sums = tmp_path / "sums.jsonl"  # a file-backed task: data.json lists the examples trained on
+    sums.write_text("".join(json.dumps({"prompt": f"{a}+{b}=", "answer": str(a + b)}) + "\n"
+                            for a in range(40) for b in range(40)))
+
     def run(out, **overrides):
         if stage == "pretrain":
             return run_pretrain(pretrain_config(out, checkpoint_every=2, **overrides))
         return run_finetune(FinetuneConfig(output_dir=str(out), base_model=str(tiny_run / "pre"),
-                                           tasks=["addition:1-2"], max_pauses=2, lora_r=4, checkpoint_every=2,
-                                           **{**FAST, **overrides}))
+                                           tasks=["addition:1-2", f"jsonl:{sums}"], max_pauses=2, lora_r=4,
+                                           checkpoint_every=2, **{**FAST, **overrides}))
 
     run(tmp_path / "straight")
     monkeypatch.setattr(training_loop, "examples_for_step", _raise_at(5, training_loop.examples_for_step))
@@ -279,6 +283,10 @@ def test_supervised_stage_resumes_bit_identically(stage, tiny_run, tmp_path, mon
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     history = [json.loads((tmp_path / d / "history.json").read_text()) for d in ("straight", "killed")]
     assert history[0] == history[1]
+    if stage == "finetune":  # the examples of the steps before the kill are listed too
+        records = [json.loads((tmp_path / d / "data.json").read_text())["tasks"]["sums"]
+                   for d in ("straight", "killed")]
+        assert records[0]["example_ids"] and records[0] == records[1]
 
 
 def test_a_nan_stop_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

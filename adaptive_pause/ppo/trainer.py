@@ -246,6 +246,7 @@ def _train(config: PPOConfig, accelerator, run_dir: Path) -> dict:
                       + " ".join(f"{k}={v}" for k, v in postfix.items()), flush=True)
             if iteration % config.checkpoint_every == 0 or iteration == config.iterations:
                 trainer["last_good_iteration"] = iteration
+                _record_data(config, accelerator, run_dir, source)  # before the state: a kill between redraws them
                 save_checkpoint(run_dir, policy, evaluator, optimizer, generators, dict(trainer),
                                 accelerator, lm)
     except NonFiniteLossError as error:
@@ -294,10 +295,24 @@ def _finish(config, accelerator, run_dir, source, model, policy, evaluator, lm, 
                                       "first_token_pauses_only": config.first_token_pauses_only}
             trained.save_pretrained(run_dir, **saved)
         write_json_atomic(result, run_dir / "result.json")
-        if isinstance(source, LMSource):
-            write_json_atomic(data_record("train-controller", "dev", list(config.tasks), source.tasks,
-                                          _with_earlier(run_dir, source.seen)), run_dir / "data.json")
+    _record_data(config, accelerator, run_dir, source)
     return result
+
+
+def _record_data(config: PPOConfig, accelerator, run_dir: Path, source) -> None:
+    """run_dir/data.json: the file-backed examples every process drew so far, joined with those an earlier part
+    of the run recorded (every process calls it: each draws its own episodes; the main one writes)."""
+    if not isinstance(source, LMSource):
+        return
+    seen = source.seen
+    if accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        parts = gather_object([{name: sorted(ids) for name, ids in seen.items()}])
+        seen = {name: set().union(*(part.get(name, []) for part in parts)) for name in seen}
+    if accelerator.is_main_process:
+        write_json_atomic(data_record("train-controller", "dev", list(config.tasks), source.tasks,
+                                      _with_earlier(run_dir, seen)), run_dir / "data.json")
 
 
 def _with_earlier(run_dir: Path, seen: dict[str, set[str]]) -> dict[str, set[str]]:

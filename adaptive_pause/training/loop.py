@@ -134,6 +134,10 @@ def train(
         last_good = start
         if accelerator.is_main_process:
             print(f"{stage}: resuming from {output_dir / 'state'} at step {start}", flush=True)
+        for step in range(start if file_tasks else 0):  # the data is a function of (seed, step): what was trained on
+            for example in examples_for_step(tasks, config.seed, step, config.batch_size):
+                if example.task in file_tasks:
+                    seen[example.task].add(example_id(example))
     bar = tqdm(range(start, config.max_steps), desc=stage, initial=start, total=config.max_steps,
                disable=not (config.progress and accelerator.is_main_process))
     model.train()

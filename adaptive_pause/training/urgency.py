@@ -282,10 +282,13 @@ def run_train_urgency(config: UrgencyTrainConfig) -> dict:
     for step in bar:
         # Minibatch and dropout are functions of (seed, step): a resumed run draws what the first would have.
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        rows = torch.randint(0, features.shape[0], (config.batch_size,), generator=generator)
-        rows = rows[rank * per_process:(rank + 1) * per_process].to(accelerator.device)
-        torch.manual_seed(config.seed * 1_000_003 + step + rank)
-        logits = head(features[rows])
+        rows = torch.randint(0, features.shape[0], (config.batch_size,), generator=generator).to(accelerator.device)
+        # Every process runs the head on the whole global batch under one seed and keeps its rows, so each row's
+        # dropout mask is the one it gets on one process: the curve does not depend on the process count (the
+        # head is small; the LM's features are precomputed).
+        torch.manual_seed(config.seed * 1_000_003 + step)
+        logits = head(features[rows])[rank * per_process:(rank + 1) * per_process]
+        rows = rows[rank * per_process:(rank + 1) * per_process]
         if config.loss == "bce":
             loss = nn.functional.binary_cross_entropy_with_logits(logits, target[rows])
         elif config.loss == "ce":

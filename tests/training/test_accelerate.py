@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from adaptive_pause.training.pretrain import PretrainConfig
 from adaptive_pause.training.pretrain import run_pretrain
@@ -33,3 +34,44 @@ def test_two_processes_match_one(tmp_path):
     for a, b in zip(one, two):
         assert b["loss"] == pytest.approx(a["loss"], rel=REL_TOL), (a, b)
     assert one[-1]["loss"] < one[0]["loss"]  # and it is a real, decreasing training curve
+
+
+@pytest.mark.slow
+def test_train_urgency_on_two_processes_matches_one_with_dropout(tmp_path):
+    """Each row's dropout mask is drawn as on one process (the head runs on the whole global batch under one
+    seed), so the loss curve and the estimator do not depend on the process count."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from helpers import tiny_pipeline
+
+    finetuned = tiny_pipeline(tmp_path / "pipe", ["addition:1-2"])
+    runs = {}
+    for processes in (1, 2):
+        run_dir = tmp_path / f"run{processes}"
+        shutil.copytree(finetuned, run_dir)
+        done = accelerate_launch(["train-urgency", str(run_dir), "--tasks", "addition:1-2", "--num_train", "64",
+                                  "--num_validation", "32", "--num_test", "32", "--max_steps", "30",
+                                  "--batch_size", "16", "--width", "16", "--dropout", "0.3", "--eval_every", "15",
+                                  "--progress", "false"], processes)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[processes] = run_dir
+    one, two = (json.loads((runs[p] / "urgency_train" / "history.json").read_text()) for p in (1, 2))
+    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=REL_TOL)
+    weights = [load_file(runs[p] / "urgency" / "urgency.safetensors") for p in (1, 2)]
+    for name, value in weights[0].items():
+        assert torch.allclose(weights[1][name], value, atol=1e-5), name
+
+
+@pytest.mark.parametrize("command", ["sweep", "eval-pauses", "demo", "generate", "serve", "import-gguf"])
+def test_commands_that_run_in_one_process_refuse_several(command, monkeypatch, capsys, tmp_path):
+    """Under `accelerate launch` every process would run the whole job (two sweeps racing for one output file):
+    refused before anything is read or written."""
+    from adaptive_pause.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.chdir(tmp_path)
+    assert main([command, str(tmp_path / "run")]) == 2
+    assert f"{command} runs in one" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

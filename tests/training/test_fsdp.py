@@ -79,8 +79,8 @@ def test_fsdp2_pretrain_and_finetune_follow_ddp(tmp_path):
     assert "[rank0]: Traceback" not in done.stderr
 
 
-def controller_args(out, model_run_dir, iterations: int = 3, every: int = 3) -> list[str]:
-    return ["train-controller", "--env", "lm", "--model_run_dir", str(model_run_dir), "--tasks", "addition:1-2",
+def controller_args(out, model_run_dir, iterations: int = 3, every: int = 3, tasks: str = "addition:1-2") -> list[str]:
+    return ["train-controller", "--env", "lm", "--model_run_dir", str(model_run_dir), "--tasks", tasks,
             "--train_adapter", "true", "--iterations", str(iterations), "--episodes_per_iteration", "16",
             "--update_epochs", "1", "--num_minibatches", "2", "--max_pauses", "2", "--max_pauses_total", "4",
             "--checkpoint_every", str(every), "--eval_every", "100", "--progress", "false", "--output_dir", str(out)]
@@ -151,13 +151,24 @@ def test_a_killed_two_process_run_resumes_exactly(stage, fsdp, tmp_path):
         weights = ["adapter/adapter_model.safetensors"]
     else:
         steps, finetuned = 24, tiny_finetune(tmp_path)
-        args = lambda out: controller_args(out, finetuned, iterations=steps, every=3)  # noqa: E731
-        weights = ["controller/controller.safetensors", "adapter/adapter_model.safetensors"]
+        # a file-backed task, so that data.json lists the examples drawn: 40,000 prompts, about 4,000 in dev
+        task = tmp_path / "sums.jsonl"
+        task.write_text("".join(json.dumps({"prompt": f"{a}+{b}=", "answer": str(a + b)}) + "\n"
+                                for a in range(200) for b in range(200)))
+        args = lambda out: controller_args(out, finetuned, iterations=steps, every=3, tasks=f"jsonl:{task}")  # noqa
+        weights = ["controller/controller.safetensors", "adapter/adapter_model.safetensors", "data.json"]
     killed = kill_once_checkpointed(args(tmp_path / "killed"), tmp_path / "killed", fsdp)
     finished = "result.json" if stage == "train-controller" else "history.json"
     assert 0 < killed < steps and not (tmp_path / "killed" / finished).exists()  # killed mid-run
     run(args(tmp_path / "killed") + ["--resume", "true"], fsdp)
     run(args(tmp_path / "straight"), fsdp)
+    if stage == "train-controller":  # the examples both processes drew, those before the kill included
+        record = weights.pop()
+        records = [json.loads((tmp_path / name / record).read_text())["tasks"]["sums"]["example_ids"]
+                   for name in ("killed", "straight")]
+        assert records[0] == records[1]
+        # 24 x 16 draws from ~4,000 prompts: ~18 repeats expected; one process's half would give 192 at most
+        assert len(records[1]) > 0.75 * steps * 16
     for part in weights:
         resumed, straight = (load_file(tmp_path / name / part) for name in ("killed", "straight"))
         assert set(resumed) == set(straight)
