@@ -85,10 +85,14 @@ def write_json_atomic(data, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(json_safe(data), f, indent=2, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(json_safe(data), f, indent=2, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # ours; a failed write (a directory at `path`, a full disk) leaves nothing
+        raise
 
 
 def check_agreement(parts: dict[str, dict[str, int]]) -> None:

@@ -62,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input: our errors name the field, so the message is the whole story; no traceback.
         print(f"adaptive-pause {name}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a path the user gave cannot be read or written; the message names it
+        print(f"adaptive-pause {name}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"adaptive-pause {name}: interrupted (a training stage continues from its last checkpoint with "
+              "--resume true)", file=sys.stderr)
+        return 130
     return int(result or 0)
 
 

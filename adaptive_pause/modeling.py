@@ -325,6 +325,8 @@ class AdaptivePauseModel:
         merge_adapter folds LoRA into the weights (faster decoding; the result is a plain HF model).
         """
         run_dir = Path(run_dir)
+        if not run_dir.expanduser().is_dir():  # a run is local: never ask the hub for a mistyped path
+            raise ValueError(f"run_dir: {run_dir} is not a directory (a run directory or a local HF model directory)")
         lm, tokenizer = load_saved_lm(run_dir)
         if getattr(lm.config, NUMBERING_KEY, None) is None:
             # A plain HF directory (load_saved_lm added <pause>): numbered as load_lm numbers a pretrained base.

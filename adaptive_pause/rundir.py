@@ -131,6 +131,11 @@ def _staging(path: Path) -> Path:
     return path.with_name(f".{path.name}.staging")
 
 
+def _checkpointed(path: Path) -> bool:
+    """Whether a run directory holds a training checkpoint (what `--resume` continues from)."""
+    return any((path / name).is_dir() for name in CHECKPOINT_DIRS)
+
+
 def claim_run(output_dir: str | os.PathLike, kind: str, config: dict, resume: bool = False,
               overwrite: bool = False, main_process: bool | None = None) -> RunClaim:
     """Lock `output_dir` for this run and say where it writes; a ValueError naming output_dir when it holds
@@ -159,13 +164,21 @@ def claim_run(output_dir: str | os.PathLike, kind: str, config: dict, resume: bo
                                  f"{_differences(marker.get('config'), config)}; resume needs the same config "
                                  "(only output_dir, progress, logging and checkpoint intervals may change)")
             work = path
-        elif not has_content or (same and not marker.get("finished")):
-            work = path  # new, empty, or this config's own unfinished run started afresh
+        elif marker is None and has_content:  # never replaced, --overwrite or not: we did not write it
+            raise ValueError(f"output_dir: {path} already holds files not written by an adaptive-pause run (no "
+                             f"{MARKER}); choose another output_dir (nothing there is replaced or deleted)")
+        elif same and not marker.get("finished") and _checkpointed(path) and not overwrite:
+            raise ValueError(f"output_dir: {path} holds this config's unfinished run with a checkpoint (state/); "
+                             "pass --resume true to continue it, or --overwrite true to start it again")
+        elif not has_content or (not marker.get("finished") and marker.get("kind") == kind
+                                 and (same or not _checkpointed(path))):
+            # new, empty, or an unfinished run of this kind started afresh: this config's own (without
+            # --resume), or one that stopped before its first checkpoint (e.g. a rejected path), so the corrected
+            # command can run where the failed one claimed
+            work = path
         elif not overwrite:
             what = ("a finished run of this same config" if same else
-                    f"a {marker.get('kind')!r} run of another config{_differences(marker.get('config'), config)}"
-                    if marker else
-                    f"files not written by an adaptive-pause {kind} run (no {MARKER})")
+                    f"a {marker.get('kind')!r} run of another config{_differences(marker.get('config'), config)}")
             raise ValueError(f"output_dir: {path} already holds {what}; pass --overwrite true to replace it (the old "
                              "one is kept until the new run completes), or choose another output_dir")
         else:

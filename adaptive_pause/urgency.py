@@ -71,6 +71,9 @@ def parse_adjust(spec: str) -> dict:
             values = [float(v) for v in rest.split(":")] if rest else []
         except ValueError:
             raise ValueError(f"urgency_adjust: {part!r}: expected NAME:NUMBER (clamp:LOW:HIGH)") from None
+        if name in result:
+            raise ValueError(f"urgency_adjust: {name!r} given twice in {spec!r}; each applies once, in the order "
+                             "scale, offset, max, min, clamp (combine them into one value)")
         if name == "clamp" and len(values) == 2:
             result[name] = values
         elif name in ADJUST_KEYS and name != "clamp" and len(values) == 1:

@@ -59,6 +59,28 @@ def test_yaml_values_are_typed_on_the_way_in():
     assert config.learning_rate == 1e-3 and config.tasks == ["addition:1-2"]
 
 
+def test_cli_prints_file_errors_and_interrupts_without_a_traceback(capsys, tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("mine\n")
+    assert cli_main(["pretrain", "--output_dir", str(tmp_path / "a_file" / "run"), "--max_steps", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("adaptive-pause pretrain: error: ") and "a_file" in err and "Traceback" not in err
+    assert (tmp_path / "a_file").read_text() == "mine\n"
+
+    import adaptive_pause.eval.eval_pauses as eval_pauses
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(eval_pauses, "main", interrupted)
+    assert cli_main(["eval-pauses", "x"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    # a run directory is local: a mistyped relative path fails at once, without asking the hub
+    from adaptive_pause.modeling import AdaptivePauseModel
+
+    with pytest.raises(ValueError, match="run_dir: runs/no-such-run is not a directory"):
+        AdaptivePauseModel.from_pretrained("runs/no-such-run")
+
+
 def test_cli_prints_config_errors_without_a_traceback(capsys, tmp_path):
     assert cli_main(["train-controller", "--iterations", "3.7", "--output_dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err

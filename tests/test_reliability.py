@@ -1,6 +1,7 @@
 """Nothing lost, nothing silently wrong: guarded run directories, locks, checkpoint replacement, checksums,
 resumable supervised stages, honest eval-pauses, injection-safe encoding, clean errors (docs/reliability.md)."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -81,6 +82,40 @@ def test_a_stage_refuses_another_kind_or_config_and_overwrite_replaces_only_when
         run_pretrain(pretrain_config(out, seed=1, resume=True))
     with pytest.raises(ValueError, match="output_dir: must differ from model_run_dir"):
         PPOConfig(env="lm", model_run_dir=str(out), output_dir=str(out) + "/")
+
+
+def test_user_files_are_never_replaced_and_a_failed_or_restarted_run_is_handled(tmp_path, monkeypatch, tiny_run):
+    # a folder of the user's own files: refused, --overwrite or not, and left as it was
+    mine = tmp_path / "data"
+    mine.mkdir()
+    (mine / "mytask.jsonl").write_text('{"prompt": "1+1=", "answer": "2"}\n')
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match=r"not written by an adaptive-pause run \(no run.json\); choose"):
+            run_pretrain(pretrain_config(mine, overwrite=overwrite))
+    assert [p.name for p in mine.iterdir()] == ["mytask.jsonl"]
+    # this config's unfinished run with a checkpoint: not silently restarted from step 0
+    out = tmp_path / "run"
+    monkeypatch.setattr(training_loop, "examples_for_step", _raise_at(5, training_loop.examples_for_step))
+    with pytest.raises(KeyboardInterrupt):
+        run_pretrain(pretrain_config(out, checkpoint_every=2))
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="unfinished run with a checkpoint .*--resume true"):
+        run_pretrain(pretrain_config(out, checkpoint_every=2))
+    # a run that failed before its first checkpoint (a rejected base_model) does not block the corrected command
+    ft = tmp_path / "ft"
+    with pytest.raises(ValueError):
+        run_finetune(FinetuneConfig(output_dir=str(ft), base_model=str(tmp_path / "no-such-run"),
+                                    tasks=["addition:1-2"], lora_r=4, **FAST))
+    corrected = FinetuneConfig(output_dir=str(ft), base_model=str(tiny_run / "pre"), tasks=["addition:1-2"],
+                               lora_r=4, **FAST)
+    run_finetune(corrected)
+    assert json.loads((ft / "run.json").read_text())["finished"]
+    # finetune into its own base, or over a finetune run without --continue_adapter: refused by name
+    with pytest.raises(ValueError, match="output_dir: .* is the base_model"):
+        run_finetune(dataclasses.replace(corrected, base_model=str(ft), overwrite=True))
+    with pytest.raises(ValueError, match="base_model: .* is a finetune run.*--continue_adapter true"):
+        run_finetune(dataclasses.replace(corrected, base_model=str(ft), output_dir=str(tmp_path / "ft2")))
+    assert not (tmp_path / "ft2").exists()
 
 
 def _raise_at(step, original):

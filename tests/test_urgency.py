@@ -236,6 +236,7 @@ def test_adjust_spec_applies_scale_offset_max_min_clamp_in_order():
     ({"speed": 1}, "unknown key"), ({"clamp": [0.8, 0.2]}, "clamp needs 0 <= low <= high <= 1"),
     ({"offset": float("nan")}, "offset must be a finite number"), ("scale:x", "expected NAME:NUMBER"),
     ("clamp:0.5", "expected one of"), (3, "expected a callable"),
+    ("offset:0.1,offset:0.2", "'offset' given twice"),  # once silently the last one only
 ])
 def test_bad_adjust_specs_raise_value_errors(spec, message):
     with pytest.raises(ValueError, match=message):

@@ -18,6 +18,7 @@ Must not: know about tasks, rewards, PPO or files; loop over rows in Python on t
 from __future__ import annotations
 
 import math
+import operator
 import time
 import weakref
 from typing import Sequence
@@ -157,7 +158,13 @@ class DecodeSession(MultiTokenSteps, InterruptSteps):
             self.answer_tail = torch.full((batch, width), self.pad_id, dtype=torch.long, device=self.device)
         self.generator = None
         if seed is not None:
-            self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
+            try:
+                value = None if isinstance(seed, bool) else operator.index(seed)  # ints, numpy and torch integers
+            except TypeError:
+                value = None
+            if value is None or not -(2**63) <= value < 2**64:
+                raise ValueError(f"seed: an integer in [-2**63, 2**64), got {seed!r}")
+            self.generator = torch.Generator(device=self.device).manual_seed(value)
 
         # Growing buffers (capacity doubles) over the whole sequence: token ids, the 2D attention mask, and
         # the same mask as an additive (batch, 1, 1, length) bias for the single-token fast path.

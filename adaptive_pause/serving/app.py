@@ -83,13 +83,17 @@ def _error(status: int, message: str, kind: str, param=None, code=None, headers=
 
 
 def create_app(model, *, model_name: str = "adaptive-pause", decode_config: DecodeConfig | None = None,
-               urgency: float = 0.3, max_batch: int = 64, max_queue: int = 256, api_key: str | None = None,
+               urgency: float | str = 0.3, max_batch: int = 64, max_queue: int = 256, api_key: str | None = None,
                max_body_bytes: int = 1 << 20) -> FastAPI:
     """An app serving `model` (an `AdaptivePauseModel` with a controller). `decode_config` holds the server's
     defaults and limits: its `max_new_tokens` is the default and the largest `max_tokens`, its `max_pauses`
-    the default `max_pauses`; `urgency` is the default urgency."""
+    the default `max_pauses`; `urgency` is the default urgency ("auto": the run's urgency estimator reads each
+    request's prompt, as a request's own `"urgency": "auto"`; the answer reports the value used)."""
     base = decode_config if decode_config is not None else DecodeConfig(record_features=False)
-    if not 0.0 <= float(urgency) <= 1.0:
+    if urgency == "auto":
+        if model.urgency_estimator is None:
+            raise ValueError("urgency: 'auto' needs a run with an urgency estimator (adaptive-pause train-urgency)")
+    elif not 0.0 <= float(urgency) <= 1.0:
         raise ValueError(f"urgency: must lie in [0, 1], got {urgency}")
     if max_body_bytes < 1:
         raise ValueError(f"max_body_bytes: must be >= 1, got {max_body_bytes}")
@@ -153,9 +157,10 @@ def create_app(model, *, model_name: str = "adaptive-pause", decode_config: Deco
             raise ApiError(404, f"model {parsed.model!r} does not exist; this server serves {model_name!r}",
                            "invalid_request_error", "model", "model_not_found")
         u = urgency if parsed.urgency is None else parsed.urgency
-        if u == "auto":
-            raise FieldError("urgency", "'auto' is not available yet; give a number in [0, 1]")
-        if not 0.0 <= float(u) <= 1.0:
+        if u == "auto" and model.urgency_estimator is None:
+            raise FieldError("urgency", "'auto' needs a run with an urgency estimator (adaptive-pause train-urgency); "
+                             "this server's has none: give a number in [0, 1]")
+        if u != "auto" and not 0.0 <= float(u) <= 1.0:
             raise FieldError("urgency", f"must lie in [0, 1], got {u}")
         max_tokens = base.max_new_tokens if parsed.max_tokens is None else parsed.max_tokens
         if max_tokens > base.max_new_tokens:
@@ -182,7 +187,8 @@ def create_app(model, *, model_name: str = "adaptive-pause", decode_config: Deco
             if field == "max_new_tokens":  # sessions are checked at the server's limit, which rows share
                 text += f" (this server's --max_new_tokens is {base.max_new_tokens})"
             raise FieldError(param, text.split(":", 1)[-1].strip()) from None
-        return ServeRequest(id=scheduler.next_id(prefix), prompt_ids=ids, urgency=float(u), config=config,
+        return ServeRequest(id=scheduler.next_id(prefix), prompt_ids=ids, urgency=None if u == "auto" else float(u),
+                            config=config,
                             max_tokens=max_tokens, stop=parsed.stops(), emit=emit, seed=parsed.seed)
 
     async def generate(request: Request, chat: bool):

@@ -56,6 +56,16 @@ def background_server(app, host: str = "127.0.0.1", start_timeout: float = 30.0)
         sock.close()
 
 
+def _urgency(text: str) -> float | str:
+    """--urgency: "auto" or a number (its range is checked with the run, by `create_app`)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number in [0, 1] or auto, got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adaptive-pause serve", argument_default=argparse.SUPPRESS,
                                      description="Serve a run's LM and pause controller with an OpenAI-compatible API.")
@@ -67,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api_key", default=os.environ.get("ADAPTIVE_PAUSE_API_KEY"),
                         help="bearer token clients must send (default: $ADAPTIVE_PAUSE_API_KEY)")
     parser.add_argument("--max_body_bytes", type=int, default=1 << 20, help="largest request body")
-    parser.add_argument("--urgency", type=float, default=0.3, help="urgency of requests that give none")
+    parser.add_argument("--urgency", type=_urgency, default=0.3,
+                        help="urgency of requests that give none: a number in [0, 1], or auto (the run's estimator)")
     parser.add_argument("--model_name", default=None, help="the model id clients send (default: the run's folder name)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
     parser.add_argument("--merge_adapter", action="store_true", default=False, help="fold LoRA into the weights")
@@ -82,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"run_dir: {args.run_dir} is not a directory")
     given = given_values(args, DecodeConfig)
     from_dict(DecodeConfig, given)  # check the flags before loading anything
+    with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:  # and the port
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as err:
+            raise ValueError(f"port: cannot listen on {args.host}:{args.port} ({err.strerror})") from None
 
     import uvicorn  # the serve extra: pip install 'adaptive-pause[serve]'
 

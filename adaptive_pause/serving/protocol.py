@@ -26,7 +26,7 @@ class _Request(BaseModel):
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: dict | None = None  # accepted for client compatibility; usage is always in the last chunk
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**64)  # what torch's manual_seed takes
     n: int = Field(default=1, ge=1, le=1)
     user: str | None = None
     urgency: float | Literal["auto"] | None = None

@@ -42,7 +42,7 @@ class ServeRequest:
 
     id: str
     prompt_ids: list[int]
-    urgency: float
+    urgency: float | None  # None: "auto", the run's urgency estimator reads the prompt when the request starts
     config: DecodeConfig
     max_tokens: int
     stop: tuple[str, ...]
@@ -192,6 +192,10 @@ class Scheduler:
 
     def _prefill(self, requests: list[ServeRequest]) -> DecodeSession | None:
         s = self.model.settings
+        auto = [r for r in requests if r.urgency is None]
+        if auto:  # here, in the one thread that runs the model (as for an interruption's re-reading)
+            for request, value in zip(auto, estimate(self.model, [r.prompt_ids for r in auto], None).tolist()):
+                request.urgency = float(value)
         try:
             return DecodeSession(self.model.lm, self.model.tokenizer, [r.prompt_ids for r in requests],
                                  [r.urgency for r in requests], requests[0].config, s.pause_id, s.numbering,

@@ -112,8 +112,15 @@ def continued_adapter(base, config: FinetuneConfig, token_ids: tuple[int, ...]):
 
 def run_finetune(config: FinetuneConfig) -> Path:
     tasks = [get_task(spec) for spec in config.tasks]
+    base = Path(config.base_model).expanduser()
+    if base.exists() and base.resolve() == Path(config.output_dir).expanduser().resolve():
+        raise ValueError(f"output_dir: {config.output_dir} is the base_model; a finetune run writes a new directory")
     if config.continue_adapter:
         check_continuable(config)
+    elif (base / ADAPTER_DIR / "adapter_config.json").is_file():
+        raise ValueError(f"base_model: {config.base_model} is a finetune run, and a new adapter over its model/ would "
+                         "drop its trained one: pass --continue_adapter true to train that adapter further, or name "
+                         "the run it was finetuned from")
     claim = claim_run(config.output_dir, "finetune", identity(to_dict(config)), config.resume, config.overwrite)
     try:
         return _run_finetune(config, claim, tasks)

@@ -192,6 +192,24 @@ def test_interrupt_without_urgency_rereads_the_prompt_with_the_estimator(interru
         model.urgency_estimator = None
 
 
+def test_auto_urgency_is_the_estimators_reading_of_the_prompt_as_offline(model, url):
+    """`"urgency": "auto"`: the run's estimator reads the request's prompt when it starts (in the scheduler's
+    thread); the answer and the urgency reported are offline `generate(urgency="auto")`'s."""
+    torch.manual_seed(5)
+    model.urgency_estimator = UrgencyEstimator(model.hidden_size, width=8, vocab_size=len(model.tokenizer),
+                                               pause_id=model.settings.pause_id).eval()
+    try:
+        prompts = ["12+34=", "7+8="]
+        offline = model.generate(prompts, urgency="auto", decode_config=CONFIG)
+        for prompt, text, used in zip(prompts, offline.texts, offline.urgency_used):
+            body = httpx.post(f"{url}/v1/completions", json={"model": NAME, "prompt": prompt, "urgency": "auto",
+                                                               "max_tokens": 16}, timeout=60).json()
+            choice = body["choices"][0]
+            assert choice["text"] == text and choice["urgency"] == pytest.approx(used, abs=1e-6)
+    finally:
+        model.urgency_estimator = None
+
+
 def test_interrupt_errors(interruptible, url):
     _, base = interruptible
     assert httpx.post(f"{base}/v1/requests/cmpl-nope/interrupt", json={"text": "hi"}).status_code == 404
@@ -250,7 +268,8 @@ def test_full_queue_answers_429_with_retry_after(slow_url):
     ({"prompt": "1+1=", "colour": "red"}, 400, "colour"),
     ({"prompt": "1+1=", "n": 2}, 400, "n"),
     ({"prompt": "1+1=", "urgency": 1.5}, 400, "urgency"),
-    ({"prompt": "1+1=", "urgency": "auto"}, 400, "urgency"),
+    ({"prompt": "1+1=", "urgency": "auto"}, 400, "urgency"),  # this run has no urgency estimator
+    ({"prompt": "1+1=", "seed": 2**70, "temperature": 1}, 400, "seed"),
     ({"prompt": "1+1=", "max_tokens": 100000}, 400, "max_tokens"),
     ({"prompt": "1+1=", "max_tokens": True}, 400, "max_tokens"),
     ({"prompt": "1+1=", "max_pauses": 99}, 400, "max_pauses"),
