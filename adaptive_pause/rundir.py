@@ -154,7 +154,8 @@ def claim_run(output_dir: str | os.PathLike, kind: str, config: dict, resume: bo
             for name in CHECKPOINT_DIRS:
                 recover_dir(path / name)
         marker = read_marker(path)
-        has_content = path.is_dir() and any(path.iterdir())
+        # (the marker's own temporary file is not content: another process may be writing the marker right now)
+        has_content = path.is_dir() and any(not p.name.startswith(f".{MARKER}.") for p in path.iterdir())
         same = marker is not None and marker.get("kind") == kind and marker.get("fingerprint") == print_
         if resume:
             if marker is None:
