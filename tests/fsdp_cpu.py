@@ -12,6 +12,8 @@ import sys
 
 from accelerate.state import PartialState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+from torch import nn
+from torch.distributed.tensor import DTensor
 
 import adaptive_pause.ppo.trainer
 import adaptive_pause.training.finetune
@@ -30,6 +32,17 @@ def make_fsdp_accelerator(output_dir, seed=None):
     # AcceleratorState copies PartialState's type whenever it is built again: set both
     accelerator.state.distributed_type = PartialState().distributed_type = DistributedType.FSDP
     accelerator.state.fsdp_plugin = plugin
+    prepare = accelerator.prepare
+
+    def prepare_and_report(*objects, **kwargs):  # what the tests check: the model really is sharded
+        prepared = prepare(*objects, **kwargs)
+        modules = [o for o in (prepared if isinstance(prepared, (tuple, list)) else [prepared])
+                   if isinstance(o, nn.Module)]
+        sharded = sum(isinstance(p, DTensor) for module in modules for p in module.parameters())
+        print(f"fsdp_cpu: {sharded} parameters sharded", flush=True)
+        return prepared
+
+    accelerator.prepare = prepare_and_report
     return accelerator
 
 

@@ -4,6 +4,7 @@ DDP, and a two-process run killed with SIGKILL once a checkpoint is on disk resu
 uninterrupted run."""
 
 import json
+import re
 import subprocess
 import time
 
@@ -36,6 +37,8 @@ def finetune_args(out, base, steps: int = 6, every: int = 3, *extra: str) -> lis
 def run(args: list[str], fsdp: bool) -> None:
     done = accelerate_launch(args, processes=2, fsdp=fsdp)
     assert done.returncode == 0, done.stderr[-4000:]
+    if fsdp:  # really sharded (tests/fsdp_cpu.py reports it), not a silent DDP run
+        assert re.search(r"fsdp_cpu: [1-9][0-9]* parameters sharded", done.stdout), done.stdout[-2000:]
 
 
 def losses(out) -> list[float]:
