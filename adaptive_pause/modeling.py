@@ -77,6 +77,8 @@ class ModelConfig:
         check(self.hidden_size % self.num_heads == 0, "hidden_size",
                f"must be divisible by num_heads={self.num_heads}, got {self.hidden_size}")
         check(self.pause_slots >= 0, "pause_slots", f"must be >= 0, got {self.pause_slots}")
+        check(self.pause_slots >= 1 or self.resolved_numbering() != "slotted", "pause_slots",
+              "must be >= 1 with slotted numbering (0 slots leave no room for a pause: it would train without any)")
         check(self.prompt_format in ("auto", "raw", "chat"), "prompt_format",
               f"must be one of ('auto', 'raw', 'chat'), got {self.prompt_format!r}")
 

@@ -81,6 +81,14 @@ def test_cli_prints_file_errors_and_interrupts_without_a_traceback(capsys, tmp_p
         AdaptivePauseModel.from_pretrained("runs/no-such-run")
 
 
+def test_zero_pause_slots_are_refused_where_numbering_is_slotted():
+    from adaptive_pause.modeling import ModelConfig
+
+    with pytest.raises(ValueError, match="pause_slots: must be >= 1 with slotted numbering"):
+        ModelConfig(pause_slots=0)
+    assert ModelConfig(pause_slots=0, position_numbering="contiguous").pause_slots == 0
+
+
 def test_cli_prints_config_errors_without_a_traceback(capsys, tmp_path):
     assert cli_main(["train-controller", "--iterations", "3.7", "--output_dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err

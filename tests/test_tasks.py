@@ -79,6 +79,12 @@ def test_jsonl_malformed_line_names_its_line(tmp_path):
     path.write_text('{"prompt": "a"}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:1: missing field\(s\) \['answer'\]"):
         get_task(f"jsonl:{path}")
+    path.write_bytes(b'{"prompt": "a", "answer": "b"}\n{"prompt": "\xff", "answer": "b"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not UTF-8 text \(byte 0xff at column 13\)"):
+        get_task(f"jsonl:{path}")
+    path.write_text('{"prompt": "a", "answer": "b"}\n')
+    with pytest.raises(ValueError, match=r"unknown scorer 'bogus'; known: \["):
+        get_task(f"jsonl:{path}:bogus")
 
 
 # ---- phrased:SPEC (urgency wording on any task's prompts) ---------------------------------------------------------

@@ -13,6 +13,7 @@ Every stage reads one split (`base.STAGE_SPLITS`; the rule for files is in `json
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from .base import SPLITS, STAGE_SPLITS, Example, Task, check_split, data_record, example_id, task_label
 from .jsonl import JsonlTask
@@ -44,6 +45,8 @@ def get_task(spec: str) -> Task:
         path, _, scorer = rest.rpartition(":")
         if path and scorer in SCORERS:
             return JsonlTask(path, scorer=scorer)
+        if path and not Path(rest).exists() and Path(path).exists():  # FILE:SCORER with a scorer we lack
+            raise ValueError(f"task spec {spec!r}: unknown scorer {scorer!r}; known: {sorted(SCORERS)}")
         return JsonlTask(rest)
     name, _, rng = spec.partition(":")
     variants = None

@@ -36,11 +36,16 @@ def split_of(prompt: str) -> str:
 def json_objects(path: Path):
     """(where, object) for each non-blank line of a JSON-lines file, `where` = "PATH:LINE"; a ValueError names
     the line that is not JSON or not an object."""
-    with Path(path).open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    with Path(path).open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            where = f"{path}:{line_no}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{where}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})") \
+                    from None
             if not line.strip():
                 continue
-            where = f"{path}:{line_no}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
