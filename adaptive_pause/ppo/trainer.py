@@ -257,17 +257,6 @@ def _train(config: PPOConfig, accelerator, run_dir: Path) -> dict:
         bar.close()
         if writer is not None:
             writer.close()
-    result = _finish(config, accelerator, run_dir, source, model, policy, evaluator, lm, reward, trainer, evaluation,
-                     metrics)
-    accelerator.wait_for_everyone()  # every rank waits for the main one's saves; `train` then tears down
-    return result
-
-
-def _finish(config, accelerator, run_dir, source, model, policy, evaluator, lm, reward, trainer, evaluation,
-            metrics) -> dict:
-    """The final evaluation, the replica check, result.json and the run's model (the main process writes); the
-    result."""
-    world = accelerator.num_processes
     with unsharded(evaluator):  # FSDP2: full weights for the evaluation and the check (a no-op elsewhere)
         if not evaluation and model is not None and accelerator.is_main_process:  # e.g. resuming a finished run
             evaluation = evaluate_analytic(policy, model, reward, config.eval_urgencies)
@@ -296,6 +285,7 @@ def _finish(config, accelerator, run_dir, source, model, policy, evaluator, lm, 
             trained.save_pretrained(run_dir, **saved)
         write_json_atomic(result, run_dir / "result.json")
     _record_data(config, accelerator, run_dir, source)
+    accelerator.wait_for_everyone()  # every rank waits for the main one's saves; `train` then tears down
     return result
 
 

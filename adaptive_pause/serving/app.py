@@ -188,8 +188,7 @@ def create_app(model, *, model_name: str = "adaptive-pause", decode_config: Deco
                 text += f" (this server's --max_new_tokens is {base.max_new_tokens})"
             raise FieldError(param, text.split(":", 1)[-1].strip()) from None
         return ServeRequest(id=scheduler.next_id(prefix), prompt_ids=ids, urgency=None if u == "auto" else float(u),
-                            config=config,
-                            max_tokens=max_tokens, stop=parsed.stops(), emit=emit, seed=parsed.seed)
+                            config=config, max_tokens=max_tokens, stop=parsed.stops(), emit=emit, seed=parsed.seed)
 
     async def generate(request: Request, chat: bool):
         authorize(request)

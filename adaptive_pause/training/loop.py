@@ -75,6 +75,13 @@ def examples_for_step(tasks: Sequence[Task], seed: int, step: int, batch_size: i
     return [tasks[rng.randrange(len(tasks))].sample(rng, "train") for _ in range(batch_size)]
 
 
+def _note_seen(seen: dict[str, set[str]], examples: list[Example]) -> None:
+    """Add the ids of file-backed examples (the tasks `seen` has a set for) to `seen`."""
+    for example in examples:
+        if example.task in seen:
+            seen[example.task].add(example_id(example))
+
+
 def pause_generator(seed: int, step: int) -> torch.Generator:
     """The generator for pause placement at `step`: separate from the data stream."""
     # Not Python's hash(): it is salted per process, and every process must draw the same pauses.
@@ -135,17 +142,13 @@ def train(
         if accelerator.is_main_process:
             print(f"{stage}: resuming from {output_dir / 'state'} at step {start}", flush=True)
         for step in range(start if file_tasks else 0):  # the data is a function of (seed, step): what was trained on
-            for example in examples_for_step(tasks, config.seed, step, config.batch_size):
-                if example.task in file_tasks:
-                    seen[example.task].add(example_id(example))
+            _note_seen(seen, examples_for_step(tasks, config.seed, step, config.batch_size))
     bar = tqdm(range(start, config.max_steps), desc=stage, initial=start, total=config.max_steps,
                disable=not (config.progress and accelerator.is_main_process))
     model.train()
     for step in bar:
         examples = examples_for_step(tasks, config.seed, step, config.batch_size)
-        for example in examples:
-            if example.task in file_tasks:
-                seen[example.task].add(example_id(example))
+        _note_seen(seen, examples)
         batch = collate(examples, pause_generator(config.seed, step))
         num_targets = batch.num_targets  # global: every process built the same global batch
         local = batch.rows(rank * per_process, (rank + 1) * per_process).to(accelerator.device)
@@ -294,7 +297,9 @@ def unsharded(module: torch.nn.Module):
     Every process must enter it (each gather is a collective)."""
     from torch.distributed.fsdp import FSDPModule
 
-    units = [unit for unit in module.modules() if isinstance(unit, FSDPModule)]
+    # Accelerate's FSDP2 always shards the root: elsewhere the model is not walked at all
+    units = [unit for unit in module.modules() if isinstance(unit, FSDPModule)] \
+        if isinstance(module, FSDPModule) else []
     for unit in units:  # the root first: it initialises the tree's FSDP state
         unit.unshard()
     try:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
 from ..checkpoint import atomic_dir, load_optimizer_state, optimizer_state, verify_checksums
 
